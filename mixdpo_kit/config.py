@@ -1,0 +1,245 @@
+"""One configuration object for the CLI, the notebooks and the tests.
+
+A run is described by :class:`RunConfig`, a tree of small dataclasses. It round-trips through
+YAML (loaded with ``yaml.safe_load``; unknown keys are an error that names them) and can start
+from a named preset such as ``mixdpo_paper``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Where the preference pairs come from and how they are tokenised."""
+
+    source: str = "builtin"  # "builtin", a local .jsonl/.json/.parquet/.csv path, or a hub dataset name
+    split: str = "train_prefs"
+    eval_source: str | None = "builtin"
+    eval_split: str = "test_prefs"
+    max_rows: int | None = None  # take the first N rows (after loading), for quick runs
+    max_length: int = 1024  # prompt + response tokens
+    max_prompt_length: int = 512
+    truncation: str = "truncate"  # "truncate" (keep prompt end, response start) or "drop" over-long pairs
+
+
+@dataclass
+class MarginConfig:
+    """Where each pair's difficulty margin comes from (larger = easier)."""
+
+    source: str = "ratings"  # score_chosen - score_rejected
+
+
+@dataclass
+class SplitConfig:
+    """Which pairs are hard (routed to SFT): margin < tau, or below a quantile of the margins."""
+
+    tau: float = 0.5
+    quantile: float | None = None  # when set, tau = this quantile of the margins
+
+
+@dataclass
+class CurriculumConfig:
+    """The order pairs are trained in."""
+
+    order: str = "easy_to_hard"  # easy_to_hard | staged | random | hard_to_easy
+    n_stages: int = 3  # for "staged"
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The policy model and how its reference is obtained."""
+
+    name_or_path: str = "tiny-llama"  # a hub id or a local directory; "tiny-*" builds a local tiny model
+    revision: str | None = None
+    mode: str = "qlora"  # qlora | lora | full
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0  # dropout makes policy/reference log-probs inconsistent
+    target_modules: str | list[str] = "all-linear"
+    ref_model: str | None = None  # an explicit separate reference; default: the policy with its adapter off
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    gradient_checkpointing: str | bool = "auto"  # auto: on for GPU (Q)LoRA, off on CPU
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LossConfig:
+    """The objective: MixDPO routing of hard pairs to SFT, easy pairs to a preference loss."""
+
+    objective: str = "mixdpo"  # mixdpo (routed) | preference (every pair) | sft (every pair)
+    preference: str = "dpo"  # a registered preference loss: dpo | ipo | hinge | simpo
+    beta: float = 0.01
+    label_smoothing: float = 0.1
+    simpo_gamma: float = 0.5
+    sft_weight: float = 1.0
+    preference_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run bookkeeping (mapped onto transformers.TrainingArguments)."""
+
+    output_dir: str = "runs/mixdpo"
+    learning_rate: float = 1e-6
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    logging_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    seed: int = 42
+    precompute_reference: bool = True
+    cache_dir: str = ".mixdpo_cache"
+    report_to: str = "none"
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation."""
+
+    batch_size: int = 16
+    max_pairs: int | None = 500
+    n_generations: int = 8  # prompts whose generations are shown in the report
+    max_new_tokens: int = 64
+    reward_prompts: int = 64  # built-in task: prompts scored with the ground-truth reward
+
+
+@dataclass
+class SFTWarmupConfig:
+    """The demo's supervised warm-up that turns a random tiny model into an "SFT model"."""
+
+    enabled: bool = False
+    split: str = "sft"
+    max_steps: int = 300
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; serialisable to and from YAML."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    margins: MarginConfig = field(default_factory=MarginConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sft_warmup: SFTWarmupConfig = field(default_factory=SFTWarmupConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict (YAML/JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """Serialise to YAML; also write it to ``path`` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Build from a nested dict; unknown sections or keys raise ``ValueError`` naming them."""
+        return _from_dict(cls, data or {}, "config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        """Load a YAML file with the safe loader. A ``preset:`` key starts from that preset."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        preset_name = data.pop("preset", None)
+        base = preset(preset_name).to_dict() if preset_name else {}
+        return cls.from_dict(_deep_merge(base, data))
+
+    def override(self, **sections: dict[str, Any]) -> "RunConfig":
+        """A copy with some fields replaced, e.g. ``cfg.override(loss={"beta": 0.1})``."""
+        return RunConfig.from_dict(_deep_merge(self.to_dict(), sections))
+
+
+def _from_dict(cls, data: dict[str, Any], where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_type(fields[name])
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")
+            kwargs[name] = _from_dict(sub, value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _dataclass_type(f: dataclasses.Field):
+    factory = f.default_factory
+    if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
+        return factory
+    return None
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _mixdpo_paper() -> RunConfig:
+    # The authors' run: rating margins, tau = 0.5, beta = 0.01, conservative DPO with eps = 0.1,
+    # sequential easy->hard, one epoch, lr 1e-6 cosine with 10 % warm-up, 1024/512 tokens.
+    return RunConfig(
+        data=DataConfig(source="HuggingFaceH4/ultrafeedback_binarized", split="train_prefs",
+                        eval_source="HuggingFaceH4/ultrafeedback_binarized", eval_split="test_prefs",
+                        max_length=1024, max_prompt_length=512),
+        margins=MarginConfig(source="ratings"),
+        split=SplitConfig(tau=0.5),
+        curriculum=CurriculumConfig(order="easy_to_hard"),
+        loss=LossConfig(objective="mixdpo", preference="dpo", beta=0.01, label_smoothing=0.1),
+        train=TrainConfig(learning_rate=1e-6, num_train_epochs=1, lr_scheduler_type="cosine", warmup_ratio=0.1),
+    )
+
+
+def _demo() -> RunConfig:
+    # The built-in task on a CPU: tiny Llama, SFT warm-up, then QLoRA MixDPO. The learning rate
+    # and beta are larger than the paper's because the model and the run are tiny.
+    return RunConfig(
+        data=DataConfig(source="builtin", split="train_prefs", eval_source="builtin", eval_split="test_prefs",
+                        max_length=64, max_prompt_length=32),
+        model=ModelConfig(name_or_path="tiny-llama", mode="qlora", lora_r=16, lora_alpha=32),
+        loss=LossConfig(objective="mixdpo", preference="dpo", beta=0.1, label_smoothing=0.1),
+        train=TrainConfig(output_dir="runs/demo", learning_rate=2e-3, per_device_train_batch_size=16,
+                          num_train_epochs=1, warmup_ratio=0.1, save_steps=50, logging_steps=5, seed=0),
+        eval=EvalConfig(batch_size=64, max_pairs=200, n_generations=8, max_new_tokens=16, reward_prompts=64),
+        sft_warmup=SFTWarmupConfig(enabled=True, max_steps=300, learning_rate=3e-3, batch_size=32),
+    )
+
+
+PRESETS = {"mixdpo_paper": _mixdpo_paper, "demo": _demo}
+
+
+def preset(name: str) -> RunConfig:
+    """A fresh copy of a named preset (``mixdpo_paper`` or ``demo``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

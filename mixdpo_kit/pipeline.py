@@ -1,0 +1,168 @@
+"""The steps of a run, wired together: data → margins → split → curriculum → model → train → evaluate.
+
+Each function does one step and returns plain objects, so notebooks, the CLI and the tests call
+the same code. A run folder holds ``config.yaml``, ``data_report.json``, ``metrics.jsonl``,
+``checkpoints/``, ``adapter/`` (or ``model/``), ``summary.json`` and ``report.html``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainingArguments
+
+from mixdpo_kit.config import RunConfig
+from mixdpo_kit.curriculum import CurriculumPlan
+from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, load_preferences
+from mixdpo_kit.margins import compute_margins, margin_stats
+from mixdpo_kit.model import Policy, build_policy, resolve_model_path
+from mixdpo_kit.refcache import ReferenceCache, cache_key
+from mixdpo_kit.split import Split, split_by_margin
+from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
+from mixdpo_kit.trainer import TRAIN_COLUMNS, JsonlLogger, MixDPOTrainer, PairCollator
+
+OBJECTIVES = ("mixdpo", "preference", "sft")
+
+
+@dataclass
+class PreparedPairs:
+    """Pairs ready for training: tokenised rows aligned with their margins, split and plan."""
+
+    dataset: object  # datasets.Dataset with canonical + token columns
+    report: DataReport
+    margins: np.ndarray
+    split: Split
+    plan: CurriculumPlan
+
+
+def analyze_data(cfg: RunConfig, tokenizer=None):
+    """Load, validate, compute margins and split; tokenise (and count over-long pairs) when a tokenizer is given."""
+    ds, report = load_preferences(cfg.data.source, cfg.data.split, max_rows=cfg.data.max_rows)
+    if tokenizer is not None:
+        settings = TokenizationSettings(cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.truncation)
+        ds, _ = tokenize_pairs(ds, tokenizer, settings, report)
+    margins = compute_margins(ds, cfg.margins.source)
+    split = split_by_margin(margins, cfg.split.tau, cfg.split.quantile)
+    plan = CurriculumPlan(margins, cfg.curriculum.order, cfg.curriculum.n_stages, cfg.curriculum.seed)
+    return PreparedPairs(ds, report, margins, split, plan)
+
+
+def data_report(prep: PreparedPairs) -> dict:
+    """The JSON data report: rows read/kept/dropped by reason, margin stats, split counts."""
+    return {**prep.report.to_dict(), "margins": margin_stats(prep.margins), "split": prep.split.summary(),
+            "conversational": is_conversational(prep.dataset)}
+
+
+def route_mask(objective: str, split: Split) -> np.ndarray:
+    """Which pairs get SFT: the hard ones (mixdpo), none (preference) or all (sft)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    if objective == "mixdpo":
+        return split.hard.copy()
+    return np.full(len(split.hard), objective == "sft")
+
+
+def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **overrides) -> TrainingArguments:
+    """TrainingArguments from the config; mixed precision follows the policy's compute dtype."""
+    t = cfg.train
+    kwargs = dict(
+        output_dir=str(out_dir / "checkpoints"), learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, logging_steps=t.logging_steps,
+        save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.seed, data_seed=t.seed,
+        report_to=t.report_to, remove_unused_columns=False, dataloader_num_workers=0,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False, save_only_model=False,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def attach_reference(policy: Policy, cfg: RunConfig, ds, route_sft: np.ndarray, cache: ReferenceCache):
+    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` columns (NaN for SFT-routed pairs), from the cache."""
+    settings = {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length,
+                "truncation": cfg.data.truncation}
+    key = cache_key(policy.identity(), settings, ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])
+    needed = [i for i in range(len(ds)) if not route_sft[i]]
+    device = next(policy.model.parameters()).device
+    chosen, rejected = cache.get_or_compute(policy.reference, ds, needed, key, policy.tokenizer.pad_token_id,
+                                            batch_size=cfg.eval.batch_size, device=device)
+    return ds.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+
+def loss_params(cfg: RunConfig) -> dict:
+    """``routed_loss`` keyword arguments from the loss config."""
+    lc = cfg.loss
+    return {"preference": lc.preference, "beta": lc.beta, "label_smoothing": lc.label_smoothing,
+            "simpo_gamma": lc.simpo_gamma, "sft_weight": lc.sft_weight, "preference_weight": lc.preference_weight}
+
+
+def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: Path, cache: ReferenceCache | None = None,
+                  callbacks=(), **arg_overrides) -> MixDPOTrainer:
+    """A ready-to-train ``MixDPOTrainer`` for prepared pairs (reference log-probs attached when asked)."""
+    from mixdpo_kit.losses import PREFERENCE_LOSSES
+
+    route_sft = route_mask(cfg.loss.objective, prep.split)
+    ds = prep.dataset.add_column("hard", route_sft.tolist()).add_column("row_index", prep.dataset["row_id"])
+    needs_ref = PREFERENCE_LOSSES[cfg.loss.preference].needs_reference and not route_sft.all()
+    if needs_ref and cfg.train.precompute_reference:
+        ds = attach_reference(policy, cfg, ds, route_sft, cache or ReferenceCache(cfg.train.cache_dir))
+    else:
+        ds = ds.add_column("ref_chosen_logps", [None] * len(ds)).add_column("ref_rejected_logps", [None] * len(ds))
+    ds = ds.select_columns(list(TRAIN_COLUMNS) + ["row_index"])
+    args = training_arguments(cfg, out_dir, policy.dtype, **arg_overrides)
+    return MixDPOTrainer(
+        model=policy.model, args=args, train_dataset=ds, data_collator=PairCollator(policy.tokenizer.pad_token_id),
+        processing_class=policy.tokenizer, plan=prep.plan, loss_params=loss_params(cfg),
+        reference=policy.reference if needs_ref else None,
+        callbacks=[JsonlLogger(out_dir / "metrics.jsonl"), *callbacks],
+    )
+
+
+def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
+    """Supervised warm-up of the (tiny) base model on demonstrations; saves and returns the SFT model dir.
+
+    It reuses the routed trainer with every pair routed to SFT, i.e. the same length-normalised
+    NLL MixDPO applies to hard pairs.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    w = cfg.sft_warmup
+    path = resolve_model_path(cfg.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    demos = load_demonstrations(cfg.data.source, w.split)
+    settings = TokenizationSettings(cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.truncation)
+    ds, _ = tokenize_pairs(demos, tokenizer, settings, with_rejected=False)
+    margins = np.zeros(len(ds))
+    prep = PreparedPairs(ds, DataReport("sft"), margins, split_by_margin(margins, tau=1.0, warn=False),
+                         CurriculumPlan(margins, "random", seed=cfg.train.seed))
+    sft_cfg = cfg.override(loss={"objective": "sft"}, train={"learning_rate": w.learning_rate, "max_steps": w.max_steps,
+                                                              "per_device_train_batch_size": w.batch_size,
+                                                              "warmup_ratio": 0.05, "save_steps": 10**9})
+    policy = Policy(model=model, tokenizer=tokenizer, config=sft_cfg.model, dtype=torch.float32)
+    trainer = build_trainer(sft_cfg, policy, prep, out_dir / "sft", save_strategy="no")
+    trainer.train()
+    target = out_dir / "sft_model"
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | bool | None = None, callbacks=()):
+    """Train one run into ``out_dir``; returns (trainer, policy, prepared pairs)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    policy = build_policy(cfg.model)
+    prep = analyze_data(cfg, policy.tokenizer)
+    cfg.to_yaml(out_dir / "config.yaml")
+    (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
+    trainer = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.save_model(str(out_dir / ("model" if cfg.model.mode == "full" else "adapter")))
+    return trainer, policy, prep

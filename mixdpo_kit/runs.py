@@ -1,0 +1,104 @@
+"""Whole runs: train + evaluate + write the summary and report; the demo; re-evaluating a saved run."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from mixdpo_kit import viz
+from mixdpo_kit.config import RunConfig, preset
+from mixdpo_kit.data import read_source
+from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
+from mixdpo_kit.model import Policy
+from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, train
+from mixdpo_kit.report import read_metrics, write_html, write_summary
+
+
+def evaluate_policy(cfg: RunConfig, policy: Policy) -> dict:
+    """Held-out preference metrics (policy vs reference), sample generations and, on the built-in
+    task, the ground-truth reward of greedy generations before (reference) and after (policy)."""
+    out: dict = {}
+    tok, ec = policy.tokenizer, cfg.eval
+    device = next(policy.model.parameters()).device
+    if cfg.data.eval_source:
+        eval_cfg = cfg.override(data={"source": cfg.data.eval_source, "split": cfg.data.eval_split,
+                                      "max_rows": ec.max_pairs})
+        prep = analyze_data(eval_cfg, tok)
+        after = pair_logps(policy.model, prep.dataset, tok.pad_token_id, ec.batch_size, device)
+        with policy.reference() as ref:
+            before = pair_logps(ref, prep.dataset, tok.pad_token_id, ec.batch_size, device)
+        out["preference"] = preference_metrics(after, before, cfg.loss.beta)
+        prompts = prep.dataset["prompt"][: ec.n_generations]
+        gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
+        out["generations"] = [{"prompt": _show(p), "response": g} for p, g in zip(prompts, gens)]
+    if cfg.data.source == "builtin" and ec.reward_prompts:
+        rows = read_source("builtin", "eval_prompts").select(range(ec.reward_prompts))
+        texts = rows["prompt"]
+        chats = [[{"role": "user", "content": t}] for t in texts]
+        after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size)
+        with policy.reference() as ref:
+            before_gen = generate(ref, tok, chats, ec.max_new_tokens, ec.batch_size)
+        out["true_reward"] = {"before": builtin_reward(texts, before_gen), "after": builtin_reward(texts, after_gen)}
+    return out
+
+
+def _show(prompt) -> str:
+    return prompt if isinstance(prompt, str) else " / ".join(m["content"] for m in prompt)
+
+
+def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evaluation: dict, extra: dict) -> dict:
+    """Write ``summary.json`` and ``report.html`` for a finished run; returns the summary."""
+    rows = read_metrics(out_dir)
+    summary = {"config": cfg.to_dict(), "data": data_report(prep), "split": prep.split.summary(),
+               "final_train_metrics": rows[-2] if len(rows) > 1 else (rows[-1] if rows else {}),
+               "evaluation": evaluation, **extra}
+    write_summary(out_dir, summary)
+    figures = [viz.margin_histogram(prep.margins, prep.split),
+               viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train.per_device_train_batch_size,
+                                       cfg.train.gradient_accumulation_steps),
+               viz.training_curves(rows), viz.logprob_dynamics(rows, evaluation.get("preference"))]
+    tables = {"Held-out generations": evaluation.get("generations", [])}
+    if "true_reward" in evaluation:
+        tables["Ground-truth reward of greedy generations"] = [
+            {"model": k, **v} for k, v in evaluation["true_reward"].items()]
+    write_html(out_dir / "report.html", f"mixdpo-kit run: {out_dir.name}", figures, tables)
+    return summary
+
+
+def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None) -> dict:
+    """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    extra = {}
+    if cfg.sft_warmup.enabled:
+        sft_path = sft_warmup(cfg, out_dir)
+        cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
+        extra["sft_warmup_seconds"] = round(time.time() - start, 1)
+    trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint)
+    evaluation = evaluate_policy(cfg, policy)
+    extra["wall_seconds"] = round(time.time() - start, 1)
+    return write_run_outputs(out_dir, cfg, prep, evaluation, extra)
+
+
+def run_demo(out_dir: str | Path) -> dict:
+    """The built-in pipeline: tiny model, SFT warm-up, QLoRA MixDPO on CPU, evaluation, report."""
+    cfg = preset("demo").override(train={"output_dir": str(out_dir), "cache_dir": str(Path(out_dir) / "cache")})
+    return run(cfg, out_dir)
+
+
+def evaluate_saved_run(run_dir: str | Path) -> dict:
+    """Reload a finished run's adapter (or model) and evaluate it again; rewrites summary and report."""
+    from mixdpo_kit.model import build_policy
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
+    if not saved.exists():
+        raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
+    policy = build_policy(cfg.model, adapter_path=saved)
+    prep = analyze_data(cfg, policy.tokenizer)
+    evaluation = evaluate_policy(cfg, policy)
+    old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds")}
+    return write_run_outputs(run_dir, cfg, prep, evaluation, keep)

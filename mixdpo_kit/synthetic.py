@@ -1,0 +1,172 @@
+"""The built-in task: small digit puzzles with an exact, computable reward.
+
+Why this task: MixDPO's mechanism needs (1) a true reward we can compute for any response,
+(2) a noisy judge whose small rating gaps often disagree with the true reward, and
+(3) UltraFeedback-style binarisation (best-rated candidate vs a random other one). Then a
+small-margin pair is an unreliable comparison whose chosen response is still a decent
+demonstration — the case MixDPO routes to SFT. Everything here is generated from a seed;
+nothing is copied from another dataset.
+
+Prompts look like ``sort 3 1 2`` / ``reverse 4 0 7`` / ``count 3 : 3 1 3``; answers are
+space-separated digits. The vocabulary is tiny so a model of a few hundred thousand
+parameters learns the task on a CPU in a minute.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+DIGITS = [str(d) for d in range(10)]
+TASKS = ("sort", "reverse", "count")
+FILLER = ("ok", "so", "the", "answer", "is", "well", ".")
+# Words the tokenizer must know (besides special tokens).
+VOCAB_WORDS = DIGITS + list(TASKS) + [":"] + list(FILLER)
+LENGTH_PENALTY = 0.03  # per token beyond the exact answer's length: mild, like a judge's taste
+
+
+def solve(prompt: str) -> list[str]:
+    """The exact answer to a task prompt, as a list of digit tokens."""
+    words = prompt.split()
+    if not words or words[0] not in TASKS:
+        raise ValueError(f"not a task prompt: {prompt!r}")
+    task, args = words[0], words[1:]
+    if task == "sort":
+        return sorted(args)
+    if task == "reverse":
+        return args[::-1]
+    target, items = args[0], args[2:]  # "count T : items..."
+    return list(str(items.count(target)))
+
+
+def true_reward(prompt: str, response: str) -> float:
+    """Ground-truth reward in [0, 1]: positional correctness minus a mild length penalty.
+
+    Non-digit words are ignored for correctness but still cost length, so verbose answers
+    score a little below exact ones, truncated answers get partial credit and wrong digits
+    lose their positions.
+    """
+    answer = solve(prompt)
+    words = response.split()
+    digits = [w for w in words if w in DIGITS]
+    hits = sum(a == b for a, b in zip(answer, digits))
+    correctness = hits / max(len(answer), len(digits), 1)
+    extra = max(0, len(words) - len(answer))
+    return max(0.0, min(1.0, correctness - LENGTH_PENALTY * extra))
+
+
+def _prompt(rng: random.Random) -> str:
+    task = rng.choice(TASKS)
+    n = rng.randint(3, 6)
+    items = [rng.choice(DIGITS) for _ in range(n)]
+    if task == "count":
+        return f"count {rng.choice(items)} : " + " ".join(items)
+    return f"{task} " + " ".join(items)
+
+
+def _candidates(prompt: str, rng: random.Random) -> list[str]:
+    """Four responses of varied quality, like the four models UltraFeedback compares."""
+    answer = solve(prompt)
+    wrong = list(answer)
+    for i in rng.sample(range(len(wrong)), k=min(len(wrong), rng.randint(1, 2))):
+        wrong[i] = rng.choice(DIGITS)
+    verbose = rng.choice(["the answer is", "ok so", "well the answer is", "so"]).split() + answer + ["."]
+    truncated = answer[: max(1, len(answer) - rng.randint(1, 2))] if len(answer) > 1 else [rng.choice(DIGITS)]
+    copied = prompt.split()[1:]  # ignores the task: echoes the input
+    copied = [w for w in copied if w in DIGITS][: len(answer) + 1]
+    pool = [answer, wrong, verbose, truncated, copied]
+    picks = [answer] + rng.sample(pool[1:], k=3)
+    rng.shuffle(picks)
+    return [" ".join(p) for p in picks]
+
+
+def judge_rating(reward: float, rng: random.Random, noise: float) -> float:
+    """A noisy 1–10 judge: the true reward plus Gaussian noise, rounded to 0.5 like UltraFeedback."""
+    raw = 1.0 + 9.0 * reward + rng.gauss(0.0, noise)
+    return min(10.0, max(1.0, round(raw * 2) / 2))
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Sizes and noise of the built-in task."""
+
+    n_sft: int = 2000
+    n_train_prefs: int = 2000
+    n_test_prefs: int = 200
+    n_eval_prompts: int = 256
+    judge_noise: float = 1.2
+    seed: int = 0
+
+
+def _chat(text: str, role: str = "user") -> list[dict]:
+    return [{"role": role, "content": text}]
+
+
+def generate(spec: SyntheticSpec = SyntheticSpec()) -> dict[str, list[dict]]:
+    """Generate every split of the built-in task deterministically from ``spec``.
+
+    Returns ``{"sft", "train_prefs", "test_prefs", "eval_prompts"}``; prompts are disjoint
+    across splits so held-out evaluation is held out.
+    """
+    rng = random.Random(spec.seed)
+    seen: set[str] = set()
+
+    def fresh_prompt() -> str:
+        while True:
+            p = _prompt(rng)
+            if p not in seen:
+                seen.add(p)
+                return p
+
+    def pref_row(i: int, split: str) -> dict:
+        prompt = fresh_prompt()
+        cands = _candidates(prompt, rng)
+        ratings = [judge_rating(true_reward(prompt, c), rng, spec.judge_noise) for c in cands]
+        best = max(ratings)
+        chosen_i = rng.choice([k for k, r in enumerate(ratings) if r == best])
+        rejected_i = rng.choice([k for k in range(len(cands)) if k != chosen_i])
+        return {
+            "prompt_id": f"{split}-{i:05d}",
+            "prompt": prompt,
+            "chosen": _chat(prompt) + _chat(cands[chosen_i], "assistant"),
+            "rejected": _chat(prompt) + _chat(cands[rejected_i], "assistant"),
+            "score_chosen": ratings[chosen_i],
+            "score_rejected": ratings[rejected_i],
+        }
+
+    out: dict[str, list[dict]] = {"sft": [], "train_prefs": [], "test_prefs": [], "eval_prompts": []}
+    for i in range(spec.n_sft):
+        p = fresh_prompt()
+        out["sft"].append({"prompt_id": f"sft-{i:05d}", "prompt": p,
+                           "messages": _chat(p) + _chat(" ".join(solve(p)), "assistant")})
+    out["train_prefs"] = [pref_row(i, "train") for i in range(spec.n_train_prefs)]
+    out["test_prefs"] = [pref_row(i, "test") for i in range(spec.n_test_prefs)]
+    for i in range(spec.n_eval_prompts):
+        out["eval_prompts"].append({"prompt_id": f"eval-{i:05d}", "prompt": fresh_prompt()})
+    return out
+
+
+def write(directory: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict[str, Path]:
+    """Write every split as ``<split>.jsonl`` under ``directory``; returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, rows in generate(spec).items():
+        path = directory / f"{split}.jsonl"
+        with path.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        paths[split] = path
+    return paths
+
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "synthetic"
+
+
+def builtin_path(split: str) -> Path:
+    """Path of a committed built-in split; regenerated into the package data dir if missing."""
+    path = BUILTIN_DIR / f"{split}.jsonl"
+    if not path.exists():
+        write(BUILTIN_DIR)
+    return path
