@@ -228,9 +228,9 @@ def _demo() -> RunConfig:
                         max_length=64, max_prompt_length=32),
         model=ModelConfig(name_or_path="tiny-llama", mode="qlora", lora_r=16, lora_alpha=32),
         loss=LossConfig(objective="mixdpo", preference="dpo", beta=0.1, label_smoothing=0.1),
-        train=TrainConfig(output_dir="runs/demo", learning_rate=2e-3, per_device_train_batch_size=16,
+        train=TrainConfig(output_dir="runs/demo", learning_rate=1e-4, per_device_train_batch_size=16,
                           num_train_epochs=1, warmup_ratio=0.1, save_steps=50, logging_steps=5, seed=0),
-        eval=EvalConfig(batch_size=64, max_pairs=200, n_generations=8, max_new_tokens=16, reward_prompts=64),
+        eval=EvalConfig(batch_size=64, max_pairs=200, n_generations=8, max_new_tokens=16, reward_prompts=256),
         sft_warmup=SFTWarmupConfig(enabled=True, max_steps=300, learning_rate=3e-3, batch_size=32),
     )
 

@@ -86,8 +86,23 @@ def _load_causal_lm(path: str, cfg: ModelConfig, device: torch.device, dtype: to
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not quantize:
         model.to(device)
+    else:
+        keep_cpu_4bit_differentiable(model)
     disable_dropout(model)
     return model
+
+
+def keep_cpu_4bit_differentiable(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+    On CPUs with AVX512-BF16, the first eval-mode no-grad forward (e.g. a reference pass)
+    repacks each Linear4bit weight for ``gemv_4bit``, which has no autograd kernel: later
+    training steps would backpropagate through it silently wrong, and policy and reference
+    log-probs would differ at initialisation. The regular dequantise+matmul path is used instead.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 @dataclass

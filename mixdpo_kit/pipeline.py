@@ -86,7 +86,7 @@ def attach_reference(policy: Policy, cfg: RunConfig, ds, route_sft: np.ndarray, 
     """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` columns (NaN for SFT-routed pairs), from the cache."""
     settings = {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length,
                 "truncation": cfg.data.truncation}
-    key = cache_key(policy.identity(), settings, ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])
+    key = cache_key(policy.identity(), settings, *(list(ds[c]) for c in ("prompt_ids", "chosen_ids", "rejected_ids")))
     needed = [i for i in range(len(ds)) if not route_sft[i]]
     device = next(policy.model.parameters()).device
     chosen, rejected = cache.get_or_compute(policy.reference, ds, needed, key, policy.tokenizer.pad_token_id,
@@ -107,7 +107,7 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
     from mixdpo_kit.losses import PREFERENCE_LOSSES
 
     route_sft = route_mask(cfg.loss.objective, prep.split)
-    ds = prep.dataset.add_column("hard", route_sft.tolist()).add_column("row_index", prep.dataset["row_id"])
+    ds = prep.dataset.add_column("hard", route_sft.tolist()).add_column("row_index", list(prep.dataset["row_id"]))
     needs_ref = PREFERENCE_LOSSES[cfg.loss.preference].needs_reference and not route_sft.all()
     if needs_ref and cfg.train.precompute_reference:
         ds = attach_reference(policy, cfg, ds, route_sft, cache or ReferenceCache(cfg.train.cache_dir))

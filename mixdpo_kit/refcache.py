@@ -43,7 +43,7 @@ class ReferenceCache:
         stored = json.loads(path.read_text()) if path.exists() else {"chosen": {}, "rejected": {}}
         todo = [i for i in needed if str(i) not in stored["chosen"]]
         if todo:
-            prompt_ids, chosen_ids, rejected_ids = ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"]
+            prompt_ids, chosen_ids, rejected_ids = (list(ds[c]) for c in ("prompt_ids", "chosen_ids", "rejected_ids"))
             # Length-sorted batches: far less padding, same numbers.
             todo.sort(key=lambda i: len(prompt_ids[i]) + max(len(chosen_ids[i]), len(rejected_ids[i])))
             with reference_ctx() as ref, torch.no_grad():

@@ -28,12 +28,12 @@ def evaluate_policy(cfg: RunConfig, policy: Policy) -> dict:
         with policy.reference() as ref:
             before = pair_logps(ref, prep.dataset, tok.pad_token_id, ec.batch_size, device)
         out["preference"] = preference_metrics(after, before, cfg.loss.beta)
-        prompts = prep.dataset["prompt"][: ec.n_generations]
+        prompts = list(prep.dataset.select(range(min(ec.n_generations, len(prep.dataset))))["prompt"])
         gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
         out["generations"] = [{"prompt": _show(p), "response": g} for p, g in zip(prompts, gens)]
     if cfg.data.source == "builtin" and ec.reward_prompts:
         rows = read_source("builtin", "eval_prompts").select(range(ec.reward_prompts))
-        texts = rows["prompt"]
+        texts = list(rows["prompt"])
         chats = [[{"role": "user", "content": t}] for t in texts]
         after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size)
         with policy.reference() as ref:

@@ -75,10 +75,12 @@ def _candidates(prompt: str, rng: random.Random) -> list[str]:
     truncated = answer[: max(1, len(answer) - rng.randint(1, 2))] if len(answer) > 1 else [rng.choice(DIGITS)]
     copied = prompt.split()[1:]  # ignores the task: echoes the input
     copied = [w for w in copied if w in DIGITS][: len(answer) + 1]
-    pool = [answer, wrong, verbose, truncated, copied]
-    picks = [answer] + rng.sample(pool[1:], k=3)
+    texts = [" ".join(p) for p in (wrong, verbose, truncated, copied)]
+    # Distinct texts only: a pair whose two responses are identical carries no preference.
+    others = [t for i, t in enumerate(texts) if t and t != " ".join(answer) and t not in texts[:i]]
+    picks = [" ".join(answer)] + rng.sample(others, k=min(3, len(others)))
     rng.shuffle(picks)
-    return [" ".join(p) for p in picks]
+    return picks
 
 
 def judge_rating(reward: float, rng: random.Random, noise: float) -> float:
@@ -125,7 +127,7 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> dict[str, list[dict]]:
         ratings = [judge_rating(true_reward(prompt, c), rng, spec.judge_noise) for c in cands]
         best = max(ratings)
         chosen_i = rng.choice([k for k, r in enumerate(ratings) if r == best])
-        rejected_i = rng.choice([k for k in range(len(cands)) if k != chosen_i])
+        rejected_i = rng.choice([k for k in range(len(cands)) if k != chosen_i])  # cands are distinct
         return {
             "prompt_id": f"{split}-{i:05d}",
             "prompt": prompt,

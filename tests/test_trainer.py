@@ -1,0 +1,173 @@
+"""The routed Trainer on a real 4-bit QLoRA tiny Llama: order, routing, reference cache, GA, resume."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from mixdpo_kit.model import build_policy
+from mixdpo_kit.pipeline import analyze_data, build_trainer
+from mixdpo_kit.refcache import ReferenceCache
+from mixdpo_kit.trainer import MixDPOTrainer, PairCollator
+
+
+class Recorder(TrainerCallback):
+    """Stops training after ``stop_at`` steps (an interruption) when set."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at = stop_at
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.stop_at is not None and state.global_step >= self.stop_at:
+            control.should_training_stop = True
+
+
+def record_rows(trainer: MixDPOTrainer):
+    """Wrap compute_loss to record the row indices of every micro-batch."""
+    seen = []
+    original = trainer.compute_loss
+
+    def compute_loss(model, inputs, *a, **kw):
+        if model.training:
+            seen.append(inputs["row_index"].tolist())
+        return original(model, inputs, *a, **kw)
+
+    trainer.compute_loss = compute_loss
+    return seen
+
+
+def setup(cfg, out, **over):
+    policy = build_policy(cfg.model)
+    prep = analyze_data(cfg, policy.tokenizer)
+    trainer = build_trainer(cfg, policy, prep, out, **over)
+    return policy, prep, trainer
+
+
+def test_collator_sends_only_chosen_for_sft_pairs():
+    feats = [{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5], "hard": h, "row_index": i}
+             for i, h in enumerate([True, False, True])]
+    batch = PairCollator(pad_id=0)(feats)
+    assert batch["input_ids"].shape[0] == 4  # 3 chosen + 1 rejected (the easy pair)
+    assert batch["input_ids"][3].tolist()[:3] == [1, 2, 5]
+
+
+@pytest.mark.parametrize("order", ["easy_to_hard", "staged"])
+def test_trainer_consumes_planned_order_with_grad_accum_and_epochs(small_cfg, tmp_path, order):
+    cfg = small_cfg.override(curriculum={"order": order}, data={"max_rows": 12},
+                             train={"max_steps": -1, "num_train_epochs": 2, "gradient_accumulation_steps": 2,
+                                    "per_device_train_batch_size": 3, "save_steps": 1000})
+    policy, prep, trainer = setup(cfg, tmp_path)
+    seen = record_rows(trainer)
+    trainer.train()
+    row_ids = np.asarray(prep.dataset["row_id"])
+    planned = [row_ids[prep.plan.indices(e)].tolist() for e in range(2)]
+    assert [r for batch in seen for r in batch] == planned[0] + planned[1]
+    if order == "easy_to_hard":
+        margins = prep.margins[prep.plan.indices(0)]
+        assert (np.diff(margins) <= 0).all()
+
+
+def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path):
+    cfg = small_cfg.override(train={"precompute_reference": False, "max_steps": 3}, curriculum={"order": "random"},
+                             split={"quantile": 0.5})
+    policy, prep, trainer = setup(cfg, tmp_path)
+    rows = []
+    model_fwd = policy.model.base_model.model.forward
+
+    def counting_forward(*a, **kw):
+        rows.append(kw["input_ids"].shape[0])
+        return model_fwd(*a, **kw)
+
+    policy.model.base_model.model.forward = counting_forward
+    seen = record_rows(trainer)
+    trainer.train()
+    hard_by_row = dict(zip(prep.dataset["row_id"], prep.split.hard))
+    expected = []
+    for batch in seen:
+        n_easy = sum(not hard_by_row[r] for r in batch)
+        expected.append(len(batch) + n_easy)  # policy: chosen of all + rejected of easy
+        if n_easy:
+            expected.append(2 * n_easy)  # reference: easy pairs only, adapter off
+    assert rows == expected
+    assert any(hard_by_row[r] for b in seen for r in b), "the test data must contain SFT-routed pairs"
+
+
+def test_reference_cache_second_run_computes_nothing(small_cfg, tmp_path):
+    policy = build_policy(small_cfg.model)
+    prep = analyze_data(small_cfg, policy.tokenizer)
+    first, second = ReferenceCache(small_cfg.train.cache_dir), ReferenceCache(small_cfg.train.cache_dir)
+    t1 = build_trainer(small_cfg, policy, prep, tmp_path / "a", cache=first)
+    assert first.computed == prep.split.n_easy > 0
+    t2 = build_trainer(small_cfg, policy, prep, tmp_path / "b", cache=second)
+    assert second.computed == 0
+    a, b = np.array(t1.train_dataset["ref_chosen_logps"], dtype=float), np.array(t2.train_dataset["ref_chosen_logps"], dtype=float)
+    assert np.array_equal(np.isnan(a), prep.split.hard)
+    np.testing.assert_array_equal(a[~np.isnan(a)], b[~np.isnan(b)])
+    # A different tokenisation is a different key: computed again.
+    other = small_cfg.override(data={"max_length": 20})
+    third = ReferenceCache(small_cfg.train.cache_dir)
+    build_trainer(other, policy, analyze_data(other, policy.tokenizer), tmp_path / "c", cache=third)
+    assert third.computed > 0
+
+
+def test_precomputed_reference_equals_on_the_fly(small_cfg, tmp_path):
+    cfg = small_cfg.override(train={"max_steps": 1})
+    policy, prep, trainer = setup(cfg, tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in prep.plan.indices(0)[:4]])
+    with torch.no_grad():
+        pre = trainer.compute_loss(policy.model, batch)
+        batch["ref_chosen_logps"][:] = float("nan")
+        fly = trainer.compute_loss(policy.model, batch)
+    assert torch.allclose(pre, fly, atol=1e-4)
+
+
+def test_gradient_accumulation_gives_the_same_update(small_cfg, tmp_path):
+    results = []
+    for bs, ga in [(4, 1), (1, 4)]:
+        cfg = small_cfg.override(model={"mode": "lora"}, loss={"beta": 0.5},
+                                 train={"per_device_train_batch_size": bs, "gradient_accumulation_steps": ga,
+                                        "max_steps": 1, "learning_rate": 1e-2, "warmup_ratio": 0.0,
+                                        "lr_scheduler_type": "constant"})
+        torch.manual_seed(0)
+        policy, prep, trainer = setup(cfg, tmp_path / f"{bs}_{ga}", save_strategy="no")
+        before = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+        trainer.train()
+        results.append({n: p.detach() - before[n] for n, p in policy.model.named_parameters() if p.requires_grad})
+    for name in results[0]:
+        assert torch.allclose(results[0][name], results[1][name], atol=1e-5), name
+    assert any(d.abs().max() > 0 for d in results[0].values())
+
+
+def test_logged_metrics_per_route(small_cfg, tmp_path):
+    cfg = small_cfg.override(data={"max_rows": 40}, train={"max_steps": 10}, split={"quantile": 0.5})
+    policy, prep, trainer = setup(cfg, tmp_path)
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 10
+    for key in ("loss", "learning_rate", "route/sft_fraction", "logps/chosen"):
+        assert all(key in r for r in steps), key
+    pure_dpo = [r for r in steps if r["route/sft_fraction"] == 0]
+    pure_sft = [r for r in steps if r["route/sft_fraction"] == 1]
+    assert pure_dpo and pure_sft  # easy->hard: DPO stage then SFT stage
+    assert all("loss/sft" not in r and "rewards/accuracy" in r and "rewards/chosen" in r for r in pure_dpo)
+    assert all("loss/preference" not in r and "rewards/accuracy" not in r for r in pure_sft)
+
+
+def test_resume_reproduces_uninterrupted_losses(small_cfg, tmp_path):
+    cfg = small_cfg.override(train={"max_steps": 6, "save_steps": 3})
+    _, _, full = setup(cfg, tmp_path / "full")
+    full.train()
+    _, _, part = setup(cfg, tmp_path / "part", callbacks=[Recorder(stop_at=3)])
+    part.train()
+    assert part.state.global_step == 3
+    _, _, resumed = setup(cfg, tmp_path / "part")
+    seen = record_rows(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoints" / "checkpoint-3"))
+    losses = lambda t: {h["step"]: h["loss"] for h in t.state.log_history if "loss" in h}  # noqa: E731
+    a, b = losses(full), losses(resumed)
+    assert set(range(1, 7)) <= set(a) and set(range(4, 7)) <= set(b)
+    for step in range(4, 7):
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+    assert len(seen) == 3  # only the remaining steps were run
