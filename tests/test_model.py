@@ -1,0 +1,55 @@
+"""QLoRA policy on CPU in real 4-bit NF4, for Llama, Qwen2 and Mistral tiny configs."""
+import pytest
+import torch
+
+from mixdpo_kit.config import ModelConfig
+from mixdpo_kit.model import build_policy, compute_dtype
+from mixdpo_kit.tiny import build_tiny_model
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_qlora_policy_trains_and_reference_is_adapter_off(arch, tmp_path):
+    import bitsandbytes as bnb
+
+    path = build_tiny_model(tmp_path / arch, arch=arch)
+    policy = build_policy(ModelConfig(name_or_path=str(path), mode="qlora"))
+    model = policy.model
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized and quantized[0].weight.quant_state.quant_type == "nf4"
+    assert policy.ref_model is None  # no second copy in memory
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ids = torch.tensor([[2, 4, 17, 10, 8, 9, 3]])
+    with torch.no_grad():
+        with policy.reference() as ref:
+            before = ref(input_ids=ids).logits
+    # A training step on the adapter moves the policy but not the adapter-off reference.
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model(input_ids=ids).logits.logsumexp(-1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    opt.step()
+    with torch.no_grad():
+        after_policy = model(input_ids=ids).logits
+        with policy.reference() as ref:
+            after_ref = ref(input_ids=ids).logits
+    assert torch.equal(before, after_ref)
+    assert not torch.allclose(after_policy, after_ref)
+
+
+def test_lora_full_and_explicit_reference(tiny_llama):
+    lora = build_policy(ModelConfig(name_or_path=tiny_llama, mode="lora"))
+    assert lora.ref_model is None and lora.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.float32
+    full = build_policy(ModelConfig(name_or_path=tiny_llama, mode="full"))
+    assert full.ref_model is not None and not any(p.requires_grad for p in full.ref_model.parameters())
+    assert all(p.requires_grad for p in full.model.parameters())
+    explicit = build_policy(ModelConfig(name_or_path=tiny_llama, mode="lora", ref_model=tiny_llama))
+    with explicit.reference() as ref:
+        assert ref is explicit.ref_model
+
+
+def test_device_aware_dtype():
+    assert compute_dtype(torch.device("cpu")) == torch.float32
+    assert compute_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="mode"):
+        build_policy(ModelConfig(mode="int3"))

@@ -1,0 +1,86 @@
+"""Split, curriculum orders, config YAML round-trip and presets, the built-in data."""
+import json
+
+import numpy as np
+import pytest
+
+from mixdpo_kit import synthetic
+from mixdpo_kit.config import RunConfig, preset
+from mixdpo_kit.curriculum import CurriculumPlan
+from mixdpo_kit.split import split_by_margin
+
+MARGINS = np.array([0.0, 3.0, 0.5, 9.0, 0.0, 1.5, 3.0, 6.0])
+
+
+def test_split_tau_is_strict_and_quantile_works():
+    s = split_by_margin(MARGINS, tau=0.5)
+    assert s.hard.tolist() == [True, False, False, False, True, False, False, False] and s.n_hard == 2
+    q = split_by_margin(MARGINS, quantile=0.5)
+    assert q.tau == pytest.approx(2.25) and q.n_hard == 4
+    with pytest.warns(UserWarning, match="no hard pairs"):
+        split_by_margin(MARGINS, tau=-1)
+    with pytest.warns(UserWarning, match="no easy pairs"):
+        split_by_margin(MARGINS, tau=100)
+
+
+def test_curriculum_orders():
+    e2h = CurriculumPlan(MARGINS, "easy_to_hard").indices()
+    assert e2h.tolist() == [3, 7, 1, 6, 5, 2, 0, 4]  # largest margin first, ties in data order
+    assert CurriculumPlan(MARGINS, "hard_to_easy").indices().tolist() == [0, 4, 2, 5, 1, 6, 7, 3]
+    staged = CurriculumPlan(MARGINS, "staged", n_stages=2, seed=1)
+    a, b = staged.indices(0), staged.indices(1)
+    assert set(a[:4]) == set(e2h[:4]) and set(a[4:]) == set(e2h[4:])  # easy bucket first
+    assert np.array_equal(a, CurriculumPlan(MARGINS, "staged", n_stages=2, seed=1).indices(0))  # deterministic
+    rnd = CurriculumPlan(MARGINS, "random", seed=3)
+    assert sorted(rnd.indices(0)) == list(range(8)) and not np.array_equal(rnd.indices(0), rnd.indices(1))
+    assert not np.array_equal(a, b) or not np.array_equal(rnd.indices(0), rnd.indices(2))
+    with pytest.raises(ValueError, match="curriculum order"):
+        CurriculumPlan(MARGINS, "sideways")
+
+
+def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
+    cfg = preset("demo").override(loss={"beta": 0.3}, curriculum={"order": "staged"})
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    assert RunConfig.from_yaml(path) == cfg
+    path.write_text("preset: mixdpo_paper\nloss:\n  beta: 0.05\n")
+    loaded = RunConfig.from_yaml(path)
+    assert loaded.loss.beta == 0.05 and loaded.loss.label_smoothing == 0.1 and loaded.split.tau == 0.5
+    path.write_text("loss:\n  betta: 0.05\n")
+    with pytest.raises(ValueError, match="betta"):
+        RunConfig.from_yaml(path)
+
+
+def test_mixdpo_paper_preset_matches_the_paper():
+    p = preset("mixdpo_paper")
+    assert (p.split.tau, p.loss.beta, p.loss.label_smoothing, p.curriculum.order, p.margins.source,
+            p.loss.objective, p.train.learning_rate) == (0.5, 0.01, 0.1, "easy_to_hard", "ratings", "mixdpo", 1e-6)
+
+
+def test_configs_folder_loads():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
+        RunConfig.from_yaml(path)
+
+
+def test_builtin_data_is_committed_and_deterministic(tmp_path):
+    paths = synthetic.write(tmp_path)
+    for split, path in paths.items():
+        assert path.read_text() == synthetic.builtin_path(split).read_text(), split
+
+
+def test_true_reward_hand_values_and_noisier_small_margins():
+    assert synthetic.true_reward("sort 3 1 2", "1 2 3") == 1.0
+    assert synthetic.true_reward("sort 3 1 2", "1 2") == pytest.approx(2 / 3)
+    assert synthetic.true_reward("reverse 1 2", "the answer is 2 1") == pytest.approx(1 - 3 * synthetic.LENGTH_PENALTY)
+    assert synthetic.true_reward("count 3 : 3 1 3", "2") == 1.0
+    rows = [json.loads(line) for line in synthetic.builtin_path("train_prefs").read_text().splitlines()]
+    def agree(lo, hi):
+        sel = [r for r in rows if lo <= r["score_chosen"] - r["score_rejected"] < hi]
+        good = [synthetic.true_reward(r["prompt"], r["chosen"][-1]["content"]) >
+                synthetic.true_reward(r["prompt"], r["rejected"][-1]["content"]) for r in sel]
+        return np.mean(good), len(sel)
+    small, n_small = agree(0, 0.5)
+    large, _ = agree(4, 11)
+    assert n_small > 50 and small < large - 0.3  # ratings at small margins are unreliable comparisons
