@@ -1,0 +1,29 @@
+"""pyproject.toml and environment.yml describe the same environment; the README's commands are in CI."""
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["notebooks"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(p for p in pip if not p.startswith("-e")) == wanted
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = "bash scripts/setup.sh dev && .venv/bin/python -m pytest -q"
+    demo_cmd = "bash scripts/setup.sh && .venv/bin/mixdpo-kit demo --out runs/demo"
+    assert test_cmd in readme and demo_cmd in readme
+    assert test_cmd in ci
+
+
+def test_setup_pins_cpu_torch_without_gpu():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "torch==2.13.0" in setup and "nvidia-smi" in setup
