@@ -50,7 +50,7 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
     """Write ``summary.json`` and ``report.html`` for a finished run; returns the summary."""
     rows = read_metrics(out_dir)
     summary = {"config": cfg.to_dict(), "data": data_report(prep), "split": prep.split.summary(),
-               "final_train_metrics": rows[-2] if len(rows) > 1 else (rows[-1] if rows else {}),
+               "final_train_metrics": next((r for r in reversed(rows) if "loss" in r), {}),
                "evaluation": evaluation, **extra}
     write_summary(out_dir, summary)
     figures = [viz.margin_histogram(prep.margins, prep.split),
