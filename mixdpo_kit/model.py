@@ -81,8 +81,8 @@ def _load_causal_lm(path: str, cfg: ModelConfig, device: torch.device, dtype: to
     kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype)
     if quantize:
         kwargs["quantization_config"] = quantization_config(dtype)
-        kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None
-                                else (0 if device.type == "cuda" else "cpu")}
+        # bitsandbytes quantises while loading, so the model is placed by device_map, not .to().
+        kwargs["device_map"] = {"": (device.index or 0) if device.type == "cuda" else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not quantize:
         model.to(device)

@@ -17,6 +17,7 @@ from transformers import TrainingArguments
 from mixdpo_kit.config import RunConfig
 from mixdpo_kit.curriculum import CurriculumPlan
 from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, load_preferences
+from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.margins import compute_margins, margin_stats
 from mixdpo_kit.model import Policy, build_policy, resolve_model_path
 from mixdpo_kit.refcache import ReferenceCache, cache_key
@@ -104,8 +105,6 @@ def loss_params(cfg: RunConfig) -> dict:
 def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: Path, cache: ReferenceCache | None = None,
                   callbacks=(), **arg_overrides) -> MixDPOTrainer:
     """A ready-to-train ``MixDPOTrainer`` for prepared pairs (reference log-probs attached when asked)."""
-    from mixdpo_kit.losses import PREFERENCE_LOSSES
-
     route_sft = route_mask(cfg.loss.objective, prep.split)
     ds = prep.dataset.add_column("hard", route_sft.tolist()).add_column("row_index", list(prep.dataset["row_id"]))
     needs_ref = PREFERENCE_LOSSES[cfg.loss.preference].needs_reference and not route_sft.all()
