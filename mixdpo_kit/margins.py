@@ -37,3 +37,24 @@ def margin_stats(margins: np.ndarray) -> dict[str, float]:
         "q25": float(q[0]), "median": float(q[1]), "q75": float(q[2]), "max": float(m.max()),
         "ties": int((m == 0).sum()),
     }
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as Spearman's rho needs)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation of two margin sources (NaN when either is constant)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) != len(b):
+        raise ValueError(f"margin sources differ in length: {len(a)} vs {len(b)}")
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

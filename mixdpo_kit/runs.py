@@ -53,7 +53,8 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
                "final_train_metrics": next((r for r in reversed(rows) if "loss" in r), {}),
                "evaluation": evaluation, **extra}
     write_summary(out_dir, summary)
-    figures = [viz.margin_histogram(prep.margins, prep.split),
+    lengths = [list(map(len, prep.dataset[c])) for c in ("chosen_ids", "rejected_ids")]
+    figures = [viz.margin_histogram(prep.margins, prep.split), viz.margin_vs_length(prep.margins, *lengths, prep.split),
                viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train.per_device_train_batch_size,
                                        cfg.train.gradient_accumulation_steps),
                viz.training_curves(rows), viz.logprob_dynamics(rows, evaluation.get("preference"))]
@@ -65,8 +66,11 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
     return summary
 
 
-def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None) -> dict:
-    """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it)."""
+def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callbacks=()) -> dict:
+    """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it).
+
+    ``callbacks`` are transformers ``TrainerCallback``s for the main training (e.g. a live plot).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -75,7 +79,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None) -> dic
         sft_path = sft_warmup(cfg, out_dir)
         cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
         extra["sft_warmup_seconds"] = round(time.time() - start, 1)
-    trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint)
+    trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint, callbacks=callbacks)
     evaluation = evaluate_policy(cfg, policy)
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra)

@@ -1,28 +1,60 @@
-"""Plotly figures of margins, the curriculum, training curves and log-prob dynamics."""
+"""Plotly figures: margins, difficulty vs length, margin sources, the curriculum, training and runs.
+
+Every function returns a ``plotly.graph_objects.Figure``; the HTML report and the widgets use
+these same functions.
+"""
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
 from mixdpo_kit.curriculum import CurriculumPlan
+from mixdpo_kit.margins import rank_correlation
 from mixdpo_kit.split import Split
 
 HARD, EASY = "#d62728", "#1f77b4"
 
 
 def margin_histogram(margins, split: Split, title: str = "Margins") -> go.Figure:
-    """Histogram of margins, hard (SFT) and easy (preference) pairs coloured, tau marked, counts in the legend."""
+    """Histogram of margins; the hard region (margin < τ) shaded, τ marked, both sides counted."""
     m = np.asarray(margins, dtype=float)
     fig = go.Figure()
-    fig.add_histogram(x=m[split.hard], name=f"hard → SFT ({split.n_hard})", marker_color=HARD, opacity=0.8)
-    fig.add_histogram(x=m[~split.hard], name=f"easy → preference ({split.n_easy})", marker_color=EASY, opacity=0.8)
+    lo, hi = (float(m.min()), float(m.max())) if len(m) else (0.0, 1.0)
+    fig.add_vrect(x0=min(lo, split.tau) - 0.25, x1=split.tau, fillcolor=HARD, opacity=0.08, line_width=0)
+    fig.add_vrect(x0=split.tau, x1=max(hi, split.tau) + 0.25, fillcolor=EASY, opacity=0.05, line_width=0)
+    fig.add_histogram(x=m[split.hard], name=f"hard → SFT ({split.n_hard})", marker_color=HARD, opacity=0.85)
+    fig.add_histogram(x=m[~split.hard], name=f"easy → preference ({split.n_easy})", marker_color=EASY, opacity=0.85)
     fig.add_vline(x=split.tau, line_dash="dash", annotation_text=f"τ = {split.tau:g}")
-    fig.update_layout(barmode="overlay", title=title, xaxis_title="margin (larger = easier)", yaxis_title="pairs")
+    fig.update_layout(barmode="overlay", title=f"{title}: {split.n_hard} hard / {split.n_easy} easy",
+                      xaxis_title="margin (larger = easier)", yaxis_title="pairs")
+    return fig
+
+
+def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | None = None) -> go.Figure:
+    """Margin against the chosen−rejected length difference: is difficulty confounded with length?"""
+    m = np.asarray(margins, dtype=float)
+    diff = np.asarray(chosen_lengths, dtype=float) - np.asarray(rejected_lengths, dtype=float)
+    colors = np.where(split.hard, HARD, EASY) if split is not None else EASY
+    rho = rank_correlation(m, diff)
+    fig = go.Figure(go.Scatter(x=diff, y=m, mode="markers", marker=dict(size=4, color=colors, opacity=0.6),
+                               name="pairs"))
+    fig.update_layout(title=f"Margin vs length difference (Spearman ρ = {rho:.2f})",
+                      xaxis_title="len(chosen) − len(rejected) [tokens or words]", yaxis_title="margin")
+    return fig
+
+
+def margin_sources(a, b, name_a: str = "source A", name_b: str = "source B") -> go.Figure:
+    """Scatter of two margin sources for the same pairs, with their rank correlation."""
+    rho = rank_correlation(a, b)
+    fig = go.Figure(go.Scatter(x=np.asarray(a, float), y=np.asarray(b, float), mode="markers",
+                               marker=dict(size=4, opacity=0.6)))
+    fig.update_layout(title=f"{name_a} vs {name_b} (Spearman ρ = {rho:.2f})", xaxis_title=name_a, yaxis_title=name_b)
     return fig
 
 
 def curriculum_timeline(plan: CurriculumPlan, hard, batch_size: int = 1, grad_accum: int = 1, epoch: int = 0) -> go.Figure:
-    """Margin of each pair in training order, and the fraction routed to SFT per optimiser step."""
+    """Margin of each pair in training order, the fraction routed to SFT per optimiser step, and
+    the stage boundaries of a staged curriculum."""
     order = plan.indices(epoch)
     m = np.asarray(plan.margins, dtype=float)[order]
     h = np.asarray(hard, dtype=bool)[order]
@@ -30,13 +62,16 @@ def curriculum_timeline(plan: CurriculumPlan, hard, batch_size: int = 1, grad_ac
     steps = np.arange(len(order)) // per_step
     frac = np.bincount(steps, weights=h.astype(float)) / np.bincount(steps)
     fig = go.Figure()
-    fig.add_scatter(x=np.arange(len(order)), y=m, mode="markers", name="margin", marker=dict(
-        size=3, color=np.where(h, HARD, EASY)))
-    fig.add_scatter(x=np.arange(len(frac)) * per_step, y=frac, name="SFT fraction per step", yaxis="y2",
-                    line=dict(color="black"))
-    fig.update_layout(title=f"Curriculum ({plan.order})", xaxis_title="position in training order",
-                      yaxis_title="margin", yaxis2=dict(overlaying="y", side="right", range=[0, 1],
-                                                        title="fraction routed to SFT"))
+    fig.add_scatter(x=np.arange(len(order)), y=m, mode="markers", name="margin",
+                    marker=dict(size=3, color=np.where(h, HARD, EASY)))
+    fig.add_scatter(x=np.arange(len(frac)) * per_step, y=frac, name="SFT fraction per optimiser step", yaxis="y2",
+                    line=dict(color="black", shape="hv"))
+    if plan.order == "staged":
+        for b in np.flatnonzero(np.diff(plan.stages())) + 1:
+            fig.add_vline(x=int(b), line_dash="dot", line_color="gray")
+    fig.update_layout(title=f"Curriculum ({plan.order}), {len(frac)} optimiser steps",
+                      xaxis_title="position in training order", yaxis_title="margin",
+                      yaxis2=dict(overlaying="y", side="right", range=[-0.02, 1.02], title="fraction routed to SFT"))
     return fig
 
 
@@ -66,5 +101,17 @@ def logprob_dynamics(log_rows: list[dict], eval_metrics: dict | None = None) -> 
         for kind, color in (("chosen", EASY), ("rejected", HARD)):
             fig.add_scatter(x=[0, last], y=[eval_metrics[f"logps_{kind}_before"], eval_metrics[f"logps_{kind}_after"]],
                             name=f"held-out {kind} (before → after)", line=dict(color=color, dash="dot"))
-    fig.update_layout(title="Chosen / rejected log-probs", xaxis_title="optimiser step", yaxis_title="sum log-prob")
+    fig.update_layout(title="Chosen and rejected log-probs", xaxis_title="optimiser step", yaxis_title="sum log-prob")
+    return fig
+
+
+def compare_runs(names: list[str], means, lows=None, highs=None, metric: str = "metric") -> go.Figure:
+    """Bars of a metric per run with optional intervals (e.g. 95 % over seeds)."""
+    means = np.asarray(means, dtype=float)
+    error = None
+    if lows is not None and highs is not None:
+        error = dict(type="data", symmetric=False, array=np.asarray(highs, float) - means,
+                     arrayminus=means - np.asarray(lows, float))
+    fig = go.Figure(go.Bar(x=list(names), y=means, error_y=error, marker_color=EASY))
+    fig.update_layout(title=f"{metric} by run", yaxis_title=metric)
     return fig

@@ -1,0 +1,314 @@
+"""ipywidgets panels: explore margins, design the curriculum, launch training.
+
+Each panel keeps its latest plotly figure in ``.figure`` and shows it in an ``Output`` widget
+(core ipywidgets only, so it works in JupyterLab and in Colab). ``apply_to(cfg)`` copies a
+panel's choices into a :class:`~mixdpo_kit.config.RunConfig`, which is how the split and the
+curriculum chosen in the first two panels flow into the launcher.
+"""
+from __future__ import annotations
+
+import html
+import threading
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+from transformers import TrainerCallback
+
+from mixdpo_kit import viz
+from mixdpo_kit.config import RunConfig
+from mixdpo_kit.curriculum import ORDERS, CurriculumPlan
+from mixdpo_kit.losses import PREFERENCE_LOSSES
+from mixdpo_kit.split import Split, split_by_margin
+
+
+def show_figure(output: W.Output, fig) -> None:
+    """Replace an Output widget's content with ``fig`` (safe from a background thread)."""
+    output.outputs = ()
+    output.append_display_data(fig)
+
+
+def _text(value, limit: int = 120) -> str:
+    if isinstance(value, list):  # chat messages
+        value = " / ".join(m["content"] for m in value)
+    value = str(value)
+    return html.escape(value if len(value) <= limit else value[: limit - 1] + "…")
+
+
+def html_table(rows: list[dict]) -> str:
+    """A small HTML table of dict rows (values escaped and shortened)."""
+    if not rows:
+        return "<i>none</i>"
+    cols = list(rows[0])
+    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_text(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class MarginExplorer:
+    """Margin source, τ slider (absolute or quantile), live histogram, counts and border examples."""
+
+    def __init__(self, dataset, margins, tau: float = 0.5, n_examples: int = 3):
+        """``margins``: one array, or ``{source name: array}`` to choose between sources."""
+        self.dataset = dataset
+        self.sources = dict(margins) if isinstance(margins, dict) else {"ratings": np.asarray(margins)}
+        self.n_examples = n_examples
+        self.source = W.Dropdown(options=list(self.sources), description="source")
+        self.mode = W.ToggleButtons(options=["absolute", "quantile"], description="τ as")
+        self.tau = W.FloatSlider(description="τ", continuous_update=False, readout_format=".2f")
+        self.counts = W.HTML()
+        self.plot = W.Output()
+        self.examples = W.HTML()
+        self._listeners = []
+        self._configure_slider(tau)
+        for w in (self.source, self.tau):
+            w.observe(lambda _: self.refresh(), names="value")
+        self.mode.observe(lambda _: self._configure_slider(), names="value")
+        self.widget = W.VBox([W.HBox([self.source, self.mode]), self.tau, self.counts, self.plot,
+                              W.HTML("<b>Pairs just below and just above τ</b>"), self.examples])
+        self.refresh()
+
+    @property
+    def margins(self) -> np.ndarray:
+        return np.asarray(self.sources[self.source.value], dtype=float)
+
+    def _configure_slider(self, value: float | None = None) -> None:
+        m = self.margins
+        with self.tau.hold_trait_notifications():
+            if self.mode.value == "quantile":
+                self.tau.min, self.tau.max, self.tau.step = 0.0, 1.0, 0.01
+                self.tau.value = 0.1 if value is None else value
+            else:
+                lo, hi = float(m.min()), float(m.max())
+                self.tau.max, self.tau.min = max(hi, lo + 1e-6), lo  # set max first: min may not exceed max
+                self.tau.step = 0.5 if np.allclose(m * 2, np.round(m * 2)) else (hi - lo) / 100 or 0.01
+                self.tau.value = float(np.clip(0.5 if value is None else value, lo, hi))
+        self.refresh()
+
+    @property
+    def split(self) -> Split:
+        """The current split of the current margin source."""
+        if self.mode.value == "quantile":
+            return split_by_margin(self.margins, quantile=self.tau.value, warn=False)
+        return split_by_margin(self.margins, tau=self.tau.value, warn=False)
+
+    def on_change(self, callback) -> None:
+        """Call ``callback(split)`` whenever the split changes (used by the curriculum designer)."""
+        self._listeners.append(callback)
+
+    def border_examples(self) -> list[dict]:
+        """The pairs closest to τ on each side: the decisions the threshold actually makes."""
+        m, split = self.margins, self.split
+        below = [i for i in np.argsort(-m, kind="stable") if split.hard[i]][: self.n_examples]
+        above = [i for i in np.argsort(m, kind="stable") if not split.hard[i]][: self.n_examples]
+        rows = []
+        for i in list(below) + list(above):
+            row = self.dataset[int(i)]
+            rows.append({"side": "hard → SFT" if split.hard[i] else "easy → preference", "margin": f"{m[i]:g}",
+                         "prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"],
+                         "scores": f"{row.get('score_chosen', '')} / {row.get('score_rejected', '')}"})
+        return rows
+
+    def refresh(self) -> None:
+        """Recompute the split, counts, figure and examples."""
+        split = self.split
+        self.figure = viz.margin_histogram(self.margins, split, title=f"Margins ({self.source.value})")
+        self.counts.value = (f"<b>{split.n_hard}</b> hard → SFT, <b>{split.n_easy}</b> easy → preference "
+                             f"(τ = {split.tau:.3g}, {100 * split.n_hard / max(len(split.hard), 1):.1f} % hard)")
+        self.examples.value = html_table(self.border_examples())
+        show_figure(self.plot, self.figure)
+        for callback in self._listeners:
+            callback(split)
+
+    def apply_to(self, cfg: RunConfig) -> RunConfig:
+        """``cfg`` with this panel's margin source and threshold."""
+        quantile = self.tau.value if self.mode.value == "quantile" else None
+        tau = cfg.split.tau if quantile is not None else self.tau.value
+        return cfg.override(margins={"source": self.source.value}, split={"tau": tau, "quantile": quantile})
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class CurriculumDesigner:
+    """Order, stages, seed, batch size and accumulation → live timeline and first-steps preview."""
+
+    def __init__(self, margins, hard=None, explorer: MarginExplorer | None = None, row_ids=None,
+                 preview_steps: int = 3):
+        self.explorer = explorer
+        self.margins = np.asarray(margins if explorer is None else explorer.margins, dtype=float)
+        self.hard = np.asarray(hard if hard is not None else explorer.split.hard, dtype=bool)
+        self.row_ids = np.arange(len(self.margins)) if row_ids is None else np.asarray(row_ids)
+        self.preview_steps = preview_steps
+        self.order = W.Dropdown(options=list(ORDERS), value="easy_to_hard", description="order")
+        self.n_stages = W.IntSlider(value=3, min=1, max=10, description="stages")
+        self.seed = W.IntText(value=0, description="seed")
+        self.batch_size = W.IntSlider(value=4, min=1, max=64, description="batch")
+        self.grad_accum = W.IntSlider(value=1, min=1, max=32, description="grad accum")
+        self.plot = W.Output()
+        self.preview = W.HTML()
+        for w in (self.order, self.n_stages, self.seed, self.batch_size, self.grad_accum):
+            w.observe(lambda _: self.refresh(), names="value")
+        if explorer is not None:
+            explorer.on_change(self._follow_split)
+        self.widget = W.VBox([W.HBox([self.order, self.n_stages, self.seed]), W.HBox([self.batch_size, self.grad_accum]),
+                              self.plot, W.HTML("<b>First optimiser steps</b>"), self.preview])
+        self.refresh()
+
+    def _follow_split(self, split: Split) -> None:
+        self.margins, self.hard = self.explorer.margins, split.hard
+        self.refresh()
+
+    @property
+    def plan(self) -> CurriculumPlan:
+        return CurriculumPlan(self.margins, self.order.value, self.n_stages.value, self.seed.value)
+
+    def first_steps(self) -> list[dict]:
+        """Which pairs (row ids, margins, routes) the first optimiser steps train on."""
+        order = self.plan.indices(0)
+        per_step = self.batch_size.value * self.grad_accum.value
+        rows = []
+        for step in range(self.preview_steps):
+            idx = order[step * per_step: (step + 1) * per_step]
+            if len(idx) == 0:
+                break
+            n_sft = int(self.hard[idx].sum())
+            rows.append({"step": step + 1, "rows": ", ".join(str(int(r)) for r in self.row_ids[idx]),
+                         "margins": ", ".join(f"{m:g}" for m in self.margins[idx]),
+                         "routes": f"{len(idx) - n_sft} preference, {n_sft} SFT"})
+        return rows
+
+    def refresh(self) -> None:
+        """Recompute the timeline and the preview."""
+        self.figure = viz.curriculum_timeline(self.plan, self.hard, self.batch_size.value, self.grad_accum.value)
+        self.preview.value = html_table(self.first_steps())
+        show_figure(self.plot, self.figure)
+
+    def apply_to(self, cfg: RunConfig) -> RunConfig:
+        """``cfg`` with this panel's curriculum and batch settings."""
+        return cfg.override(curriculum={"order": self.order.value, "n_stages": self.n_stages.value,
+                                        "seed": self.seed.value},
+                            train={"per_device_train_batch_size": self.batch_size.value,
+                                   "gradient_accumulation_steps": self.grad_accum.value})
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class _LiveCallback(TrainerCallback):
+    """Feeds the launcher: progress, live curves, and a clean stop that keeps a checkpoint."""
+
+    def __init__(self, launcher: "TrainingLauncher"):
+        self.launcher = launcher
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.launcher.progress.max = max(state.max_steps, 1)
+
+    def on_step_end(self, args, state, control, **kw):
+        self.launcher.progress.value = state.global_step
+        if self.launcher.stop_requested.is_set():
+            control.should_training_stop = True
+            control.should_save = True  # keep a checkpoint at the step where we stopped
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.launcher.logs.append({"step": state.global_step, **logs})
+            self.launcher.figure = viz.training_curves(self.launcher.logs)
+            show_figure(self.launcher.plot, self.launcher.figure)
+
+
+class TrainingLauncher:
+    """A form bound to the run config, Run / Stop buttons, progress, live curves and YAML export."""
+
+    def __init__(self, cfg: RunConfig, panels=(), out_dir: str = "runs/notebook"):
+        """``panels``: objects with ``apply_to(cfg)`` (the margin explorer, the curriculum designer)."""
+        self.base, self.panels = cfg, list(panels)
+        self.objective = W.Dropdown(options=["mixdpo", "preference", "sft"], value=cfg.loss.objective,
+                                    description="objective")
+        self.preference = W.Dropdown(options=sorted(PREFERENCE_LOSSES), value=cfg.loss.preference,
+                                     description="pref. loss")
+        self.beta = W.FloatText(value=cfg.loss.beta, description="β")
+        self.label_smoothing = W.FloatText(value=cfg.loss.label_smoothing, description="ε")
+        self.learning_rate = W.FloatText(value=cfg.train.learning_rate, description="lr")
+        self.max_steps = W.IntText(value=cfg.train.max_steps, description="max steps")
+        self.model = W.Text(value=cfg.model.name_or_path, description="model")
+        self.mode = W.Dropdown(options=["qlora", "lora", "full"], value=cfg.model.mode, description="mode")
+        self.out_dir = W.Text(value=out_dir, description="run folder")
+        self.run_button = W.Button(description="Run", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.export_button = W.Button(description="Export config", icon="download")
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="steps")
+        self.status = W.HTML()
+        self.plot = W.Output()
+        self.yaml = W.Textarea(layout=W.Layout(width="100%", height="160px"))
+        self.stop_requested = threading.Event()
+        self.logs: list[dict] = []
+        self.summary: dict | None = None
+        self.thread: threading.Thread | None = None
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.export_button.on_click(lambda _: self.export())
+        form = W.VBox([W.HBox([self.objective, self.preference]), W.HBox([self.beta, self.label_smoothing]),
+                       W.HBox([self.learning_rate, self.max_steps]), W.HBox([self.model, self.mode]), self.out_dir])
+        self.widget = W.VBox([form, W.HBox([self.run_button, self.stop_button, self.export_button]),
+                              self.progress, self.status, self.plot, self.yaml])
+
+    def config(self) -> RunConfig:
+        """The run config: the base, then the panels' choices, then this form."""
+        cfg = self.base
+        for panel in self.panels:
+            cfg = panel.apply_to(cfg)
+        return cfg.override(
+            loss={"objective": self.objective.value, "preference": self.preference.value, "beta": self.beta.value,
+                  "label_smoothing": self.label_smoothing.value},
+            model={"name_or_path": self.model.value, "mode": self.mode.value},
+            train={"learning_rate": self.learning_rate.value, "max_steps": self.max_steps.value,
+                   "output_dir": self.out_dir.value})
+
+    def export(self, path: str | Path | None = None) -> str:
+        """Show the config as YAML (and write it to ``path`` or ``<run folder>/config.yaml``)."""
+        path = Path(path or Path(self.out_dir.value) / "config.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.yaml.value = self.config().to_yaml(path)
+        self.status.value = f"config written to <code>{html.escape(str(path))}</code>"
+        return self.yaml.value
+
+    def _train(self, cfg: RunConfig) -> None:
+        from mixdpo_kit.runs import run
+
+        try:
+            self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)])
+            stopped = " (stopped early; checkpoint kept)" if self.stop_requested.is_set() else ""
+            self.status.value = f"finished{stopped}: report at <code>{html.escape(cfg.train.output_dir)}/report.html</code>"
+        except Exception as err:  # shown in the panel: a background thread has nowhere else to report
+            self.status.value = f"<span style='color:#d62728'>failed: {html.escape(repr(err))}</span>"
+            raise
+        finally:
+            self.run_button.disabled, self.stop_button.disabled = False, True
+
+    def run(self, blocking: bool = False) -> None:
+        """Start training in a background thread (so Stop stays clickable); ``blocking`` waits for it."""
+        cfg = self.config()
+        self.logs.clear()
+        self.stop_requested.clear()
+        self.progress.value = 0
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self.status.value = "training…"
+        self.thread = threading.Thread(target=self._train, args=(cfg,), daemon=True)
+        self.thread.start()
+        if blocking:
+            self.thread.join()
+
+    def stop(self) -> None:
+        """Ask training to stop after the current step; a checkpoint is saved there."""
+        self.stop_requested.set()
+        self.status.value = "stopping after this step…"
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,98 @@
+"""Figures and widget logic, driven programmatically (no browser)."""
+import numpy as np
+import pytest
+
+from mixdpo_kit import viz
+from mixdpo_kit.config import preset
+from mixdpo_kit.curriculum import CurriculumPlan
+from mixdpo_kit.pipeline import analyze_data
+from mixdpo_kit.split import split_by_margin
+from mixdpo_kit.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return analyze_data(preset("demo"))
+
+
+def hist_counts(fig):
+    return {t.name.split(" (")[0]: len(t.x) for t in fig.data if t.type == "histogram"}
+
+
+def test_margin_histogram_counts_and_tau():
+    m = np.array([0, 0, 0.5, 1, 3, 9.0])
+    fig = viz.margin_histogram(m, split_by_margin(m, tau=0.75))
+    assert hist_counts(fig) == {"hard → SFT": 3, "easy → preference": 3}
+    assert any(s.x0 == 0.75 for s in fig.layout.shapes if s.type == "line")
+
+
+def test_curriculum_timeline_sft_fraction_per_step_and_stage_lines():
+    m = np.array([9, 8, 7, 0, 0, 0.0])
+    plan = CurriculumPlan(m, "staged", n_stages=2)
+    fig = viz.curriculum_timeline(plan, m < 0.5, batch_size=2, grad_accum=1)
+    frac = [t for t in fig.data if t.name.startswith("SFT fraction")][0]
+    assert list(frac.y) == [0.0, 0.5, 1.0]
+    assert sum(1 for s in fig.layout.shapes if s.type == "line") == 1  # one stage boundary
+
+
+def test_other_figures_build():
+    m = np.array([0, 1, 2, 3.0])
+    assert "ρ = 1.00" in viz.margin_sources(m, m * 2, "a", "b").layout.title.text
+    assert "ρ = -1.00" in viz.margin_vs_length(m, [1, 2, 3, 4], [9, 9, 9, 9][::-1] + np.array([0, 2, 4, 6])).layout.title.text
+    fig = viz.compare_runs(["dpo", "mixdpo"], [0.5, 0.6], [0.4, 0.55], [0.6, 0.65], metric="reward")
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.05])
+
+
+def test_margin_explorer_slider_and_quantile(builtin):
+    ex = MarginExplorer(builtin.dataset, {"ratings": builtin.margins, "negated": -builtin.margins})
+    assert ex.split.n_hard == int((builtin.margins < 0.5).sum())
+    ex.tau.value = 2.0
+    counts = hist_counts(ex.figure)
+    assert counts["hard → SFT"] == int((builtin.margins < 2.0).sum()) and str(counts["hard → SFT"]) in ex.counts.value
+    examples = ex.border_examples()
+    assert [r["side"] for r in examples] == ["hard → SFT"] * 3 + ["easy → preference"] * 3
+    assert all(float(r["margin"]) < 2.0 for r in examples[:3]) and all(float(r["margin"]) >= 2.0 for r in examples[3:])
+    ex.mode.value = "quantile"
+    ex.tau.value = 0.5
+    assert ex.split.tau == pytest.approx(np.quantile(builtin.margins, 0.5))
+    cfg = ex.apply_to(preset("demo"))
+    assert cfg.split.quantile == 0.5
+    ex.source.value = "negated"
+    assert ex.split.n_hard + ex.split.n_easy == len(builtin.margins)
+
+
+def test_designer_follows_explorer_and_previews_steps(builtin):
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    d = CurriculumDesigner(None, explorer=ex, row_ids=builtin.dataset["row_id"])
+    d.batch_size.value, d.grad_accum.value = 8, 2
+    steps = d.first_steps()
+    assert len(steps) == 3 and len(steps[0]["rows"].split(", ")) == 16
+    assert steps[0]["routes"] == "16 preference, 0 SFT"
+    d.order.value = "hard_to_easy"
+    assert d.first_steps()[0]["routes"] == "0 preference, 16 SFT"
+    ex.tau.value = 0.0  # no hard pairs: the designer follows the explorer
+    assert d.first_steps()[0]["routes"] == "16 preference, 0 SFT"
+    cfg = d.apply_to(preset("demo"))
+    assert (cfg.curriculum.order, cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps) == \
+        ("hard_to_easy", 8, 2)
+
+
+def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    ex.tau.value = 3.0
+    d = CurriculumDesigner(None, explorer=ex)
+    d.order.value = "random"
+    launcher = TrainingLauncher(small_cfg, panels=[ex, d], out_dir=str(tmp_path / "run"))
+    launcher.beta.value = 0.25
+    launcher.max_steps.value = 40
+    cfg = launcher.config()
+    assert (cfg.split.tau, cfg.curriculum.order, cfg.loss.beta, cfg.train.max_steps) == (3.0, "random", 0.25, 40)
+    text = launcher.export(tmp_path / "exported.yaml")
+    assert "beta: 0.25" in text and (tmp_path / "exported.yaml").exists()
+    # Stop after the second logged step: training ends cleanly and keeps a checkpoint.
+    launcher.progress.observe(lambda ch: launcher.stop() if ch["new"] >= 2 else None, names="value")
+    launcher.run(blocking=True)
+    assert launcher.summary is not None and "stopped early" in launcher.status.value
+    assert 2 <= len(launcher.logs) < 40
+    assert any(p.name.startswith("checkpoint-") for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert launcher.figure.data and not launcher.run_button.disabled
