@@ -167,8 +167,43 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "synthetic"
 
 
 def builtin_path(split: str) -> Path:
-    """Path of a committed built-in split; regenerated into the package data dir if missing."""
+    """Path of a built-in split: the committed ``data/synthetic`` files in a source checkout, else
+    (an installed package, e.g. on Colab) the same files regenerated once into the user cache."""
     path = BUILTIN_DIR / f"{split}.jsonl"
-    if not path.exists():
-        write(BUILTIN_DIR)
-    return path
+    if path.exists():
+        return path
+    cache = Path.home() / ".cache" / "mixdpo_kit" / "synthetic"
+    if not (cache / f"{split}.jsonl").exists():
+        write(cache)
+    return cache / f"{split}.jsonl"
+
+
+def response_text(value) -> str:
+    """The text of a field that is plain text or a chat message list (its last message)."""
+    return value[-1]["content"] if isinstance(value, list) else value
+
+
+def true_reward_margins(dataset) -> list[float]:
+    """Ground-truth reward of chosen minus rejected for every pair of the built-in task.
+
+    Set beside the rating margins it shows how reliable each rating margin is as a comparison.
+    """
+    out = []
+    for row in dataset:
+        prompt = response_text(row["prompt"])  # the (last) user turn holds the task
+        out.append(true_reward(prompt, response_text(row["chosen"])) - true_reward(prompt, response_text(row["rejected"])))
+    return out
+
+
+def agreement_by_margin(margins, true_margins, edges=(0.0, 0.5, 1.5, 3.0, 5.0, 11.0)) -> list[dict]:
+    """Per margin bin: pairs, and the share whose chosen response truly is better (true margin > 0)."""
+    import numpy as np
+
+    m, t = np.asarray(margins, dtype=float), np.asarray(true_margins, dtype=float)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (m >= lo) & (m < hi)
+        rows.append({"margin_bin": f"[{lo:g}, {hi:g})", "pairs": int(sel.sum()),
+                     "chosen_truly_better": float((t[sel] > 0).mean()) if sel.any() else float("nan"),
+                     "tie_in_true_reward": float((t[sel] == 0).mean()) if sel.any() else float("nan")})
+    return rows

@@ -84,3 +84,17 @@ def test_true_reward_hand_values_and_noisier_small_margins():
     small, n_small = agree(0, 0.5)
     large, _ = agree(4, 11)
     assert n_small > 50 and small < large - 0.3  # ratings at small margins are unreliable comparisons
+
+
+def test_true_margins_and_agreement_table():
+    from mixdpo_kit.pipeline import analyze_data
+
+    prep = analyze_data(preset("demo"))
+    true = synthetic.true_reward_margins(prep.dataset)
+    assert len(true) == len(prep.margins)
+    first = prep.dataset[0]
+    assert true[0] == synthetic.true_reward(first["prompt"][-1]["content"], first["chosen"]) - \
+        synthetic.true_reward(first["prompt"][-1]["content"], first["rejected"])
+    table = synthetic.agreement_by_margin(prep.margins, true)
+    assert sum(r["pairs"] for r in table) == len(true)
+    assert table[0]["chosen_truly_better"] < table[-1]["chosen_truly_better"]

@@ -1,0 +1,95 @@
+"""A back-of-the-envelope GPU memory estimate for a (Q)LoRA MixDPO step, before loading anything.
+
+Reads only the model's config (a few KB). The estimate adds:
+- weights: 4-bit NF4 linear layers (0.5 byte/param + ~0.127 bit/param of double-quantised
+  constants) with embeddings and LM head in 16-bit for QLoRA; 16-bit everywhere for LoRA;
+  for full fine-tuning the fp32 master weights are counted in the optimizer line;
+- trainable parameters: fp32 value + gradient + two AdamW moments (16 bytes each);
+- activations for the policy forward of chosen + rejected sequences (2 × batch): with
+  gradient checkpointing one hidden state per layer plus one layer's full activations,
+  without it roughly 34 bytes × hidden per token per layer (the transformer rule of thumb);
+- logits: the fp32 log-softmax over the vocabulary for every token, twice (value and grad);
+- a fixed CUDA context and allocator overhead.
+It is an estimate to choose settings with; ``docs/benchmarks.md`` compares it with measurements.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 1024 ** 3
+CUDA_CONTEXT_GIB = 0.6
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The few numbers of a decoder config the estimate needs."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    vocab: int
+    heads: int
+    kv_heads: int
+    tied_embeddings: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> "ModelShape":
+        """From a transformers config object."""
+        heads = config.num_attention_heads
+        return cls(config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size, heads,
+                   getattr(config, "num_key_value_heads", None) or heads,
+                   bool(getattr(config, "tie_word_embeddings", False)))
+
+    def linear_params_per_layer(self) -> int:
+        head_dim = self.hidden // self.heads
+        attn = self.hidden * self.hidden * 2 + 2 * self.hidden * self.kv_heads * head_dim  # q, o, k, v
+        return attn + 3 * self.hidden * self.intermediate  # gate, up, down
+
+    def lora_params(self, r: int) -> int:
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        shapes = [(self.hidden, self.hidden)] * 2 + [(self.hidden, kv)] * 2 + \
+                 [(self.hidden, self.intermediate)] * 2 + [(self.intermediate, self.hidden)]
+        return self.layers * sum(r * (a + b) for a, b in shapes)
+
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+
+def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1024, batch_size: int = 1,
+                        lora_r: int = 16, gradient_checkpointing: bool = True, bytes_16bit: int = 2) -> dict[str, float]:
+    """Estimated peak GPU memory in GiB for one training micro-step, by component and in total."""
+    linear = shape.layers * shape.linear_params_per_layer()
+    embed = shape.embedding_params()
+    if mode == "qlora":
+        weights = linear * (0.5 + 0.127 / 8) + embed * bytes_16bit
+        trainable = shape.lora_params(lora_r)
+    elif mode == "lora":
+        weights = (linear + embed) * bytes_16bit
+        trainable = shape.lora_params(lora_r)
+    elif mode == "full":
+        weights = (linear + embed) * bytes_16bit
+        trainable = linear + embed
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    tokens = 2 * batch_size * seq_len  # chosen + rejected through the policy
+    if gradient_checkpointing:
+        activations = tokens * shape.hidden * bytes_16bit * shape.layers + tokens * 34 * shape.hidden
+    else:
+        activations = tokens * 34 * shape.hidden * shape.layers
+    logits = tokens * shape.vocab * 4 * 2
+    parts = {"weights": weights, "trainable+optimizer": trainable * 16, "activations": activations, "logits": logits}
+    out = {k: v / GIB for k, v in parts.items()}
+    out["cuda_context"] = CUDA_CONTEXT_GIB
+    out["total"] = sum(out.values())
+    return out
+
+
+def estimate_for_model(name_or_path: str, **kwargs) -> dict[str, float]:
+    """Estimate from a hub id or local path; downloads only ``config.json``."""
+    from transformers import AutoConfig
+
+    from mixdpo_kit.model import resolve_model_path
+
+    return estimate_gpu_memory(ModelShape.from_config(AutoConfig.from_pretrained(resolve_model_path(name_or_path))),
+                               **kwargs)
