@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
+import plotly.io as pio
 from transformers import TrainerCallback
 
 from mixdpo_kit import viz
@@ -22,10 +23,25 @@ from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.split import Split, split_by_margin
 
 
+def figure_output(fig) -> dict:
+    """A notebook display_data output holding ``fig`` as plotly's mimetype (plus what the active
+    renderer adds, e.g. HTML on Colab)."""
+    bundle = {}
+    for name in ["plotly_mimetype", *pio.renderers.default.split("+")]:
+        renderer = pio.renderers[name] if name in pio.renderers else None
+        if hasattr(renderer, "to_mimebundle"):
+            bundle.update(renderer.to_mimebundle(fig.to_dict()))
+    return {"output_type": "display_data", "data": bundle, "metadata": {}}
+
+
 def show_figure(output: W.Output, fig) -> None:
-    """Replace an Output widget's content with ``fig`` (safe from a background thread)."""
-    output.outputs = ()
-    output.append_display_data(fig)
+    """Replace an Output widget's content with ``fig``.
+
+    The outputs are set as data rather than through ``display``: a plotly figure's
+    ``_ipython_display_`` would print into whichever cell is running, and an Output's context
+    manager does not capture from the launcher's training thread.
+    """
+    output.outputs = (figure_output(fig),)
 
 
 def _text(value, limit: int = 120) -> str:

@@ -52,6 +52,9 @@ def test_margin_explorer_slider_and_quantile(builtin):
     examples = ex.border_examples()
     assert [r["side"] for r in examples] == ["hard → SFT"] * 3 + ["easy → preference"] * 3
     assert all(float(r["margin"]) < 2.0 for r in examples[:3]) and all(float(r["margin"]) >= 2.0 for r in examples[3:])
+    shown = ex.plot.outputs
+    assert len(shown) == 1 and "application/vnd.plotly.v1+json" in shown[0]["data"]
+    assert "2 hard" not in str(shown) and f"{counts['hard → SFT']} hard" in str(shown)  # the current figure only
     ex.mode.value = "quantile"
     ex.tau.value = 0.5
     assert ex.split.tau == pytest.approx(np.quantile(builtin.margins, 0.5))
