@@ -71,15 +71,24 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The objective: MixDPO routing of hard pairs to SFT, easy pairs to a preference loss."""
+    """The objective (see ``mixdpo-kit objectives``) and its parameters."""
 
-    objective: str = "mixdpo"  # mixdpo (routed) | preference (every pair) | sft (every pair)
-    preference: str = "dpo"  # a registered preference loss: dpo | ipo | hinge | simpo
+    objective: str = "mixdpo"  # a registered objective: mixdpo, dpo, filtered_dpo, beta_dpo, ...
+    preference: str = "dpo"  # preference loss for objectives that do not pin one (mixdpo, preference)
     beta: float = 0.01
     label_smoothing: float = 0.1
     simpo_gamma: float = 0.5
     sft_weight: float = 1.0
     preference_weight: float = 1.0
+    nll_weight: float = 1.0  # dpo_nll
+    soft_temperature: float = 0.5  # mixdpo_soft, on the margin scale
+    beta_dpo_alpha: float = 0.6
+    beta_dpo_filter_rate: float = 0.2
+    beta_dpo_momentum: float = 0.9
+    madpo_kappa: float = 1.0
+    madpo_center: float | None = None  # None: the batch median margin
+    gdpo_temperature: float = 1.0
+    da_dpo_strength: float = 0.5
 
 
 @dataclass

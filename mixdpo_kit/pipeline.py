@@ -6,6 +6,8 @@ the same code. A run folder holds ``config.yaml``, ``data_report.json``, ``metri
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,12 @@ from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, 
 from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.margins import compute_margins, margin_stats
 from mixdpo_kit.model import Policy, build_policy, resolve_model_path
+from mixdpo_kit.objectives import get_objective
+from mixdpo_kit.objectives import resolve as resolve_objective
 from mixdpo_kit.refcache import ReferenceCache, cache_key
 from mixdpo_kit.split import Split, split_by_margin
 from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.trainer import TRAIN_COLUMNS, JsonlLogger, MixDPOTrainer, PairCollator
-
-OBJECTIVES = ("mixdpo", "preference", "sft")
-
 
 @dataclass
 class PreparedPairs:
@@ -57,15 +58,6 @@ def data_report(prep: PreparedPairs) -> dict:
             "conversational": is_conversational(prep.dataset)}
 
 
-def route_mask(objective: str, split: Split) -> np.ndarray:
-    """Which pairs get SFT: the hard ones (mixdpo), none (preference) or all (sft)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-    if objective == "mixdpo":
-        return split.hard.copy()
-    return np.full(len(split.hard), objective == "sft")
-
-
 def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **overrides) -> TrainingArguments:
     """TrainingArguments from the config; mixed precision follows the policy's compute dtype."""
     t = cfg.train
@@ -83,12 +75,11 @@ def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **over
     return TrainingArguments(**kwargs)
 
 
-def attach_reference(policy: Policy, cfg: RunConfig, ds, route_sft: np.ndarray, cache: ReferenceCache):
-    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` columns (NaN for SFT-routed pairs), from the cache."""
+def attach_reference(policy: Policy, cfg: RunConfig, ds, needed: list[int], cache: ReferenceCache):
+    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` columns (NaN where not ``needed``), from the cache."""
     settings = {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length,
                 "truncation": cfg.data.truncation}
     key = cache_key(policy.identity(), settings, *(list(ds[c]) for c in ("prompt_ids", "chosen_ids", "rejected_ids")))
-    needed = [i for i in range(len(ds)) if not route_sft[i]]
     device = next(policy.model.parameters()).device
     chosen, rejected = cache.get_or_compute(policy.reference, ds, needed, key, policy.tokenizer.pad_token_id,
                                             batch_size=cfg.eval.batch_size, device=device)
@@ -96,30 +87,66 @@ def attach_reference(policy: Policy, cfg: RunConfig, ds, route_sft: np.ndarray, 
 
 
 def loss_params(cfg: RunConfig) -> dict:
-    """``routed_loss`` keyword arguments from the loss config."""
-    lc = cfg.loss
-    return {"preference": lc.preference, "beta": lc.beta, "label_smoothing": lc.label_smoothing,
-            "simpo_gamma": lc.simpo_gamma, "sft_weight": lc.sft_weight, "preference_weight": lc.preference_weight}
+    """``routed_loss`` keyword arguments from the loss config (weights travel per pair instead)."""
+    params = dataclasses.asdict(cfg.loss)
+    for key in ("objective", "sft_weight", "preference_weight", "nll_weight", "soft_temperature"):
+        params.pop(key)
+    return params
+
+
+def select_pairs(prep: PreparedPairs, keep: np.ndarray, reason: str) -> PreparedPairs:
+    """Only the kept pairs, with the drops counted in the report and the plan rebuilt on them."""
+    if keep.all():
+        return prep
+    report = copy.deepcopy(prep.report)
+    for row_id in np.asarray(prep.dataset["row_id"])[~keep]:
+        report.drop(reason, int(row_id))
+    report.rows_kept = int(keep.sum())
+    idx = np.flatnonzero(keep)
+    margins = prep.margins[idx]
+    split = Split(hard=prep.split.hard[idx], tau=prep.split.tau, quantile=prep.split.quantile)
+    plan = CurriculumPlan(margins, prep.plan.order, prep.plan.n_stages, prep.plan.seed)
+    return PreparedPairs(prep.dataset.select(idx), report, margins, split, plan)
+
+
+def reference_gap(policy: Policy, cfg: RunConfig, ds, cache: ReferenceCache) -> np.ndarray:
+    """Per-token log-likelihood gap (chosen − rejected) of every pair under the reference."""
+    with_ref = attach_reference(policy, cfg, ds, list(range(len(ds))), cache)
+    n_c = np.array([len(x) for x in ds["chosen_ids"]], float)
+    n_r = np.array([len(x) for x in ds["rejected_ids"]], float)
+    return np.asarray(with_ref["ref_chosen_logps"], float) / n_c - np.asarray(with_ref["ref_rejected_logps"], float) / n_r
 
 
 def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: Path, cache: ReferenceCache | None = None,
                   callbacks=(), **arg_overrides) -> MixDPOTrainer:
-    """A ready-to-train ``MixDPOTrainer`` for prepared pairs (reference log-probs attached when asked)."""
-    route_sft = route_mask(cfg.loss.objective, prep.split)
-    ds = prep.dataset.add_column("hard", route_sft.tolist()).add_column("row_index", list(prep.dataset["row_id"]))
-    needs_ref = PREFERENCE_LOSSES[cfg.loss.preference].needs_reference and not route_sft.all()
+    """A ready-to-train ``MixDPOTrainer`` for prepared pairs: routes them per the objective,
+    drops the pairs it filters (counted in ``trainer.prep.report``) and attaches reference log-probs."""
+    objective = get_objective(cfg.loss.objective)
+    pref_spec = PREFERENCE_LOSSES[cfg.loss.preference]
+    cache = cache or ReferenceCache(cfg.train.cache_dir)
+    gap = reference_gap(policy, cfg, prep.dataset, cache) if objective.needs_reference_gap else None
+    routing = objective.routing(prep.margins, prep.split, cfg.loss, gap)
+    prep = select_pairs(prep, routing.keep, f"filtered out by objective {objective.name}")
+    sft_w, pref_w = routing.sft[routing.keep], routing.preference[routing.keep]
+    ds = prep.dataset
+    for name, values in (("sft_weight", sft_w.tolist()), ("preference_weight", pref_w.tolist()),
+                         ("margin", prep.margins.tolist()), ("row_index", list(ds["row_id"]))):
+        ds = ds.add_column(name, values)
+    needs_ref = pref_spec.needs_reference and bool((pref_w > 0).any())
     if needs_ref and cfg.train.precompute_reference:
-        ds = attach_reference(policy, cfg, ds, route_sft, cache or ReferenceCache(cfg.train.cache_dir))
+        ds = attach_reference(policy, cfg, ds, np.flatnonzero(pref_w > 0).tolist(), cache)
     else:
         ds = ds.add_column("ref_chosen_logps", [None] * len(ds)).add_column("ref_rejected_logps", [None] * len(ds))
-    ds = ds.select_columns(list(TRAIN_COLUMNS) + ["row_index"])
+    ds = ds.select_columns(list(TRAIN_COLUMNS))
     args = training_arguments(cfg, out_dir, policy.dtype, **arg_overrides)
-    return MixDPOTrainer(
+    trainer = MixDPOTrainer(
         model=policy.model, args=args, train_dataset=ds, data_collator=PairCollator(policy.tokenizer.pad_token_id),
         processing_class=policy.tokenizer, plan=prep.plan, loss_params=loss_params(cfg),
         reference=policy.reference if needs_ref else None,
         callbacks=[JsonlLogger(out_dir / "metrics.jsonl"), *callbacks],
     )
+    trainer.prep = prep
+    return trainer
 
 
 def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
@@ -140,7 +167,7 @@ def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
     margins = np.zeros(len(ds))
     prep = PreparedPairs(ds, DataReport("sft"), margins, split_by_margin(margins, tau=1.0, warn=False),
                          CurriculumPlan(margins, "random", seed=cfg.train.seed))
-    sft_cfg = cfg.override(loss={"objective": "sft"}, train={"learning_rate": w.learning_rate, "max_steps": w.max_steps,
+    sft_cfg = cfg.override(loss={"objective": "sft", "sft_weight": 1.0}, train={"learning_rate": w.learning_rate, "max_steps": w.max_steps,
                                                               "per_device_train_batch_size": w.batch_size,
                                                               "warmup_ratio": 0.05, "save_steps": 10**9})
     policy = Policy(model=model, tokenizer=tokenizer, config=sft_cfg.model, dtype=torch.float32)
@@ -156,12 +183,14 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     """Train one run into ``out_dir``; returns (trainer, policy, prepared pairs)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_objective(cfg)
     torch.manual_seed(cfg.train.seed)
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy.tokenizer)
     cfg.to_yaml(out_dir / "config.yaml")
-    (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
     trainer = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)
+    prep = trainer.prep  # after the objective's filtering, if any
+    (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model(str(out_dir / ("model" if cfg.model.mode == "full" else "adapter")))
     return trainer, policy, prep

@@ -22,37 +22,39 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from mixdpo_kit.curriculum import CurriculumPlan, CurriculumSampler
-from mixdpo_kit.logprobs import pad_sequences, sequence_logps
+from mixdpo_kit.logprobs import low_confidence_stats, pad_sequences, sequence_logps, token_logps
 from mixdpo_kit.losses import PREFERENCE_LOSSES, PairLogps, routed_loss
 
-TRAIN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids", "hard", "ref_chosen_logps", "ref_rejected_logps")
+TRAIN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids", "sft_weight", "preference_weight", "margin",
+                 "row_index", "ref_chosen_logps", "ref_rejected_logps")
+
+
+def _float_or_nan(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 class PairCollator:
-    """Pads a batch of tokenised pairs into one policy batch: chosen of every pair, then rejected
-    of the preference-routed ones."""
+    """Pads a batch of tokenised pairs into one policy batch: the chosen response of every pair,
+    then the rejected response of the pairs with a preference weight (SFT-only pairs send none)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        hard = torch.tensor([bool(f["hard"]) for f in features])
         prompts = [f["prompt_ids"] for f in features]
         responses = [f["chosen_ids"] for f in features]
         for f in features:
-            if not f["hard"]:
+            if f["preference_weight"] > 0:
                 prompts.append(f["prompt_ids"])
                 responses.append(f["rejected_ids"])
         input_ids, attention_mask, response_mask = pad_sequences(prompts, responses, self.pad_id)
-        nan = float("nan")
+        column = lambda key, dtype=torch.float32: torch.tensor(  # noqa: E731
+            [_float_or_nan(f.get(key)) for f in features], dtype=dtype)
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
-            "hard": hard,
-            "row_index": torch.tensor([int(f.get("row_index", -1)) for f in features]),
-            "ref_chosen_logps": torch.tensor([nan if f.get("ref_chosen_logps") is None else f["ref_chosen_logps"]
-                                              for f in features], dtype=torch.float32),
-            "ref_rejected_logps": torch.tensor([nan if f.get("ref_rejected_logps") is None else f["ref_rejected_logps"]
-                                                for f in features], dtype=torch.float32),
+            "sft_weight": column("sft_weight"), "preference_weight": column("preference_weight"),
+            "margin": column("margin"), "row_index": column("row_index", torch.long),
+            "ref_chosen_logps": column("ref_chosen_logps"), "ref_rejected_logps": column("ref_rejected_logps"),
         }
 
 
@@ -66,6 +68,9 @@ class MixDPOTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.plan = plan
         self.loss_params = dict(loss_params)
+        self.pref_spec = PREFERENCE_LOSSES[self.loss_params.get("preference", "dpo")]
+        if self.pref_spec.stateful:
+            self.loss_params["state"] = {}  # e.g. beta-DPO's running statistics, kept across steps
         self.reference = reference
         self.model_accepts_loss_kwargs = False
         self._metric_sums: dict[str, float] = defaultdict(float)
@@ -74,35 +79,43 @@ class MixDPOTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         return CurriculumSampler(self.plan)
 
-    def _reference_logps(self, inputs, hard: torch.Tensor):
+    def _reference_logps(self, inputs, with_pref: torch.Tensor):
         ref_c, ref_r = inputs["ref_chosen_logps"].clone(), inputs["ref_rejected_logps"].clone()
-        easy = ~hard
-        missing = easy & (ref_c.isnan() | ref_r.isnan())
+        missing = with_pref & (ref_c.isnan() | ref_r.isnan())
         if missing.any():
             if self.reference is None:
                 raise RuntimeError("reference log-probs are missing and the trainer has no reference model")
-            n = len(hard)
-            easy_pos = easy.nonzero().squeeze(-1)
-            # Rows of the policy batch: chosen of pair i is row i, rejected of the k-th easy pair is row n+k.
-            rows = torch.cat([easy_pos, n + torch.arange(len(easy_pos), device=easy_pos.device)])
+            n = len(with_pref)
+            pref_pos = with_pref.nonzero().squeeze(-1)
+            # Rows of the policy batch: chosen of pair i is row i, rejected of the k-th preference pair is row n+k.
+            rows = torch.cat([pref_pos, n + torch.arange(len(pref_pos), device=pref_pos.device)])
             with self.reference() as ref, torch.no_grad():
                 logps, _ = sequence_logps(ref, inputs["input_ids"][rows], inputs["attention_mask"][rows],
                                           inputs["response_mask"][rows])
-            ref_c[easy_pos] = logps[: len(easy_pos)].to(ref_c.dtype)
-            ref_r[easy_pos] = logps[len(easy_pos):].to(ref_r.dtype)
+            ref_c[pref_pos] = logps[: len(pref_pos)].to(ref_c.dtype)
+            ref_r[pref_pos] = logps[len(pref_pos):].to(ref_r.dtype)
         return ref_c, ref_r
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        hard = inputs["hard"].bool()
-        n = len(hard)
-        logps, ntok = sequence_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
-        chosen, chosen_tokens = logps[:n], ntok[:n]
-        rejected = torch.full_like(chosen, float("nan")).masked_scatter(~hard, logps[n:])
-        rejected_tokens = torch.zeros_like(chosen_tokens).masked_scatter(~hard, ntok[n:])
-        needs_ref = PREFERENCE_LOSSES[self.loss_params.get("preference", "dpo")].needs_reference
-        ref_c, ref_r = self._reference_logps(inputs, hard) if needs_ref and (~hard).any() else (None, None)
-        lp = PairLogps(chosen, rejected, chosen_tokens, rejected_tokens, ref_c, ref_r)
-        out = routed_loss(lp, hard, **self.loss_params)
+        sft_w, pref_w = inputs["sft_weight"], inputs["preference_weight"]
+        with_pref = pref_w > 0
+        n = len(sft_w)
+        token_lp, mask = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
+        logps, ntok = token_lp.sum(-1), mask.sum(-1)
+
+        def per_pair(values, fill):  # chosen rows are 0..n-1; rejected rows follow, for preference pairs only
+            return values[:n], torch.full_like(values[:n], fill).masked_scatter(with_pref, values[n:])
+
+        chosen, rejected = per_pair(logps, float("nan"))
+        chosen_tokens, rejected_tokens = per_pair(ntok, 0.0)
+        lp = PairLogps(chosen, rejected, chosen_tokens, rejected_tokens, margin=inputs["margin"].to(chosen.dtype))
+        if self.pref_spec.needs_reference and with_pref.any():
+            lp.ref_chosen, lp.ref_rejected = self._reference_logps(inputs, with_pref)
+        if self.pref_spec.needs_token_confidence:
+            crit, crit_n = low_confidence_stats(token_lp, mask)
+            lp.chosen_critical, lp.rejected_critical = per_pair(crit, 0.0)
+            lp.chosen_critical_tokens, lp.rejected_critical_tokens = per_pair(crit_n, 0.0)
+        out = routed_loss(lp, sft_weights=sft_w, preference_weights=pref_w, **self.loss_params)
         loss = out.loss
         if not torch.isfinite(loss):
             raise FloatingPointError(

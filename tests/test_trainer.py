@@ -45,7 +45,8 @@ def setup(cfg, out, **over):
 
 
 def test_collator_sends_only_chosen_for_sft_pairs():
-    feats = [{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5], "hard": h, "row_index": i}
+    feats = [{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5], "sft_weight": float(h),
+              "preference_weight": float(not h), "margin": 1.0, "row_index": i}
              for i, h in enumerate([True, False, True])]
     batch = PairCollator(pad_id=0)(feats)
     assert batch["input_ids"].shape[0] == 4  # 3 chosen + 1 rejected (the easy pair)

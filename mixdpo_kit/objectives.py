@@ -1,0 +1,153 @@
+"""Named objectives: how pairs are routed (SFT weight, preference weight, kept or not), which
+preference loss applies, and in which order pairs are trained.
+
+An objective is a small registered entry, not a string branch: ``mixdpo`` routes hard pairs to
+SFT; ``dpo`` trains every pair with DPO in random order; ``filtered_dpo`` drops the hard pairs;
+``curriculum_dpo`` keeps DPO on every pair but sorts them easy→hard; and so on. ``mixdpo-kit
+objectives`` lists them. Thresholds and weights are parameters of :class:`~mixdpo_kit.config.LossConfig`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from mixdpo_kit.split import Split
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Per-pair SFT and preference weights, and which pairs are trained at all."""
+
+    sft: np.ndarray
+    preference: np.ndarray
+    keep: np.ndarray
+
+
+def _full(n: int, value: float) -> np.ndarray:
+    return np.full(n, float(value))
+
+
+def route_hard(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """MixDPO: hard pairs (margin < tau) get SFT only, the others the preference loss only."""
+    hard = split.hard.astype(float)
+    return Routing(lc.sft_weight * hard, lc.preference_weight * (1 - hard), np.ones(len(hard), bool))
+
+
+def route_soft(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """Soft MixDPO: ``w = sigma((margin - tau) / T)``; preference weight w, SFT weight 1 - w."""
+    w = 1.0 / (1.0 + np.exp(-(np.asarray(margins, float) - split.tau) / lc.soft_temperature))
+    return Routing(lc.sft_weight * (1 - w), lc.preference_weight * w, np.ones(len(w), bool))
+
+
+def route_preference(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """The preference loss on every pair."""
+    n = len(split.hard)
+    return Routing(_full(n, 0), _full(n, lc.preference_weight), np.ones(n, bool))
+
+
+def route_sft(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """SFT on every chosen response."""
+    n = len(split.hard)
+    return Routing(_full(n, lc.sft_weight), _full(n, 0), np.ones(n, bool))
+
+
+def route_preference_plus_nll(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """DPO+NLL: the preference loss plus ``nll_weight`` × SFT on every pair."""
+    n = len(split.hard)
+    return Routing(_full(n, lc.nll_weight), _full(n, lc.preference_weight), np.ones(n, bool))
+
+
+def route_drop_hard(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """Filtered DPO: the hard pairs (margin < tau) are dropped, the rest get the preference loss."""
+    n = len(split.hard)
+    return Routing(_full(n, 0), _full(n, lc.preference_weight), ~split.hard)
+
+
+def route_drop_reference_hard(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """Selective-DPO-style filter: drop the pairs the reference model finds hardest — the smallest
+    per-token log-likelihood gap (chosen − rejected) — as many as the margin split calls hard."""
+    gap = np.asarray(reference_gap, float)
+    n_drop = split.n_hard
+    keep = np.ones(len(gap), bool)
+    keep[np.argsort(gap, kind="stable")[:n_drop]] = False
+    return Routing(_full(len(gap), 0), _full(len(gap), lc.preference_weight), keep)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named objective: routing + preference loss + order (+ fixed loss settings)."""
+
+    name: str
+    routing: Callable[..., Routing]
+    summary: str
+    preference: str | None = None  # None: the config's loss.preference
+    order: str | None = None  # None: the config's curriculum order
+    fixed: dict = field(default_factory=dict)  # loss settings this objective pins (e.g. eps = 0 for DPO)
+    needs_reference_gap: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str, routing, summary: str, **kwargs) -> Objective:
+    """Register an objective under ``name``."""
+    OBJECTIVES[name] = Objective(name, routing, summary, **kwargs)
+    return OBJECTIVES[name]
+
+
+register_objective("mixdpo", route_hard, "MixDPO: margin < tau → SFT on chosen, else the preference loss; "
+                   "curriculum from the config (paper: easy→hard)")
+register_objective("mixdpo_soft", route_soft, "soft MixDPO: weight sigma((margin - tau)/T) on the preference loss, "
+                   "the rest on SFT")
+register_objective("preference", route_preference, "the configured preference loss on every pair, configured order")
+register_objective("sft", route_sft, "SFT on every chosen response", order="random")
+register_objective("dpo", route_preference, "DPO on every pair, shuffled", preference="dpo", order="random",
+                   fixed={"label_smoothing": 0.0})
+register_objective("cdpo", route_preference, "conservative DPO (label smoothing eps) on every pair, shuffled",
+                   preference="dpo", order="random")
+register_objective("ipo", route_preference, "IPO on every pair, shuffled", preference="ipo", order="random")
+register_objective("hinge", route_preference, "hinge (SLiC) on every pair, shuffled", preference="hinge",
+                   order="random")
+register_objective("simpo", route_preference, "SimPO (reference-free) on every pair, shuffled", preference="simpo",
+                   order="random")
+register_objective("dpo_nll", route_preference_plus_nll, "DPO + nll_weight × NLL on every pair, shuffled",
+                   preference="dpo", order="random")
+register_objective("filtered_dpo", route_drop_hard, "DPO with the hard pairs (margin < tau) dropped, shuffled",
+                   preference="dpo", order="random")
+register_objective("selective_dpo", route_drop_reference_hard,
+                   "DPO without the pairs the reference finds hardest (Selective DPO style), shuffled",
+                   preference="dpo", order="random", needs_reference_gap=True)
+register_objective("curriculum_dpo", route_preference, "DPO on every pair, sorted easy→hard, no routing",
+                   preference="dpo", order="easy_to_hard")
+register_objective("beta_dpo", route_preference, "β-DPO: batch-adaptive β with β-guided filtering, shuffled",
+                   preference="beta_dpo", order="random")
+register_objective("amapo", route_preference, "AMaPO: instance-adaptive margin (reference-free), shuffled",
+                   preference="amapo", order="random")
+register_objective("madpo", route_preference, "MADPO: margin-based per-pair weights on DPO, shuffled",
+                   preference="madpo", order="random")
+register_objective("gdpo", route_preference, "GDPO: soft preference labels from the score gap, shuffled",
+                   preference="gdpo", order="random")
+register_objective("da_dpo", route_preference, "DA-DPO: difficulty re-weighting of DPO, shuffled",
+                   preference="da_dpo", order="random")
+register_objective("confpo", route_preference, "ConfPO: SimPO on low-confidence tokens only, shuffled",
+                   preference="confpo", order="random")
+
+
+def get_objective(name: str) -> Objective:
+    """The registered objective ``name`` (a clear error lists the others)."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; registered: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def resolve(cfg):
+    """``cfg`` with the objective's pinned preference loss, order and loss settings applied, so the
+    saved config says exactly what ran."""
+    obj = get_objective(cfg.loss.objective)
+    loss = dict(obj.fixed)
+    if obj.preference is not None:
+        loss["preference"] = obj.preference
+    curriculum = {"order": obj.order} if obj.order is not None else {}
+    return cfg.override(loss=loss, curriculum=curriculum)
