@@ -1,4 +1,4 @@
-"""``mixdpo-kit`` command line: demo, analyze, train, evaluate."""
+"""``mixdpo-kit`` command line: demo, analyze, train, evaluate, objectives, compare."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +58,33 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_objectives(args) -> int:
+    from mixdpo_kit.losses import PREFERENCE_LOSSES
+    from mixdpo_kit.objectives import OBJECTIVES
+
+    width = max(map(len, OBJECTIVES))
+    for name, obj in OBJECTIVES.items():
+        print(f"{name:<{width}}  {obj.summary}")
+    print(f"\npreference losses (loss.preference): {', '.join(PREFERENCE_LOSSES)}")
+    return 0
+
+
+DEFAULT_COMPARISON = "mixdpo,dpo,cdpo,filtered_dpo,sft,dpo_nll,curriculum_dpo,simpo,beta_dpo,amapo,madpo"
+
+
+def _cmd_compare(args) -> int:
+    from mixdpo_kit.compare import markdown_table, run_comparison, variants_for
+    from mixdpo_kit.config import RunConfig
+
+    cfg = RunConfig.from_yaml(args.config)
+    if args.max_steps is not None:
+        cfg = cfg.override(train={"max_steps": args.max_steps})
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    rows = run_comparison(cfg, variants_for(names), args.seeds, args.out)
+    print(markdown_table(rows, args.seeds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="mixdpo-kit", description="Difficulty-aware preference optimisation (MixDPO).")
@@ -83,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="re-evaluate a finished run folder")
     e.add_argument("--run", required=True)
     e.set_defaults(func=_cmd_evaluate)
+    o = sub.add_parser("objectives", help="list the registered objectives and preference losses")
+    o.set_defaults(func=_cmd_objectives)
+    c = sub.add_parser("compare", help="objectives x seeds on the same data; table + figure (resumable)")
+    c.add_argument("--config", required=True)
+    c.add_argument("--objectives", default=DEFAULT_COMPARISON, help="comma-separated registered objective names")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--out", required=True)
+    c.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick checks)")
+    c.set_defaults(func=_cmd_compare)
     return p
 
 

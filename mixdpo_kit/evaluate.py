@@ -71,8 +71,16 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 64, batch_size: in
     return [o.strip() for o in outputs]
 
 
-def builtin_reward(prompts: list[str], responses: list[str]) -> dict[str, float]:
-    """Mean ground-truth reward and exact-match rate of responses on built-in task prompts."""
+def builtin_reward(prompts: list[str], responses: list[str]) -> dict:
+    """Mean ground-truth reward and exact-match rate of responses on built-in task prompts,
+    plus the per-prompt rewards (for win rates)."""
     rewards = [synthetic.true_reward(p, r) for p, r in zip(prompts, responses)]
     exact = [r.split() == synthetic.solve(p) for p, r in zip(prompts, responses)]
-    return {"mean_reward": float(np.mean(rewards)), "exact_match": float(np.mean(exact)), "n": len(rewards)}
+    return {"mean_reward": float(np.mean(rewards)), "exact_match": float(np.mean(exact)), "n": len(rewards),
+            "rewards": rewards}
+
+
+def win_rate(after: list[float], before: list[float]) -> float:
+    """Share of prompts where ``after`` beats ``before`` (ties count one half)."""
+    a, b = np.asarray(after, float), np.asarray(before, float)
+    return float(((a > b) + 0.5 * (a == b)).mean())

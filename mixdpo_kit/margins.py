@@ -18,7 +18,19 @@ def rating_margins(ds: datasets.Dataset) -> np.ndarray:
     return np.asarray(ds["score_chosen"], dtype=np.float64) - np.asarray(ds["score_rejected"], dtype=np.float64)
 
 
-MARGIN_SOURCES = {"ratings": rating_margins}
+def chosen_score_margins(ds: datasets.Dataset) -> np.ndarray:
+    """The chosen response's score alone (the paper's "sorted by chosen score" ablation)."""
+    return np.asarray(ds["score_chosen"], dtype=np.float64)
+
+
+def rejected_score_margins(ds: datasets.Dataset) -> np.ndarray:
+    """Minus the rejected response's score: a worse rejected response makes an easier pair
+    (the paper's "sorted by rejected score" ablation)."""
+    return -np.asarray(ds["score_rejected"], dtype=np.float64)
+
+
+MARGIN_SOURCES = {"ratings": rating_margins, "score_chosen": chosen_score_margins,
+                  "score_rejected": rejected_score_margins}
 
 
 def compute_margins(ds: datasets.Dataset, source: str = "ratings") -> np.ndarray:

@@ -171,7 +171,7 @@ def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
                                                               "per_device_train_batch_size": w.batch_size,
                                                               "warmup_ratio": 0.05, "save_steps": 10**9})
     policy = Policy(model=model, tokenizer=tokenizer, config=sft_cfg.model, dtype=torch.float32)
-    trainer = build_trainer(sft_cfg, policy, prep, out_dir / "sft", save_strategy="no")
+    trainer = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", save_strategy="no")
     trainer.train()
     target = out_dir / "sft_model"
     model.save_pretrained(target)

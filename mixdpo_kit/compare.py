@@ -1,0 +1,142 @@
+"""Compare objectives (and other variants) × seeds on the same data, SFT model and reference cache.
+
+Each variant/seed trains into ``OUT/<variant>/seed<k>``; a finished run (its ``summary.json``
+exists) is read back instead of rerun, so an interrupted comparison resumes where it stopped.
+The table reports, as mean ± 95 % interval over seeds (Student's t): the ground-truth reward of
+greedy generations, the win rate against the SFT model judged by that reward, held-out
+implicit-reward accuracy, and the change of chosen and rejected log-probs.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mixdpo_kit import viz
+from mixdpo_kit.config import RunConfig
+from mixdpo_kit.evaluate import win_rate
+from mixdpo_kit.objectives import get_objective
+from mixdpo_kit.pipeline import sft_warmup
+from mixdpo_kit.report import write_html
+
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+
+METRICS = {
+    "true_reward": "ground-truth reward",
+    "win_rate_vs_sft": "win rate vs SFT",
+    "exact_match": "exact match",
+    "pref_accuracy": "held-out pref. accuracy",
+    "delta_logp_chosen": "Δ log p(chosen)",
+    "delta_logp_rejected": "Δ log p(rejected)",
+}
+
+
+def interval(values) -> tuple[float, float]:
+    """Mean and the half-width of its two-sided 95 % t-interval (NaN for a single value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    df = len(v) - 1
+    t = T_975[max(k for k in T_975 if k <= df)]  # the next lower tabulated df: a slightly wider interval
+    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def run_metrics(summary: dict) -> dict[str, float]:
+    """The compared numbers of one finished run."""
+    ev = summary["evaluation"]
+    out = {"wall_seconds": summary.get("wall_seconds", math.nan)}
+    if "true_reward" in ev:
+        before, after = ev["true_reward"]["before"], ev["true_reward"]["after"]
+        out["true_reward"] = after["mean_reward"]
+        out["exact_match"] = after["exact_match"]
+        out["win_rate_vs_sft"] = win_rate(after["rewards"], before["rewards"])
+        out["sft_true_reward"] = before["mean_reward"]
+    if "preference" in ev:
+        p = ev["preference"]
+        out["pref_accuracy"] = p["reward_accuracy"]
+        out["delta_logp_chosen"] = p["logps_chosen_after"] - p["logps_chosen_before"]
+        out["delta_logp_rejected"] = p["logps_rejected_after"] - p["logps_rejected_before"]
+    return out
+
+
+def variants_for(objectives: list[str]) -> dict[str, dict]:
+    """Plain objectives as variants: ``{name: {"loss": {"objective": name}}}`` (names are checked)."""
+    for name in objectives:
+        get_objective(name)
+    return {name: {"loss": {"objective": name}} for name in objectives}
+
+
+def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_dir: str | Path) -> list[dict]:
+    """Train and evaluate every variant × seed (resumable) and write the table and figure.
+
+    ``variants`` maps a name to config overrides (see :func:`variants_for`). With the config's
+    SFT warm-up enabled, one SFT model is trained once and shared by every run, as is the
+    reference-log-prob cache.
+    """
+    from mixdpo_kit.runs import run
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = cfg.override(train={"cache_dir": str(out / "cache")})
+    if base.sft_warmup.enabled:
+        sft_path = out / "sft_model"
+        if not (sft_path / "config.json").exists():
+            sft_path = sft_warmup(base, out)
+        base = base.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
+    per_run = []
+    for name, overrides in variants.items():
+        for seed in range(seeds):
+            run_dir = out / name / f"seed{seed}"
+            summary_path = run_dir / "summary.json"
+            if summary_path.exists():
+                summary = json.loads(summary_path.read_text())
+            else:
+                run_cfg = base.override(**overrides).override(train={"seed": seed}, curriculum={"seed": seed})
+                summary = run(run_cfg, run_dir)
+            per_run.append({"variant": name, "seed": seed, **run_metrics(summary)})
+    rows = summarise(per_run, list(variants))
+    (out / "results.json").write_text(json.dumps({"runs": per_run, "table": rows}, indent=2))
+    (out / "results.md").write_text(markdown_table(rows, seeds))
+    key = "true_reward" if any("true_reward" in r for r in rows) else "pref_accuracy"
+    fig = viz.compare_runs([r["variant"] for r in rows], [r[key] for r in rows],
+                           [r[key] - r[f"{key}_ci"] for r in rows], [r[key] + r[f"{key}_ci"] for r in rows],
+                           metric=METRICS[key])
+    write_html(out / "compare.html", "mixdpo-kit comparison", [fig], {"Results": rows})
+    return rows
+
+
+def summarise(per_run: list[dict], order: list[str]) -> list[dict]:
+    """One row per variant: mean and 95 % half-width of every metric over seeds."""
+    rows = []
+    for name in order:
+        runs = [r for r in per_run if r["variant"] == name]
+        row = {"variant": name, "seeds": len(runs)}
+        for key in list(METRICS) + ["sft_true_reward"]:
+            values = [r[key] for r in runs if key in r]
+            if values:
+                row[key], row[f"{key}_ci"] = interval(values)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict], seeds: int) -> str:
+    """The results as a Markdown table (mean ± 95 % half-width over seeds)."""
+    keys = [k for k in METRICS if any(k in r for r in rows)]
+    lines = ["| variant | " + " | ".join(METRICS[k] for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for r in rows:
+        cells = []
+        for k in keys:
+            if k not in r:
+                cells.append("–")
+            elif math.isnan(r[f"{k}_ci"]):
+                cells.append(f"{r[k]:.3f}")
+            else:
+                cells.append(f"{r[k]:.3f} ± {r[f'{k}_ci']:.3f}")
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
+    sft = [r["sft_true_reward"] for r in rows if "sft_true_reward" in r]
+    note = f"\nSFT model (the shared reference): ground-truth reward {sft[0]:.3f}.\n" if sft else "\n"
+    return "\n".join(lines) + f"\n\n{seeds} seed(s) per variant; ± is the 95 % t-interval half-width.\n" + note

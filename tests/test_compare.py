@@ -1,0 +1,54 @@
+"""The comparison runner and the study script (reduced: one seed, few steps)."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixdpo_kit import compare
+from mixdpo_kit.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_interval_hand_values():
+    mean, half = compare.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert math.isnan(compare.interval([1.0])[1])
+
+
+def test_objectives_command_lists_the_registry(capsys):
+    assert main(["objectives"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mixdpo", "filtered_dpo", "beta_dpo", "amapo", "madpo", "gdpo", "da_dpo", "confpo"):
+        assert f"\n{name} " in "\n" + out
+    assert main(["compare", "--config", "x.yaml", "--objectives", "nope", "--out", "y"]) == 2
+
+
+def test_quick_study_writes_table_and_verdicts_and_resumes(tmp_path, monkeypatch):
+    out, doc = tmp_path / "study", tmp_path / "results.md"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "builtin_study.py"), "--quick", "--out", str(out),
+                          "--doc", str(doc)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [r["variant"] for r in results["table"]] == ["mixdpo", "dpo", "filtered_dpo"]
+    for run in results["runs"]:
+        assert 0 <= run["true_reward"] <= 1 and 0 <= run["win_rate_vs_sft"] <= 1
+    text = doc.read_text()
+    assert "| mixdpo |" in text and "mixdpo − dpo" in text and "scripts/builtin_study.py" in text
+    assert (out / "compare.html").exists()
+    # Resumable: a second comparison over the same folder trains nothing.
+    import mixdpo_kit.runs
+
+    def no_training(*a, **kw):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(mixdpo_kit.runs, "run", no_training)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import builtin_study
+
+    cfg = builtin_study.study_config().override(train={"max_steps": 20})
+    rows = compare.run_comparison(cfg, compare.variants_for(["mixdpo", "dpo", "filtered_dpo"]), 1, out)
+    assert [r["variant"] for r in rows] == ["mixdpo", "dpo", "filtered_dpo"]
