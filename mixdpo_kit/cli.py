@@ -7,11 +7,20 @@ import sys
 from pathlib import Path
 
 
+def _brief(evaluation: dict) -> dict:
+    """The evaluation without generations and per-prompt rewards, for printing."""
+    out = {k: v for k, v in evaluation.items() if k != "generations"}
+    if "true_reward" in out:
+        out["true_reward"] = {model: {k: v for k, v in values.items() if k != "rewards"}
+                              for model, values in out["true_reward"].items()}
+    return out
+
+
 def _cmd_demo(args) -> int:
     from mixdpo_kit.runs import run_demo
 
     summary = run_demo(args.out)
-    tr = summary["evaluation"].get("true_reward", {})
+    tr = _brief(summary["evaluation"]).get("true_reward", {})
     print(json.dumps({"out": args.out, "split": summary["split"], "true_reward": tr,
                       "wall_seconds": summary.get("wall_seconds")}, indent=2))
     return 0
@@ -45,8 +54,7 @@ def _cmd_train(args) -> int:
     cfg = RunConfig.from_yaml(args.config)
     out = args.out or cfg.train.output_dir
     summary = run(cfg, out, resume_from_checkpoint=args.resume or None)
-    print(json.dumps({"out": out, "evaluation": {k: v for k, v in summary["evaluation"].items()
-                                                 if k != "generations"}}, indent=2))
+    print(json.dumps({"out": out, "evaluation": _brief(summary["evaluation"])}, indent=2))
     return 0
 
 
@@ -54,7 +62,7 @@ def _cmd_evaluate(args) -> int:
     from mixdpo_kit.runs import evaluate_saved_run
 
     summary = evaluate_saved_run(args.run)
-    print(json.dumps({k: v for k, v in summary["evaluation"].items() if k != "generations"}, indent=2))
+    print(json.dumps(_brief(summary["evaluation"]), indent=2))
     return 0
 
 

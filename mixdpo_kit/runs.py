@@ -61,7 +61,8 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
     tables = {"Held-out generations": evaluation.get("generations", [])}
     if "true_reward" in evaluation:
         tables["Ground-truth reward of greedy generations"] = [
-            {"model": k, **v} for k, v in evaluation["true_reward"].items()]
+            {"model": k, **{m: v for m, v in values.items() if m != "rewards"}}
+            for k, values in evaluation["true_reward"].items()]
     write_html(out_dir / "report.html", f"mixdpo-kit run: {out_dir.name}", figures, tables)
     return summary
 

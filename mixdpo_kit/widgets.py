@@ -20,6 +20,7 @@ from mixdpo_kit import viz
 from mixdpo_kit.config import RunConfig
 from mixdpo_kit.curriculum import ORDERS, CurriculumPlan
 from mixdpo_kit.losses import PREFERENCE_LOSSES
+from mixdpo_kit.objectives import OBJECTIVES
 from mixdpo_kit.split import Split, split_by_margin
 
 
@@ -243,8 +244,7 @@ class TrainingLauncher:
     def __init__(self, cfg: RunConfig, panels=(), out_dir: str = "runs/notebook"):
         """``panels``: objects with ``apply_to(cfg)`` (the margin explorer, the curriculum designer)."""
         self.base, self.panels = cfg, list(panels)
-        self.objective = W.Dropdown(options=["mixdpo", "preference", "sft"], value=cfg.loss.objective,
-                                    description="objective")
+        self.objective = W.Dropdown(options=list(OBJECTIVES), value=cfg.loss.objective, description="objective")
         self.preference = W.Dropdown(options=sorted(PREFERENCE_LOSSES), value=cfg.loss.preference,
                                      description="pref. loss")
         self.beta = W.FloatText(value=cfg.loss.beta, description="β")
