@@ -33,9 +33,17 @@ def _cmd_analyze(args) -> int:
     from mixdpo_kit.report import write_html
 
     cfg = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+    margins = {"source": args.margin_source, "normalize": args.normalize}
+    if args.reward_model:
+        margins["reward_model"] = args.reward_model
     cfg = cfg.override(data={"source": args.data, "split": args.split or cfg.data.split, "max_rows": args.max_rows},
-                       margins={"source": args.margin_source}, split={"tau": args.tau, "quantile": args.quantile})
-    prep = analyze_data(cfg)
+                       margins=margins, split={"tau": args.tau, "quantile": args.quantile})
+    policy = None
+    if cfg.margins.source == "likelihood_gap":  # the reference model scores the pairs
+        from mixdpo_kit.model import build_policy
+
+        policy = build_policy(cfg.model)
+    prep = analyze_data(cfg, policy=policy)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = data_report(prep)
@@ -105,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--split", default=None)
     a.add_argument("--out", required=True)
     a.add_argument("--config", default=None, help="optional YAML config for the other settings")
-    a.add_argument("--margin-source", default="ratings")
+    a.add_argument("--margin-source", default="ratings",
+                   help="ratings | score_chosen | score_rejected | reward_model | likelihood_gap | column:NAME")
+    a.add_argument("--reward-model", default=None, help="for --margin-source reward_model")
+    a.add_argument("--normalize", default="raw", choices=["raw", "zscore", "rank"])
     a.add_argument("--tau", type=float, default=0.5)
     a.add_argument("--quantile", type=float, default=None)
     a.add_argument("--max-rows", type=int, default=None)

@@ -26,13 +26,19 @@ class DataConfig:
     max_length: int = 1024  # prompt + response tokens
     max_prompt_length: int = 512
     truncation: str = "truncate"  # "truncate" (keep prompt end, response start) or "drop" over-long pairs
+    score_order: str = "keep"  # chosen score below rejected: keep | swap | drop (each counted)
 
 
 @dataclass
 class MarginConfig:
     """Where each pair's difficulty margin comes from (larger = easier)."""
 
-    source: str = "ratings"  # score_chosen - score_rejected
+    # ratings (score_chosen - score_rejected) | score_chosen | score_rejected | reward_model |
+    # likelihood_gap (reference per-token log-lik gap) | column:NAME (a numeric column of the data)
+    source: str = "ratings"
+    reward_model: str | None = None  # for source=reward_model: a sequence-classification model
+    normalize: str = "raw"  # raw | zscore | rank (rank: in [0, 1])
+    batch_size: int = 16
 
 
 @dataclass

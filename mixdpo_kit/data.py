@@ -40,6 +40,7 @@ class DataReport:
     dropped: dict[str, int] = field(default_factory=dict)
     dropped_examples: dict[str, list[int]] = field(default_factory=dict)
     truncated: int = 0
+    score_inversions: dict[str, int] = field(default_factory=dict)  # chosen score < rejected: kept / swapped
     notes: list[str] = field(default_factory=list)
 
     def drop(self, reason: str, row_id: int) -> None:
@@ -180,13 +181,36 @@ def normalise_row(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | Non
     return out, None
 
 
-def normalise(raw: datasets.Dataset, source_name: str = "dataset", max_rows: int | None = None
-              ) -> tuple[datasets.Dataset, DataReport]:
+SCORE_ORDER_POLICIES = ("keep", "swap", "drop")
+
+
+def _apply_score_order(out: dict, policy: str, report: DataReport, row_id: int) -> dict | None:
+    """Handle a pair whose chosen score is below its rejected score, per ``policy`` (counted)."""
+    if out.get("score_chosen") is None or out.get("score_rejected") is None or out["score_chosen"] >= out["score_rejected"]:
+        return out
+    if policy == "drop":
+        report.drop("chosen score below rejected score", row_id)
+        return None
+    report.score_inversions[policy] = report.score_inversions.get(policy, 0) + 1
+    if policy == "swap":
+        out = {**out, "chosen": out["rejected"], "rejected": out["chosen"],
+               "score_chosen": out["score_rejected"], "score_rejected": out["score_chosen"]}
+    return out
+
+
+def normalise(raw: datasets.Dataset, source_name: str = "dataset", max_rows: int | None = None,
+              score_order: str = "keep", keep_columns: tuple[str, ...] = ()) -> tuple[datasets.Dataset, DataReport]:
     """Validate and normalise raw rows; returns the canonical dataset and its report.
 
+    ``score_order``: what to do when the chosen score is below the rejected one — ``keep`` the
+    label as given, ``swap`` the two responses, or ``drop`` the pair; each case is counted.
+    ``keep_columns``: extra numeric columns to carry (e.g. a precomputed margin); a row whose
+    value is missing or not a finite number is dropped and counted.
     Raises :class:`DataError` when required columns are missing or nothing usable is left.
     """
-    missing = [c for c in REQUIRED if c not in raw.column_names]
+    if score_order not in SCORE_ORDER_POLICIES:
+        raise DataError(f"score_order must be one of {SCORE_ORDER_POLICIES}, got {score_order!r}")
+    missing = [c for c in (*REQUIRED, *keep_columns) if c not in raw.column_names]
     if missing:
         raise DataError(f"{source_name}: missing required column(s) {missing}; columns found: {raw.column_names}")
     if max_rows is not None:
@@ -196,6 +220,11 @@ def normalise(raw: datasets.Dataset, source_name: str = "dataset", max_rows: int
     seen = set()
     for row_id, row in enumerate(raw):
         out, reason = normalise_row(row)
+        for column in keep_columns:
+            if out is not None:
+                value = _score(row[column])
+                out, reason = (None, f"missing or non-numeric value in column {column!r}") if value is None \
+                    else ({**out, column: value}, None)
         if out is not None:
             key = json.dumps([out["prompt"], out["chosen"], out["rejected"]], sort_keys=True)
             if key in seen:
@@ -204,7 +233,9 @@ def normalise(raw: datasets.Dataset, source_name: str = "dataset", max_rows: int
         if out is None:
             report.drop(reason, row_id)
             continue
-        rows.append({"row_id": row_id, **out})
+        out = _apply_score_order(out, score_order, report, row_id)
+        if out is not None:
+            rows.append({"row_id": row_id, **out})
     report.rows_kept = len(rows)
     if not rows:
         raise DataError(f"{source_name}: no usable rows left out of {report.rows_read}; dropped {report.dropped}")
@@ -213,13 +244,14 @@ def normalise(raw: datasets.Dataset, source_name: str = "dataset", max_rows: int
     return datasets.Dataset.from_list(rows), report
 
 
-def load_preferences(source: str | datasets.Dataset, split: str | None = None, max_rows: int | None = None
-                     ) -> tuple[datasets.Dataset, DataReport]:
-    """Read and normalise preference pairs; see the module docstring for the formats."""
+def load_preferences(source: str | datasets.Dataset, split: str | None = None, max_rows: int | None = None,
+                     **normalise_kwargs) -> tuple[datasets.Dataset, DataReport]:
+    """Read and normalise preference pairs; see the module docstring for the formats and
+    :func:`normalise` for the options."""
     name = source if isinstance(source, str) else "in-memory dataset"
     if isinstance(source, str) and split and not Path(source).exists():
         name = f"{source}:{split}"
-    return normalise(read_source(source, split), name, max_rows=max_rows)
+    return normalise(read_source(source, split), name, max_rows=max_rows, **normalise_kwargs)
 
 
 def is_conversational(ds: datasets.Dataset) -> bool:

@@ -31,13 +31,49 @@ def rejected_score_margins(ds: datasets.Dataset) -> np.ndarray:
 
 MARGIN_SOURCES = {"ratings": rating_margins, "score_chosen": chosen_score_margins,
                   "score_rejected": rejected_score_margins}
+MODEL_SOURCES = ("reward_model", "likelihood_gap")  # computed with a model: see mixdpo_kit.scoring
 
 
-def compute_margins(ds: datasets.Dataset, source: str = "ratings") -> np.ndarray:
-    """Margins from a named source."""
+def column_margins(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """A numeric column of the data used as the margin (``source: column:NAME``)."""
+    if column not in ds.column_names:
+        raise ValueError(f"margin column {column!r} not found; columns: {ds.column_names}")
+    return np.asarray(ds[column], dtype=np.float64)
+
+
+def compute_margins(ds: datasets.Dataset, source="ratings") -> np.ndarray:
+    """Margins from a named data source, ``column:NAME``, or a callable ``f(dataset) -> margins``.
+
+    A callable's output is checked: one finite number per pair.
+    """
+    if callable(source):
+        m = np.asarray(source(ds), dtype=np.float64)
+        if m.shape != (len(ds),) or not np.isfinite(m).all():
+            raise ValueError(f"a margin function must return {len(ds)} finite numbers, got shape {m.shape}"
+                             f" with {int((~np.isfinite(m)).sum()) if m.ndim else 0} non-finite")
+        return m
+    if source.startswith("column:"):
+        return column_margins(ds, source[len("column:"):])
     if source not in MARGIN_SOURCES:
-        raise ValueError(f"unknown margin source {source!r}; choose one of {sorted(MARGIN_SOURCES)}")
+        known = sorted(MARGIN_SOURCES) + list(MODEL_SOURCES) + ["column:NAME"]
+        raise ValueError(f"unknown margin source {source!r}; choose one of {known}")
     return MARGIN_SOURCES[source](ds)
+
+
+NORMALIZATIONS = ("raw", "zscore", "rank")
+
+
+def normalize_margins(margins, how: str = "raw") -> np.ndarray:
+    """``raw``; ``zscore`` (mean 0, std 1); or ``rank`` (average ranks scaled to [0, 1]) —
+    the last two make sources on different scales comparable and tau portable between them."""
+    m = np.asarray(margins, dtype=np.float64)
+    if how == "raw":
+        return m
+    if how == "zscore":
+        return (m - m.mean()) / (m.std() or 1.0)
+    if how == "rank":
+        return _ranks(m) / max(len(m) - 1, 1)
+    raise ValueError(f"unknown margin normalisation {how!r}; choose one of {NORMALIZATIONS}")
 
 
 def margin_stats(margins: np.ndarray) -> dict[str, float]:

@@ -20,11 +20,12 @@ from mixdpo_kit.config import RunConfig
 from mixdpo_kit.curriculum import CurriculumPlan
 from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, load_preferences
 from mixdpo_kit.losses import PREFERENCE_LOSSES
-from mixdpo_kit.margins import compute_margins, margin_stats
+from mixdpo_kit.margins import compute_margins, margin_stats, normalize_margins
 from mixdpo_kit.model import Policy, build_policy, resolve_model_path
 from mixdpo_kit.objectives import get_objective
 from mixdpo_kit.objectives import resolve as resolve_objective
 from mixdpo_kit.refcache import ReferenceCache, cache_key
+from mixdpo_kit.scoring import reward_model_margins
 from mixdpo_kit.split import Split, split_by_margin
 from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.trainer import TRAIN_COLUMNS, JsonlLogger, MixDPOTrainer, PairCollator
@@ -40,16 +41,43 @@ class PreparedPairs:
     plan: CurriculumPlan
 
 
-def analyze_data(cfg: RunConfig, tokenizer=None):
-    """Load, validate, compute margins and split; tokenise (and count over-long pairs) when a tokenizer is given."""
-    ds, report = load_preferences(cfg.data.source, cfg.data.split, max_rows=cfg.data.max_rows)
+def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, margin_fn=None):
+    """Load, validate, compute margins and split; tokenise (and count over-long pairs) when a
+    tokenizer is given. ``policy`` is needed for the ``likelihood_gap`` margin source (its
+    reference scores the pairs); ``margin_fn(dataset) -> margins`` overrides the configured source."""
+    mc = cfg.margins
+    keep = (mc.source[len("column:"):],) if mc.source.startswith("column:") else ()
+    ds, report = load_preferences(cfg.data.source, cfg.data.split, max_rows=cfg.data.max_rows,
+                                  score_order=cfg.data.score_order, keep_columns=keep)
+    if policy is not None and tokenizer is None:
+        tokenizer = policy.tokenizer
     if tokenizer is not None:
         settings = TokenizationSettings(cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.truncation)
         ds, _ = tokenize_pairs(ds, tokenizer, settings, report)
-    margins = compute_margins(ds, cfg.margins.source)
+    if margin_fn is not None:
+        margins = compute_margins(ds, margin_fn)
+    elif mc.source == "reward_model":
+        if not mc.reward_model:
+            raise ValueError("margin source 'reward_model' needs margins.reward_model (a model name or path)")
+        margins = reward_model_margins(ds, mc.reward_model, cfg.train.cache_dir, mc.batch_size,
+                                       cfg.data.max_length, cfg.model.trust_remote_code)
+    elif mc.source == "likelihood_gap":
+        if policy is None:
+            raise ValueError("margin source 'likelihood_gap' needs the model: pass the policy (its reference scores pairs)")
+        margins = reference_gap(policy, cfg, ds, ReferenceCache(cfg.train.cache_dir))
+    else:
+        margins = compute_margins(ds, mc.source)
+    margins = normalize_margins(margins, mc.normalize)
     split = split_by_margin(margins, cfg.split.tau, cfg.split.quantile)
     plan = CurriculumPlan(margins, cfg.curriculum.order, cfg.curriculum.n_stages, cfg.curriculum.seed)
     return PreparedPairs(ds, report, margins, split, plan)
+
+
+def tokenized_pairs(cfg: RunConfig, tokenizer):
+    """Load, validate and tokenise the configured pairs without margins (e.g. held-out evaluation data)."""
+    ds, report = load_preferences(cfg.data.source, cfg.data.split, max_rows=cfg.data.max_rows)
+    settings = TokenizationSettings(cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.truncation)
+    return tokenize_pairs(ds, tokenizer, settings, report)[0]
 
 
 def data_report(prep: PreparedPairs) -> dict:
@@ -179,6 +207,17 @@ def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
     return target
 
 
+def out_of_memory_advice(cfg: RunConfig) -> str:
+    """What to lower when a step does not fit in GPU memory, with the current values."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    return ("GPU out of memory. Lower, in this order: train.per_device_train_batch_size "
+            f"(now {t.per_device_train_batch_size}; raise train.gradient_accumulation_steps, now "
+            f"{t.gradient_accumulation_steps}, to keep the effective batch), data.max_length (now {d.max_length}) "
+            f"and data.max_prompt_length (now {d.max_prompt_length}), model.lora_r (now {m.lora_r}); turn on "
+            f"model.gradient_checkpointing (now {m.gradient_checkpointing}) and use model.mode=qlora (now {m.mode}). "
+            "notebooks/03_train_qlora shows a memory estimate for any setting.")
+
+
 def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | bool | None = None, callbacks=()):
     """Train one run into ``out_dir``; returns (trainer, policy, prepared pairs)."""
     out_dir = Path(out_dir)
@@ -186,11 +225,14 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     cfg = resolve_objective(cfg)
     torch.manual_seed(cfg.train.seed)
     policy = build_policy(cfg.model)
-    prep = analyze_data(cfg, policy.tokenizer)
+    prep = analyze_data(cfg, policy=policy)
     cfg.to_yaml(out_dir / "config.yaml")
     trainer = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)
     prep = trainer.prep  # after the objective's filtering, if any
     (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    except torch.OutOfMemoryError as err:
+        raise RuntimeError(out_of_memory_advice(cfg)) from err
     trainer.save_model(str(out_dir / ("model" if cfg.model.mode == "full" else "adapter")))
     return trainer, policy, prep

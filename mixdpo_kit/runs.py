@@ -10,7 +10,7 @@ from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
 from mixdpo_kit.model import Policy
-from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, train
+from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, tokenized_pairs, train
 from mixdpo_kit.report import read_metrics, write_html, write_summary
 
 
@@ -23,12 +23,12 @@ def evaluate_policy(cfg: RunConfig, policy: Policy) -> dict:
     if cfg.data.eval_source:
         eval_cfg = cfg.override(data={"source": cfg.data.eval_source, "split": cfg.data.eval_split,
                                       "max_rows": ec.max_pairs})
-        prep = analyze_data(eval_cfg, tok)
-        after = pair_logps(policy.model, prep.dataset, tok.pad_token_id, ec.batch_size, device)
+        pairs = tokenized_pairs(eval_cfg, tok)
+        after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device)
         with policy.reference() as ref:
-            before = pair_logps(ref, prep.dataset, tok.pad_token_id, ec.batch_size, device)
+            before = pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device)
         out["preference"] = preference_metrics(after, before, cfg.loss.beta)
-        prompts = list(prep.dataset.select(range(min(ec.n_generations, len(prep.dataset))))["prompt"])
+        prompts = list(pairs.select(range(min(ec.n_generations, len(pairs))))["prompt"])
         gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
         out["generations"] = [{"prompt": _show(p), "response": g} for p, g in zip(prompts, gens)]
     if cfg.data.source == "builtin" and ec.reward_prompts:
@@ -102,7 +102,7 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     if not saved.exists():
         raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
     policy = build_policy(cfg.model, adapter_path=saved)
-    prep = analyze_data(cfg, policy.tokenizer)
+    prep = analyze_data(cfg, policy=policy)
     evaluation = evaluate_policy(cfg, policy)
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds")}

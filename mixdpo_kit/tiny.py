@@ -87,3 +87,18 @@ def build_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, 
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def build_tiny_reward_model(directory: str | Path, seed: int = 0, **sizes) -> Path:
+    """A randomly initialised tiny Llama reward model (one score per sequence) plus tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    directory = Path(directory)
+    tok = build_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_config("llama", vocab_size=len(tok), **sizes)
+    config.num_labels = 1
+    config.pad_token_id = tok.pad_token_id
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory

@@ -118,9 +118,12 @@ class MixDPOTrainer(Trainer):
         out = routed_loss(lp, sft_weights=sft_w, preference_weights=pref_w, **self.loss_params)
         loss = out.loss
         if not torch.isfinite(loss):
+            # The weights are still finite (no backward yet): keep them for inspection, then stop.
+            kept = Path(self.args.output_dir) / f"checkpoint-nonfinite-step{self.state.global_step}"
+            self.save_model(str(kept))
             raise FloatingPointError(
-                f"non-finite loss {loss.item()} at step {self.state.global_step}; rows of the batch: "
-                f"{inputs['row_index'].tolist()}")
+                f"non-finite loss {loss.item()} at step {self.state.global_step}; source rows of the batch: "
+                f"{inputs['row_index'].tolist()}; the weights before this step are saved in {kept}")
         if model.training:
             for key, (total, count) in out.metrics.items():
                 self._metric_sums[key] += total
