@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -63,7 +64,7 @@ class ReferenceCache:
                 ref.train(was_training)
             self.computed += len(todo)
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes (DDP ranks) may write at once
             tmp.write_text(json.dumps(stored))
             tmp.replace(path)
         nan = float("nan")

@@ -1,0 +1,48 @@
+"""One rank of the two-process (gloo, CPU) DDP check; run by tests/test_distributed.py via torchrun.
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py MODEL_DIR OUT_DIR PER_DEVICE_BATCH
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from mixdpo_kit.config import preset
+from mixdpo_kit.model import build_policy
+from mixdpo_kit.pipeline import analyze_data, build_trainer
+
+
+def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
+    rank = int(os.environ.get("RANK", 0))
+    out = Path(out_dir)
+    cfg = preset("demo").override(
+        model={"name_or_path": model_dir, "mode": "lora"}, sft_warmup={"enabled": False},
+        data={"max_rows": 48}, split={"quantile": 0.25},
+        loss={"beta": 0.5},
+        train={"per_device_train_batch_size": per_device_batch, "max_steps": 4, "learning_rate": 1e-2,
+               "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "logging_steps": 1,
+               "cache_dir": str(out / "cache"), "seed": 0})
+    torch.manual_seed(0)
+    policy = build_policy(cfg.model)
+    prep = analyze_data(cfg, policy=policy)
+    trainer = build_trainer(cfg, policy, prep, out / f"rank{rank}", save_strategy="no", disable_tqdm=True)
+    seen = []
+    original = trainer.compute_loss
+
+    def recording(model, inputs, *a, **kw):
+        seen.append(inputs["row_index"].tolist())
+        return original(model, inputs, *a, **kw)
+
+    trainer.compute_loss = recording
+    trainer.train()
+    params = {n: p.detach().tolist() for n, p in policy.model.named_parameters() if p.requires_grad}
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "rows": seen, "plan_rows": [int(r) for r in prep.dataset.select(prep.plan.indices(0))["row_id"]],
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "params": params,
+        "world_size": trainer.args.world_size}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

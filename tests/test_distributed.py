@@ -1,0 +1,45 @@
+"""Training runs unchanged under torchrun (DDP, two CPU processes with gloo): the pairs seen per
+step are the curriculum's, and the result matches a single process with the same global batch."""
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mixdpo_kit.tiny import build_tiny_model
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def run(nproc: int, per_device: int, model: str, out: Path) -> list[dict]:
+    with socket.socket() as sock:  # torchrun's static rendezvous needs a concrete free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}",
+           str(WORKER), model, str(out), str(per_device)]
+    if nproc == 1:
+        cmd = [sys.executable, str(WORKER), model, str(out), str(per_device)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def test_ddp_two_processes_follow_the_curriculum_and_match_one_process(tmp_path):
+    model = str(build_tiny_model(tmp_path / "model"))
+    single = run(1, 4, model, tmp_path / "single")[0]
+    ranks = run(2, 2, model, tmp_path / "ddp")
+    assert all(r["world_size"] == 2 for r in ranks)
+    plan = single["plan_rows"]
+    assert ranks[0]["plan_rows"] == plan
+    for step in range(4):
+        union = ranks[0]["rows"][step] + ranks[1]["rows"][step]
+        assert sorted(union) == sorted(plan[4 * step: 4 * step + 4]), step  # the step's pairs, in plan order
+        assert single["rows"][step] == plan[4 * step: 4 * step + 4]
+    # Same global batch, same init: the adapters agree up to float reduction order (stated
+    # tolerance: 1e-4 absolute on LoRA weights of magnitude ~0.1 after 4 Adam steps at lr 1e-2).
+    for name, value in single["params"].items():
+        np.testing.assert_allclose(np.array(ranks[0]["params"][name]), np.array(value), atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(np.array(ranks[1]["params"][name]), np.array(value), atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(ranks[0]["losses"], single["losses"], rtol=1e-4)
