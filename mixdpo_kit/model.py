@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,10 @@ MODES = ("qlora", "lora", "full")
 
 
 def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's GPU (``LOCAL_RANK`` under torchrun / accelerate launch) when available, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def compute_dtype(device: torch.device | None = None, requested: str = "auto") -> torch.dtype:
@@ -82,7 +85,7 @@ def _load_causal_lm(path: str, cfg: ModelConfig, device: torch.device, dtype: to
     if quantize:
         kwargs["quantization_config"] = quantization_config(dtype)
         # bitsandbytes quantises while loading, so the model is placed by device_map, not .to().
-        kwargs["device_map"] = {"": (device.index or 0) if device.type == "cuda" else "cpu"}
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not quantize:
         model.to(device)

@@ -34,7 +34,7 @@ class ReferenceCache:
         self.computed = 0  # pairs whose reference log-probs this object computed (not read)
 
     def get_or_compute(self, reference_ctx, ds, needed: list[int], key: str, pad_id: int, batch_size: int = 16,
-                       device: torch.device | None = None) -> tuple[list[float], list[float]]:
+                       device: torch.device | None = None, sort_by_length: bool = True) -> tuple[list[float], list[float]]:
         """Reference chosen/rejected log-prob sums for every row (NaN where not ``needed``).
 
         ``reference_ctx`` is a context manager yielding the reference module (e.g.
@@ -45,8 +45,8 @@ class ReferenceCache:
         todo = [i for i in needed if str(i) not in stored["chosen"]]
         if todo:
             prompt_ids, chosen_ids, rejected_ids = (list(ds[c]) for c in ("prompt_ids", "chosen_ids", "rejected_ids"))
-            # Length-sorted batches: far less padding, same numbers.
-            todo.sort(key=lambda i: len(prompt_ids[i]) + max(len(chosen_ids[i]), len(rejected_ids[i])))
+            if sort_by_length:  # far less padding, same numbers
+                todo.sort(key=lambda i: len(prompt_ids[i]) + max(len(chosen_ids[i]), len(rejected_ids[i])))
             with reference_ctx() as ref, torch.no_grad():
                 was_training = ref.training
                 ref.eval()

@@ -1,0 +1,172 @@
+"""GPU check: QLoRA MixDPO steps on randomly initialised real-size architectures, vs TRL.
+
+Run once on a machine with one CUDA GPU (no internet needed: configs are built locally):
+
+    python bench/gpu_qlora.py --out $OUT/gpu_qlora.json            # Qwen2.5-1.5B and Llama-3-8B shapes
+    python bench/gpu_qlora.py --tiny --steps 2 --out /tmp/x.json   # the same code path on a CPU, tiny
+
+For each architecture it saves a random bf16 checkpoint, loads it in 4-bit NF4 (double quantisation),
+adds LoRA (r=16, all linear layers) with gradient checkpointing, and runs MixDPO steps at sequence
+length 1024 (12 % of pairs routed to SFT), then TRL's DPOTrainer with the same QLoRA setup. It
+records peak GPU memory, tokens/s and the memory estimate of ``mixdpo_kit.memory`` for the same
+settings, and whether the 8B step fits in 15 GiB (a Colab T4's budget).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {
+    "qwen2.5-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "llama-3-8b": dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+TINY = {"tiny": dict(arch="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=32000, tie_word_embeddings=False)}
+
+
+def save_random_checkpoint(shape: dict, directory: Path) -> Path:
+    from transformers import LlamaConfig, Qwen2Config, AutoModelForCausalLM
+
+    from mixdpo_kit.tiny import build_tokenizer
+
+    shape = dict(shape)
+    arch = shape.pop("arch")
+    config = (Qwen2Config if arch == "qwen2" else LlamaConfig)(max_position_embeddings=4096, **shape)
+    with torch.device("cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(directory)
+    build_tokenizer().save_pretrained(directory)  # ids only matter up to the vocabulary size
+    del model
+    gc.collect()
+    return directory
+
+
+def synthetic_pairs(n: int, seq_len: int, vocab: int, hard_fraction: float = 0.12) -> dict:
+    g = torch.Generator().manual_seed(0)
+    prompt, response = seq_len // 2, seq_len // 2
+    return {"prompt": torch.randint(10, vocab, (n, prompt), generator=g),
+            "chosen": torch.randint(10, vocab, (n, response), generator=g),
+            "rejected": torch.randint(10, vocab, (n, response), generator=g),
+            "hard": torch.rand(n, generator=g) < hard_fraction}
+
+
+def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
+    from mixdpo_kit.config import ModelConfig
+    from mixdpo_kit.logprobs import pad_sequences, sequence_logps
+    from mixdpo_kit.losses import PairLogps, routed_loss
+    from mixdpo_kit.model import build_policy
+
+    policy = build_policy(ModelConfig(name_or_path=path, mode="qlora", lora_r=16, gradient_checkpointing=True))
+    model, device = policy.model, next(policy.model.parameters()).device
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    tokens, start = 0, None
+    for step in range(steps + 1):  # step 0 warms up kernels and is not timed
+        if step == 1:
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            start = time.perf_counter()
+        idx = torch.arange(step * batch, (step + 1) * batch) % len(pairs["hard"])
+        hard = pairs["hard"][idx]
+        p = pairs["prompt"][idx].tolist()
+        seqs_p = p + [p[i] for i in range(batch) if not hard[i]]
+        seqs_r = pairs["chosen"][idx].tolist() + [pairs["rejected"][idx][i].tolist() for i in range(batch) if not hard[i]]
+        ids, att, resp = (t.to(device) for t in pad_sequences(seqs_p, seqs_r, 0))
+        with torch.no_grad(), policy.reference() as ref:
+            ref_lp, _ = sequence_logps(ref, ids, att, resp)
+        lp, n = sequence_logps(model, ids, att, resp)
+        b = batch
+        rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), lp[b:])
+        ref_rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), ref_lp[b:])
+        out = routed_loss(PairLogps(lp[:b], rej, n[:b], n[:b], ref_lp[:b], ref_rej), hard.to(device), beta=0.01,
+                          label_smoothing=0.1)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step >= 1:
+            tokens += int(att.sum())
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    del policy, model, opt
+    gc.collect()
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return {"tokens_per_s": tokens / seconds, "peak_gib": peak}
+
+
+def trl_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
+    import datasets
+    import trl
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, dtype=dtype,
+                                                 device_map={"": 0} if torch.cuda.is_available() else {"": "cpu"})
+    tok = AutoTokenizer.from_pretrained(path)
+    n = batch * (steps + 1)
+    ds = datasets.Dataset.from_dict({"prompt_ids": pairs["prompt"][:n].tolist(), "chosen_ids": pairs["chosen"][:n].tolist(),
+                                     "rejected_ids": pairs["rejected"][:n].tolist()})
+    args = trl.DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.01, per_device_train_batch_size=batch, max_steps=steps + 1,
+                         gradient_checkpointing=True, bf16=dtype == torch.bfloat16, report_to="none",
+                         save_strategy="no", logging_steps=1, max_length=None, use_cpu=not torch.cuda.is_available())
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = trl.DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
+    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    tokens = n * pairs["prompt"].shape[1] * 2 + n * pairs["chosen"].shape[1] * 2
+    del trainer, model
+    gc.collect()
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return {"tokens_per_s": tokens / seconds, "peak_gib": peak, "note": "includes the untimed warm-up step"}
+
+
+def main(argv=None) -> int:
+    from mixdpo_kit.memory import ModelShape, estimate_gpu_memory
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--tiny", action="store_true", help="a tiny config, to check the code path on a CPU")
+    args = ap.parse_args(argv)
+    shapes = TINY if args.tiny else SHAPES
+    seq_len = 64 if args.tiny else args.seq_len
+    results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "seq_len": seq_len}
+    for name, shape in shapes.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(save_random_checkpoint(shape, Path(tmp) / name))
+            pairs = synthetic_pairs(64, seq_len, shape["vocab_size"])
+            row = {"kit_mixdpo": kit_steps(path, pairs, args.steps, args.batch)}
+            try:
+                row["trl_dpo"] = trl_steps(path, pairs, args.steps, args.batch)
+            except Exception as err:  # keep the kit's numbers even if the peer fails
+                row["trl_dpo"] = {"error": repr(err)}
+            cfg = {k: v for k, v in shape.items() if k != "arch"}
+            est = estimate_gpu_memory(ModelShape(cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"],
+                                                 cfg["vocab_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"],
+                                                 cfg["tie_word_embeddings"]),
+                                      "qlora", seq_len=seq_len, batch_size=args.batch, lora_r=16)
+            row["estimate_gib"] = est["total"]
+            row["fits_15_gib"] = row["kit_mixdpo"]["peak_gib"] < 15
+            results[name] = row
+            print(name, json.dumps(row), flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
