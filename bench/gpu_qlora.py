@@ -49,13 +49,18 @@ def save_random_checkpoint(shape: dict, directory: Path) -> Path:
     return directory
 
 
-def synthetic_pairs(n: int, seq_len: int, vocab: int, hard_fraction: float = 0.12) -> dict:
+def synthetic_pairs(n: int, seq_len: int, hard_fraction: float = 0.12) -> dict:
+    """Random texts over the tiny word vocabulary: each word is one token for both trainers."""
+    import random
+
+    from mixdpo_kit.synthetic import VOCAB_WORDS
+
+    rng = random.Random(0)
+    words = lambda k: " ".join(rng.choice(VOCAB_WORDS) for _ in range(k))  # noqa: E731
+    half = seq_len // 2
     g = torch.Generator().manual_seed(0)
-    prompt, response = seq_len // 2, seq_len // 2
-    return {"prompt": torch.randint(10, vocab, (n, prompt), generator=g),
-            "chosen": torch.randint(10, vocab, (n, response), generator=g),
-            "rejected": torch.randint(10, vocab, (n, response), generator=g),
-            "hard": torch.rand(n, generator=g) < hard_fraction}
+    return {"prompt": [words(half) for _ in range(n)], "chosen": [words(half - 1) for _ in range(n)],
+            "rejected": [words(half - 1) for _ in range(n)], "hard": torch.rand(n, generator=g) < hard_fraction}
 
 
 def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
@@ -66,6 +71,9 @@ def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
 
     policy = build_policy(ModelConfig(name_or_path=path, mode="qlora", lora_r=16, gradient_checkpointing=True))
     model, device = policy.model, next(policy.model.parameters()).device
+    tok = policy.tokenizer
+    ids = {k: [tok(t, add_special_tokens=False)["input_ids"] for t in pairs[k]] for k in ("prompt", "chosen", "rejected")}
+    eos = [tok.eos_token_id]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     tokens, start = 0, None
@@ -73,15 +81,16 @@ def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
         if step == 1:
             torch.cuda.synchronize() if torch.cuda.is_available() else None
             start = time.perf_counter()
-        idx = torch.arange(step * batch, (step + 1) * batch) % len(pairs["hard"])
+        idx = (torch.arange(step * batch, (step + 1) * batch) % len(pairs["hard"])).tolist()
         hard = pairs["hard"][idx]
-        p = pairs["prompt"][idx].tolist()
-        seqs_p = p + [p[i] for i in range(batch) if not hard[i]]
-        seqs_r = pairs["chosen"][idx].tolist() + [pairs["rejected"][idx][i].tolist() for i in range(batch) if not hard[i]]
-        ids, att, resp = (t.to(device) for t in pad_sequences(seqs_p, seqs_r, 0))
+        p = [ids["prompt"][i] for i in idx]
+        seqs_p = p + [p[k] for k in range(batch) if not hard[k]]
+        seqs_r = [ids["chosen"][i] + eos for i in idx] + [ids["rejected"][i] + eos for k, i in enumerate(idx)
+                                                           if not hard[k]]
+        input_ids, att, resp = (t.to(device) for t in pad_sequences(seqs_p, seqs_r, 0))
         with torch.no_grad(), policy.reference() as ref:
-            ref_lp, _ = sequence_logps(ref, ids, att, resp)
-        lp, n = sequence_logps(model, ids, att, resp)
+            ref_lp, _ = sequence_logps(ref, input_ids, att, resp)
+        lp, n = sequence_logps(model, input_ids, att, resp)
         b = batch
         rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), lp[b:])
         ref_rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), ref_lp[b:])
@@ -114,8 +123,7 @@ def trl_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
                                                  device_map={"": 0} if torch.cuda.is_available() else {"": "cpu"})
     tok = AutoTokenizer.from_pretrained(path)
     n = batch * (steps + 1)
-    ds = datasets.Dataset.from_dict({"prompt_ids": pairs["prompt"][:n].tolist(), "chosen_ids": pairs["chosen"][:n].tolist(),
-                                     "rejected_ids": pairs["rejected"][:n].tolist()})
+    ds = datasets.Dataset.from_dict({k: pairs[k][:n] for k in ("prompt", "chosen", "rejected")})
     args = trl.DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.01, per_device_train_batch_size=batch, max_steps=steps + 1,
                          gradient_checkpointing=True, bf16=dtype == torch.bfloat16, report_to="none",
                          save_strategy="no", logging_steps=1, max_length=None, use_cpu=not torch.cuda.is_available())
@@ -126,7 +134,8 @@ def trl_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
     trainer.train()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    tokens = n * pairs["prompt"].shape[1] * 2 + n * pairs["chosen"].shape[1] * 2
+    tokens = sum(2 * len(pairs["prompt"][i].split()) + len(pairs["chosen"][i].split()) + len(pairs["rejected"][i].split())
+                 + 2 for i in range(n))
     del trainer, model
     gc.collect()
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -149,7 +158,7 @@ def main(argv=None) -> int:
     for name, shape in shapes.items():
         with tempfile.TemporaryDirectory() as tmp:
             path = str(save_random_checkpoint(shape, Path(tmp) / name))
-            pairs = synthetic_pairs(64, seq_len, shape["vocab_size"])
+            pairs = synthetic_pairs(64, seq_len)
             row = {"kit_mixdpo": kit_steps(path, pairs, args.steps, args.batch)}
             try:
                 row["trl_dpo"] = trl_steps(path, pairs, args.steps, args.batch)
@@ -161,7 +170,7 @@ def main(argv=None) -> int:
                                                  cfg["tie_word_embeddings"]),
                                       "qlora", seq_len=seq_len, batch_size=args.batch, lora_r=16)
             row["estimate_gib"] = est["total"]
-            row["fits_15_gib"] = row["kit_mixdpo"]["peak_gib"] < 15
+            row["fits_15_gib"] = row["kit_mixdpo"]["peak_gib"] < 15 if torch.cuda.is_available() else None
             results[name] = row
             print(name, json.dumps(row), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
