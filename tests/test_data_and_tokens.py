@@ -104,3 +104,12 @@ def test_padding_does_not_change_sequence_logps(tiny_llama):
                                                   responses + [[9, 8, 10, 11, 12, 3]], 0))
     assert torch.allclose(alone[0][0], padded[0][0], atol=1e-5)
     assert alone[1][0] == padded[1][0] == 3
+
+
+def test_pairs_whose_response_is_truncated_away_are_dropped_and_counted(chat_pairs):
+    tok = build_tokenizer()
+    ds, report = normalise(chat_pairs)
+    # Every rendered prompt has at least 6 tokens; with max_length 6 nothing is left for any response.
+    with pytest.raises(DataError, match="no pairs left"):
+        tokenize_pairs(ds, tok, TokenizationSettings(max_length=6, max_prompt_length=6), report)
+    assert report.dropped["response truncated away (prompt fills max_length)"] == 6
