@@ -45,15 +45,13 @@ def main(argv=None) -> int:
     rm = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
     chosen, rejected, _ = reward_texts(ds, tok)
     texts = chosen + rejected
+    scores = {}
     for sort in (False, True):
         start = time.perf_counter()
-        scores = score_texts(rm, tok, texts, args.batch_size, args.max_length, sort_by_length=sort)
+        scores[sort] = score_texts(rm, tok, texts, args.batch_size, args.max_length, sort_by_length=sort)
         seconds = time.perf_counter() - start
         results[f"reward_model_{'sorted' if sort else 'naive'}"] = {"pairs_per_s": len(ds) / seconds, "seconds": seconds}
-        if sort:
-            np.testing.assert_allclose(scores, naive_scores, atol=1e-4)  # same numbers either way
-        else:
-            naive_scores = scores
+    np.testing.assert_allclose(scores[True], scores[False], atol=1e-4)  # same numbers either way
 
     policy = build_policy(ModelConfig(name_or_path=str(build_tiny_model(work / "lm", hidden=256, layers=4)), mode="lora"))
     settings = TokenizationSettings(max_length=args.max_length, max_prompt_length=args.max_length // 2)

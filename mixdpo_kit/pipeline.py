@@ -22,13 +22,13 @@ from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, 
 from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.margins import compute_margins, margin_stats, normalize_margins
 from mixdpo_kit.model import Policy, build_policy, resolve_model_path
-from mixdpo_kit.objectives import get_objective
-from mixdpo_kit.objectives import resolve as resolve_objective
+from mixdpo_kit.objectives import get_objective, resolve as resolve_objective
 from mixdpo_kit.refcache import ReferenceCache, cache_key
 from mixdpo_kit.scoring import reward_model_margins
 from mixdpo_kit.split import Split, split_by_margin
 from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.trainer import TRAIN_COLUMNS, JsonlLogger, MixDPOTrainer, PairCollator
+
 
 @dataclass
 class PreparedPairs:

@@ -13,7 +13,7 @@ import torch
 from mixdpo_kit.data import DataError, load_preferences, normalise
 from mixdpo_kit.margins import compute_margins, normalize_margins, rank_correlation
 from mixdpo_kit.model import build_policy
-from mixdpo_kit.pipeline import analyze_data, build_trainer, data_report, train
+from mixdpo_kit.pipeline import analyze_data, build_trainer, train
 from mixdpo_kit.scoring import reward_model_margins
 from mixdpo_kit.tiny import build_tiny_reward_model
 
