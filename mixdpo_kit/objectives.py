@@ -107,11 +107,19 @@ register_objective("dpo", route_preference, "DPO on every pair, shuffled", prefe
                    fixed={"label_smoothing": 0.0})
 register_objective("cdpo", route_preference, "conservative DPO (label smoothing eps) on every pair, shuffled",
                    preference="dpo", order="random")
-register_objective("ipo", route_preference, "IPO on every pair, shuffled", preference="ipo", order="random")
-register_objective("hinge", route_preference, "hinge (SLiC) on every pair, shuffled", preference="hinge",
-                   order="random")
-register_objective("simpo", route_preference, "SimPO (reference-free) on every pair, shuffled", preference="simpo",
-                   order="random")
+# The registered preference losses applied to every pair in shuffled order: one entry each.
+for _loss, _summary in [
+    ("ipo", "IPO on every pair, shuffled"),
+    ("hinge", "hinge (SLiC) on every pair, shuffled"),
+    ("simpo", "SimPO (reference-free) on every pair, shuffled"),
+    ("beta_dpo", "β-DPO: batch-adaptive β with β-guided filtering, shuffled"),
+    ("amapo", "AMaPO: instance-adaptive margin (reference-free), shuffled"),
+    ("madpo", "MADPO: margin-based per-pair weights on DPO, shuffled"),
+    ("gdpo", "GDPO: soft preference labels from the score gap, shuffled"),
+    ("da_dpo", "DA-DPO: difficulty re-weighting of DPO, shuffled"),
+    ("confpo", "ConfPO: SimPO on low-confidence tokens only, shuffled"),
+]:
+    register_objective(_loss, route_preference, _summary, preference=_loss, order="random")
 register_objective("dpo_nll", route_preference_plus_nll, "DPO + nll_weight × NLL on every pair, shuffled",
                    preference="dpo", order="random")
 register_objective("filtered_dpo", route_drop_hard, "DPO with the hard pairs (margin < tau) dropped, shuffled",
@@ -121,19 +129,6 @@ register_objective("selective_dpo", route_drop_reference_hard,
                    preference="dpo", order="random", needs_reference_gap=True)
 register_objective("curriculum_dpo", route_preference, "DPO on every pair, sorted easy→hard, no routing",
                    preference="dpo", order="easy_to_hard")
-register_objective("beta_dpo", route_preference, "β-DPO: batch-adaptive β with β-guided filtering, shuffled",
-                   preference="beta_dpo", order="random")
-register_objective("amapo", route_preference, "AMaPO: instance-adaptive margin (reference-free), shuffled",
-                   preference="amapo", order="random")
-register_objective("madpo", route_preference, "MADPO: margin-based per-pair weights on DPO, shuffled",
-                   preference="madpo", order="random")
-register_objective("gdpo", route_preference, "GDPO: soft preference labels from the score gap, shuffled",
-                   preference="gdpo", order="random")
-register_objective("da_dpo", route_preference, "DA-DPO: difficulty re-weighting of DPO, shuffled",
-                   preference="da_dpo", order="random")
-register_objective("confpo", route_preference, "ConfPO: SimPO on low-confidence tokens only, shuffled",
-                   preference="confpo", order="random")
-
 
 def get_objective(name: str) -> Objective:
     """The registered objective ``name`` (a clear error lists the others)."""
