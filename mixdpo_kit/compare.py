@@ -73,8 +73,8 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
     """Train and evaluate every variant × seed (resumable) and write the table and figure.
 
     ``variants`` maps a name to config overrides (see :func:`variants_for`). With the config's
-    SFT warm-up enabled, one SFT model is trained once and shared by every run, as is the
-    reference-log-prob cache.
+    SFT warm-up enabled, one SFT model is trained once and shared by every run, as are the
+    reference-log-prob cache and the reference's evaluation (log-probs and generations).
     """
     from mixdpo_kit.runs import run
 
@@ -86,7 +86,7 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
         if not (sft_path / "config.json").exists():
             sft_path = sft_warmup(base, out)
         base = base.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
-    per_run = []
+    per_run, reference_memo = [], {}
     for name, overrides in variants.items():
         for seed in range(seeds):
             run_dir = out / name / f"seed{seed}"
@@ -95,7 +95,7 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
                 summary = json.loads(summary_path.read_text())
             else:
                 run_cfg = base.override(**overrides).override(train={"seed": seed}, curriculum={"seed": seed})
-                summary = run(run_cfg, run_dir)
+                summary = run(run_cfg, run_dir, reference_memo=reference_memo)
             per_run.append({"variant": name, "seed": seed, **run_metrics(summary)})
     rows = summarise(per_run, list(variants))
     (out / "results.json").write_text(json.dumps({"runs": per_run, "table": rows}, indent=2))

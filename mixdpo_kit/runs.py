@@ -14,19 +14,33 @@ from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_wa
 from mixdpo_kit.report import read_metrics, write_html, write_summary
 
 
-def evaluate_policy(cfg: RunConfig, policy: Policy) -> dict:
+def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None = None) -> dict:
     """Held-out preference metrics (policy vs reference), sample generations and, on the built-in
-    task, the ground-truth reward of greedy generations before (reference) and after (policy)."""
+    task, the ground-truth reward of greedy generations before (reference) and after (policy).
+
+    Runs that share the base model and the data and evaluation settings share their reference
+    side too: pass the same ``reference_memo`` dict to reuse its log-probs and generations.
+    """
     out: dict = {}
     tok, ec = policy.tokenizer, cfg.eval
     device = next(policy.model.parameters()).device
+    memo = {} if reference_memo is None else reference_memo
+    # The weights fingerprint tells a retrained checkpoint at the same path apart.
+    sections = {k: v for k, v in cfg.to_dict().items() if k in ("model", "data", "eval")}
+    settings = json.dumps({"reference": policy.identity(), **sections}, sort_keys=True)
+
+    def on_reference(what: str, compute):
+        if (settings, what) not in memo:
+            with policy.reference() as ref:
+                memo[settings, what] = compute(ref)
+        return memo[settings, what]
+
     if cfg.data.eval_source:
         eval_cfg = cfg.override(data={"source": cfg.data.eval_source, "split": cfg.data.eval_split,
                                       "max_rows": ec.max_pairs})
         pairs = tokenized_pairs(eval_cfg, tok)
         after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device)
-        with policy.reference() as ref:
-            before = pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device)
+        before = on_reference("pair_logps", lambda ref: pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device))
         out["preference"] = preference_metrics(after, before, cfg.loss.beta)
         prompts = list(pairs.select(range(min(ec.n_generations, len(pairs))))["prompt"])
         gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
@@ -36,8 +50,7 @@ def evaluate_policy(cfg: RunConfig, policy: Policy) -> dict:
         texts = list(rows["prompt"])
         chats = [[{"role": "user", "content": t}] for t in texts]
         after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size)
-        with policy.reference() as ref:
-            before_gen = generate(ref, tok, chats, ec.max_new_tokens, ec.batch_size)
+        before_gen = on_reference("generations", lambda ref: generate(ref, tok, chats, ec.max_new_tokens, ec.batch_size))
         out["true_reward"] = {"before": builtin_reward(texts, before_gen), "after": builtin_reward(texts, after_gen)}
     return out
 
@@ -67,10 +80,12 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
     return summary
 
 
-def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callbacks=()) -> dict:
+def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callbacks=(),
+        reference_memo: dict | None = None) -> dict:
     """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it).
 
-    ``callbacks`` are transformers ``TrainerCallback``s for the main training (e.g. a live plot).
+    ``callbacks`` are transformers ``TrainerCallback``s for the main training (e.g. a live plot);
+    ``reference_memo`` is passed to :func:`evaluate_policy`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +96,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
         cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
         extra["sft_warmup_seconds"] = round(time.time() - start, 1)
     trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint, callbacks=callbacks)
-    evaluation = evaluate_policy(cfg, policy)
+    evaluation = evaluate_policy(cfg, policy, reference_memo)
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra)
 

@@ -52,3 +52,25 @@ def test_quick_study_writes_table_and_verdicts_and_resumes(tmp_path, monkeypatch
     cfg = builtin_study.study_config().override(train={"max_steps": 20})
     rows = compare.run_comparison(cfg, compare.variants_for(["mixdpo", "dpo", "filtered_dpo"]), 1, out)
     assert [r["variant"] for r in rows] == ["mixdpo", "dpo", "filtered_dpo"]
+
+
+def test_runs_with_the_same_reference_share_its_evaluation(small_cfg, monkeypatch):
+    from mixdpo_kit.model import build_policy
+    from mixdpo_kit.runs import evaluate_policy
+
+    policy = build_policy(small_cfg.model)
+    reference, entered = policy.reference, []
+    monkeypatch.setattr(policy, "reference", lambda: entered.append(1) or reference())
+    memo = {}
+    first = evaluate_policy(small_cfg, policy, memo)
+    assert len(entered) == 2  # held-out log-probs and greedy generations
+    # Loss and training settings do not change the reference: nothing is recomputed.
+    second = evaluate_policy(small_cfg.override(loss={"objective": "dpo", "beta": 0.5}), policy, memo)
+    assert len(entered) == 2
+    assert second["true_reward"]["before"] == first["true_reward"]["before"]
+    assert second["preference"]["logps_chosen_before"] == first["preference"]["logps_chosen_before"]
+    # Different evaluation settings do.
+    evaluate_policy(small_cfg.override(eval={"max_new_tokens": 4}), policy, memo)
+    assert len(entered) == 4
+    evaluate_policy(small_cfg, policy)  # without a memo, every call computes its own
+    assert len(entered) == 6
