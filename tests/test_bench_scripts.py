@@ -14,4 +14,4 @@ def test_gpu_qlora_script_runs_tiny_on_cpu(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     row = json.loads(out.read_text())["tiny"]
     assert row["kit_mixdpo"]["tokens_per_s"] > 0 and row["trl_dpo"]["tokens_per_s"] > 0
-    assert row["estimate_gib"] > 0
+    assert row["pairs_per_s_ratio_vs_trl"] > 0 and row["estimate_gib"] > 0
