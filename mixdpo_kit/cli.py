@@ -16,28 +16,64 @@ def _brief(evaluation: dict) -> dict:
     return out
 
 
-def _cmd_demo(args) -> int:
-    from mixdpo_kit.runs import run_demo
+# Flags that set a config field (argparse dest -> "section.field"). Their argparse default is
+# None, so a flag overrides the YAML file only when the user typed it; every default lives in
+# the config dataclasses.
+CONFIG_FLAGS = {
+    "data": "data.source", "split": "data.split", "max_rows": "data.max_rows",
+    "margin_source": "margins.source", "reward_model": "margins.reward_model", "normalize": "margins.normalize",
+    "tau": "split.tau", "quantile": "split.quantile",
+    "output_dir": "train.output_dir", "max_steps": "train.max_steps",
+    "objectives": "compare.objectives", "seeds": "compare.seeds",
+}
 
-    summary = run_demo(args.out)
+
+def flag_overrides(args) -> dict:
+    """The config overrides of the flags the user gave, as nested sections."""
+    sections: dict = {}
+    for dest, path in CONFIG_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            section, key = path.split(".")
+            sections.setdefault(section, {})[key] = value
+    # An explicit tau replaces a quantile split set in the file (otherwise the quantile would win).
+    if getattr(args, "tau", None) is not None and getattr(args, "quantile", None) is None:
+        sections["split"]["quantile"] = None
+    return sections
+
+
+def command_config(args):
+    """The resolved config of a command: its base (preset or ``--config`` file), then the flags given."""
+    from mixdpo_kit.config import RunConfig
+    from mixdpo_kit.objectives import resolve
+    from mixdpo_kit.runs import demo_config
+
+    if args.command == "demo":
+        base = demo_config(args.output_dir)
+    elif getattr(args, "config", None):
+        base = RunConfig.from_yaml(args.config)
+    else:
+        base = RunConfig()
+    return resolve(base.override(**flag_overrides(args)))
+
+
+def _cmd_demo(args) -> int:
+    from mixdpo_kit.runs import run
+
+    cfg = command_config(args)
+    summary = run(cfg, cfg.train.output_dir)
     tr = _brief(summary["evaluation"]).get("true_reward", {})
-    print(json.dumps({"out": args.out, "split": summary["split"], "true_reward": tr,
+    print(json.dumps({"out": cfg.train.output_dir, "split": summary["split"], "true_reward": tr,
                       "wall_seconds": summary.get("wall_seconds")}, indent=2))
     return 0
 
 
 def _cmd_analyze(args) -> int:
     from mixdpo_kit import viz
-    from mixdpo_kit.config import RunConfig
     from mixdpo_kit.pipeline import analyze_data, data_report
     from mixdpo_kit.report import write_html
 
-    cfg = RunConfig.from_yaml(args.config) if args.config else RunConfig()
-    margins = {"source": args.margin_source, "normalize": args.normalize}
-    if args.reward_model:
-        margins["reward_model"] = args.reward_model
-    cfg = cfg.override(data={"source": args.data, "split": args.split or cfg.data.split, "max_rows": args.max_rows},
-                       margins=margins, split={"tau": args.tau, "quantile": args.quantile})
+    cfg = command_config(args)
     policy = None
     if cfg.margins.source == "likelihood_gap":  # the reference model scores the pairs
         from mixdpo_kit.model import build_policy
@@ -50,19 +86,17 @@ def _cmd_analyze(args) -> int:
     (out / "data_report.json").write_text(json.dumps(report, indent=2))
     figs = [viz.margin_histogram(prep.margins, prep.split),
             viz.curriculum_timeline(prep.plan, prep.split.hard)]
-    write_html(out / "margins.html", f"Margins of {args.data}", figs)
+    write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
     print(json.dumps({k: report[k] for k in ("rows_read", "rows_kept", "rows_dropped", "dropped", "split")}, indent=2))
     return 0
 
 
 def _cmd_train(args) -> int:
-    from mixdpo_kit.config import RunConfig
     from mixdpo_kit.runs import run
 
-    cfg = RunConfig.from_yaml(args.config)
-    out = args.out or cfg.train.output_dir
-    summary = run(cfg, out, resume_from_checkpoint=args.resume or None)
-    print(json.dumps({"out": out, "evaluation": _brief(summary["evaluation"])}, indent=2))
+    cfg = command_config(args)
+    summary = run(cfg, cfg.train.output_dir, resume_from_checkpoint=args.resume or None)
+    print(json.dumps({"out": cfg.train.output_dir, "evaluation": _brief(summary["evaluation"])}, indent=2))
     return 0
 
 
@@ -85,46 +119,44 @@ def _cmd_objectives(args) -> int:
     return 0
 
 
-DEFAULT_COMPARISON = "mixdpo,dpo,cdpo,filtered_dpo,sft,dpo_nll,curriculum_dpo,simpo,beta_dpo,amapo,madpo"
-
-
 def _cmd_compare(args) -> int:
     from mixdpo_kit.compare import markdown_table, run_comparison, variants_for
-    from mixdpo_kit.config import RunConfig
 
-    cfg = RunConfig.from_yaml(args.config)
-    if args.max_steps is not None:
-        cfg = cfg.override(train={"max_steps": args.max_steps})
-    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
-    rows = run_comparison(cfg, variants_for(names), args.seeds, args.out)
-    print(markdown_table(rows, args.seeds))
+    cfg = command_config(args)
+    rows = run_comparison(cfg, variants_for(cfg.compare.objectives), cfg.compare.seeds, args.out)
+    print(markdown_table(rows, cfg.compare.seeds))
     return 0
 
 
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+    """The argument parser (exposed for tests and docs). Flags that set a config field default to
+    None: see ``CONFIG_FLAGS``."""
     p = argparse.ArgumentParser(prog="mixdpo-kit", description="Difficulty-aware preference optimisation (MixDPO).")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the whole pipeline on the built-in task (CPU, minutes)")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", dest="output_dir", help="run folder (default: the demo preset's, runs/demo)")
     d.set_defaults(func=_cmd_demo)
     a = sub.add_parser("analyze", help="load, validate, compute margins and split; write a data report")
-    a.add_argument("--data", required=True, help="'builtin', a .jsonl/.json/.parquet/.csv file, or a hub dataset")
-    a.add_argument("--split", default=None)
-    a.add_argument("--out", required=True)
-    a.add_argument("--config", default=None, help="optional YAML config for the other settings")
-    a.add_argument("--margin-source", default="ratings",
+    a.add_argument("--data", help="'builtin', a .jsonl/.json/.parquet/.csv file, or a hub dataset (default: the config's)")
+    a.add_argument("--split")
+    a.add_argument("--out", required=True, help="folder for data_report.json and margins.html")
+    a.add_argument("--config", help="optional YAML config; the flags given override it")
+    a.add_argument("--margin-source",
                    help="ratings | score_chosen | score_rejected | reward_model | likelihood_gap | column:NAME")
-    a.add_argument("--reward-model", default=None, help="for --margin-source reward_model")
-    a.add_argument("--normalize", default="raw", choices=["raw", "zscore", "rank"])
-    a.add_argument("--tau", type=float, default=0.5)
-    a.add_argument("--quantile", type=float, default=None)
-    a.add_argument("--max-rows", type=int, default=None)
+    a.add_argument("--reward-model", help="for --margin-source reward_model")
+    a.add_argument("--normalize", choices=["raw", "zscore", "rank"])
+    a.add_argument("--tau", type=float, help="hard = margin < tau (replaces a quantile split from the config)")
+    a.add_argument("--quantile", type=float, help="tau = this quantile of the margins")
+    a.add_argument("--max-rows", type=int)
     a.set_defaults(func=_cmd_analyze)
     t = sub.add_parser("train", help="train, evaluate and report from a YAML config")
     t.add_argument("--config", required=True)
-    t.add_argument("--out", default=None)
-    t.add_argument("--resume", default=None, help="a checkpoint folder to resume from")
+    t.add_argument("--out", dest="output_dir", help="run folder (default: the config's train.output_dir)")
+    t.add_argument("--resume", help="a checkpoint folder to resume from")
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("evaluate", help="re-evaluate a finished run folder")
     e.add_argument("--run", required=True)
@@ -133,10 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_cmd_objectives)
     c = sub.add_parser("compare", help="objectives x seeds on the same data; table + figure (resumable)")
     c.add_argument("--config", required=True)
-    c.add_argument("--objectives", default=DEFAULT_COMPARISON, help="comma-separated registered objective names")
-    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--objectives", type=_names,
+                   help="comma-separated registered objective names (default: the config's compare.objectives)")
+    c.add_argument("--seeds", type=int, help="seeds per objective (default: the config's compare.seeds)")
     c.add_argument("--out", required=True)
-    c.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick checks)")
+    c.add_argument("--max-steps", type=int, help="cap training steps (quick checks)")
     c.set_defaults(func=_cmd_compare)
     return p
 

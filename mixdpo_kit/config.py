@@ -141,6 +141,18 @@ class SFTWarmupConfig:
     batch_size: int = 32
 
 
+DEFAULT_COMPARISON = ["mixdpo", "dpo", "cdpo", "filtered_dpo", "sft", "dpo_nll", "curriculum_dpo", "simpo",
+                      "beta_dpo", "amapo", "madpo"]
+
+
+@dataclass
+class CompareConfig:
+    """What ``mixdpo-kit compare`` runs: registered objectives, each over this many seeds."""
+
+    objectives: list[str] = field(default_factory=lambda: list(DEFAULT_COMPARISON))
+    seeds: int = 3
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs; serialisable to and from YAML."""
@@ -154,6 +166,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sft_warmup: SFTWarmupConfig = field(default_factory=SFTWarmupConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-ready)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mixdpo_kit.config import CurriculumConfig
+
 ORDERS = ("easy_to_hard", "staged", "random", "hard_to_easy")
 
 
@@ -20,9 +22,9 @@ class CurriculumPlan:
     """Which pair comes when, for every epoch."""
 
     margins: np.ndarray
-    order: str = "easy_to_hard"
-    n_stages: int = 3
-    seed: int = 0
+    order: str = CurriculumConfig.order
+    n_stages: int = CurriculumConfig.n_stages
+    seed: int = CurriculumConfig.seed
 
     def __post_init__(self):
         if self.order not in ORDERS:

@@ -76,13 +76,39 @@ def read_source(source: str | datasets.Dataset, split: str | None = None) -> dat
 
 
 def _read_local(path: Path) -> datasets.Dataset:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; pass one data file ({', '.join(sorted(FILE_BUILDERS))})")
     suffix = path.suffix.lower()
     if suffix not in FILE_BUILDERS:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(FILE_BUILDERS)}")
     builder = FILE_BUILDERS[suffix]
+    # datasets' own messages for these cases name neither the file nor the problem.
+    if builder != "parquet":
+        lines = _non_blank_lines(path, stop_after=2)
+        if lines == 0:
+            raise DataError(f"{path}: the file is empty")
+        if builder == "csv" and lines == 1:
+            raise DataError(f"{path}: only a header line, no data rows")
     if builder == "json":
         _check_json_lines(path)
-    return datasets.load_dataset(builder, data_files=str(path), split="train")
+    ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    if len(ds) == 0:
+        raise DataError(f"{path}: no data rows")
+    return ds
+
+
+def _non_blank_lines(path: Path, stop_after: int) -> int:
+    """How many non-blank lines a text (or gzipped text) file has, counting at most ``stop_after``."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    count = 0
+    with opener(path, "rt") as f:
+        for line in f:
+            count += bool(line.strip())
+            if count >= stop_after:
+                break
+    return count
 
 
 def _check_json_lines(path: Path) -> None:

@@ -11,7 +11,7 @@ from mixdpo_kit.tokenization import render_prompt
 
 
 @torch.no_grad()
-def pair_logps(model, ds, pad_id: int, batch_size: int = 16, device=None) -> tuple[np.ndarray, np.ndarray]:
+def pair_logps(model, ds, pad_id: int, batch_size: int, device=None) -> tuple[np.ndarray, np.ndarray]:
     """Chosen and rejected response log-prob sums of every tokenised pair under ``model``."""
     was_training = model.training
     model.eval()
@@ -48,7 +48,7 @@ def preference_metrics(policy_logps, reference_logps, beta: float) -> dict[str, 
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts, max_new_tokens: int = 64, batch_size: int = 16) -> list[str]:
+def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy completions (reproducible) of chat or text prompts, batched with left padding."""
     was_training = model.training
     model.eval()

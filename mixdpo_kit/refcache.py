@@ -33,7 +33,7 @@ class ReferenceCache:
         self.dir = Path(cache_dir) / "reference"
         self.computed = 0  # pairs whose reference log-probs this object computed (not read)
 
-    def get_or_compute(self, reference_ctx, ds, needed: list[int], key: str, pad_id: int, batch_size: int = 16,
+    def get_or_compute(self, reference_ctx, ds, needed: list[int], key: str, pad_id: int, batch_size: int,
                        device: torch.device | None = None, sort_by_length: bool = True) -> tuple[list[float], list[float]]:
         """Reference chosen/rejected log-prob sums for every row (NaN where not ``needed``).
 

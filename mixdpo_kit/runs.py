@@ -10,6 +10,7 @@ from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
 from mixdpo_kit.model import Policy
+from mixdpo_kit.objectives import resolve as resolve_objective
 from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, tokenized_pairs, train
 from mixdpo_kit.report import read_metrics, write_html, write_summary
 
@@ -89,6 +90,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_objective(cfg)  # config.yaml and summary.json both record what actually ran
     start = time.time()
     extra = {}
     if cfg.sft_warmup.enabled:
@@ -101,10 +103,17 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra)
 
 
-def run_demo(out_dir: str | Path) -> dict:
+def demo_config(out_dir: str | Path | None = None) -> RunConfig:
+    """The ``demo`` preset writing to ``out_dir`` (default: the preset's), with its caches inside it."""
+    cfg = preset("demo")
+    out = Path(out_dir or cfg.train.output_dir)
+    return cfg.override(train={"output_dir": str(out), "cache_dir": str(out / "cache")})
+
+
+def run_demo(out_dir: str | Path | None = None) -> dict:
     """The built-in pipeline: tiny model, SFT warm-up, QLoRA MixDPO on CPU, evaluation, report."""
-    cfg = preset("demo").override(train={"output_dir": str(out_dir), "cache_dir": str(Path(out_dir) / "cache")})
-    return run(cfg, out_dir)
+    cfg = demo_config(out_dir)
+    return run(cfg, cfg.train.output_dir)
 
 
 def evaluate_saved_run(run_dir: str | Path) -> dict:

@@ -36,7 +36,7 @@ def reward_texts(ds, tokenizer) -> tuple[list[str], list[str], bool]:
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_length: int = 1024,
+def score_texts(model, tokenizer, texts: list[str], batch_size: int, max_length: int,
                 add_special_tokens: bool = True, sort_by_length: bool = True) -> np.ndarray:
     """One scalar score per text from a sequence-classification model."""
     device = next(model.parameters()).device
@@ -50,8 +50,8 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 16, max_le
     return scores
 
 
-def reward_model_margins(ds, model_name: str, cache_dir: str | Path = ".mixdpo_cache", batch_size: int = 16,
-                         max_length: int = 1024, trust_remote_code: bool = False, device=None) -> np.ndarray:
+def reward_model_margins(ds, model_name: str, cache_dir: str | Path, batch_size: int, max_length: int,
+                         trust_remote_code: bool = False, device=None) -> np.ndarray:
     """``score(chosen) − score(rejected)`` under a reward model, cached on disk."""
     from mixdpo_kit.model import default_device, weights_fingerprint
 

@@ -30,8 +30,9 @@ class Split:
                 "n_easy": self.n_easy, "hard_fraction": self.n_hard / n if n else 0.0}
 
 
-def split_by_margin(margins, tau: float = 0.5, quantile: float | None = None, warn: bool = True) -> Split:
-    """Hard = ``margin < tau``; with ``quantile`` set, tau is that quantile of the margins.
+def split_by_margin(margins, tau: float | None = None, quantile: float | None = None, warn: bool = True) -> Split:
+    """Hard = ``margin < tau``; with ``quantile`` set, tau is that quantile of the margins
+    (``SplitConfig`` holds the defaults; one of the two must be given).
 
     The rule is strict (``<``) as in the paper, so with tau = 0.5 on ratings in steps of 0.5,
     exactly the ties are hard. Warns when one side is empty: training then degenerates to
@@ -42,6 +43,8 @@ def split_by_margin(margins, tau: float = 0.5, quantile: float | None = None, wa
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
         tau = float(np.quantile(m, quantile)) if len(m) else float("nan")
+    elif tau is None:
+        raise ValueError("split_by_margin needs tau or quantile")
     split = Split(hard=m < tau, tau=float(tau), quantile=quantile)
     if warn and len(m):
         if split.n_hard == 0:

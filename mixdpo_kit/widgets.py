@@ -17,7 +17,7 @@ import plotly.io as pio
 from transformers import TrainerCallback
 
 from mixdpo_kit import viz
-from mixdpo_kit.config import RunConfig
+from mixdpo_kit.config import CurriculumConfig, RunConfig, SplitConfig, TrainConfig
 from mixdpo_kit.curriculum import ORDERS, CurriculumPlan
 from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.objectives import OBJECTIVES
@@ -65,8 +65,9 @@ def html_table(rows: list[dict]) -> str:
 class MarginExplorer:
     """Margin source, τ slider (absolute or quantile), live histogram, counts and border examples."""
 
-    def __init__(self, dataset, margins, tau: float = 0.5, n_examples: int = 3):
-        """``margins``: one array, or ``{source name: array}`` to choose between sources."""
+    def __init__(self, dataset, margins, tau: float | None = None, n_examples: int = 3):
+        """``margins``: one array, or ``{source name: array}`` to choose between sources;
+        ``tau``: the starting threshold (default: the config's)."""
         self.dataset = dataset
         self.sources = dict(margins) if isinstance(margins, dict) else {"ratings": np.asarray(margins)}
         self.n_examples = n_examples
@@ -77,10 +78,11 @@ class MarginExplorer:
         self.plot = W.Output()
         self.examples = W.HTML()
         self._listeners = []
-        self._configure_slider(tau)
-        for w in (self.source, self.tau):
-            w.observe(lambda _: self.refresh(), names="value")
-        self.mode.observe(lambda _: self._configure_slider(), names="value")
+        self._split: Split | None = None
+        self._configure_slider(SplitConfig.tau if tau is None else tau)
+        self.tau.observe(lambda _: self.refresh(), names="value")
+        for w in (self.source, self.mode):
+            w.observe(lambda _: self._configure_slider(), names="value")
         self.widget = W.VBox([W.HBox([self.source, self.mode]), self.tau, self.counts, self.plot,
                               W.HTML("<b>Pairs just below and just above τ</b>"), self.examples])
         self.refresh()
@@ -90,16 +92,21 @@ class MarginExplorer:
         return np.asarray(self.sources[self.source.value], dtype=float)
 
     def _configure_slider(self, value: float | None = None) -> None:
+        """Fit the slider to the mode and source; with no ``value``, keep the current share of hard
+        pairs (a new mode or margin scale must not silently change the split)."""
         m = self.margins
+        share = None if self._split is None else float(self._split.hard.mean())
         with self.tau.hold_trait_notifications():
             if self.mode.value == "quantile":
                 self.tau.min, self.tau.max, self.tau.step = 0.0, 1.0, 0.01
-                self.tau.value = 0.1 if value is None else value
+                self.tau.value = share if value is None else value
             else:
                 lo, hi = float(m.min()), float(m.max())
                 self.tau.max, self.tau.min = max(hi, lo + 1e-6), lo  # set max first: min may not exceed max
                 self.tau.step = 0.5 if np.allclose(m * 2, np.round(m * 2)) else (hi - lo) / 100 or 0.01
-                self.tau.value = float(np.clip(0.5 if value is None else value, lo, hi))
+                if value is None:
+                    value = float(np.quantile(m, share))
+                self.tau.value = float(np.clip(value, lo, hi))
         self.refresh()
 
     @property
@@ -128,7 +135,7 @@ class MarginExplorer:
 
     def refresh(self) -> None:
         """Recompute the split, counts, figure and examples."""
-        split = self.split
+        split = self._split = self.split
         self.figure = viz.margin_histogram(self.margins, split, title=f"Margins ({self.source.value})")
         self.counts.value = (f"<b>{split.n_hard}</b> hard → SFT, <b>{split.n_easy}</b> easy → preference "
                              f"(τ = {split.tau:.3g}, {100 * split.n_hard / max(len(split.hard), 1):.1f} % hard)")
@@ -159,11 +166,12 @@ class CurriculumDesigner:
         self.hard = np.asarray(hard if hard is not None else explorer.split.hard, dtype=bool)
         self.row_ids = np.arange(len(self.margins)) if row_ids is None else np.asarray(row_ids)
         self.preview_steps = preview_steps
-        self.order = W.Dropdown(options=list(ORDERS), value="easy_to_hard", description="order")
-        self.n_stages = W.IntSlider(value=3, min=1, max=10, description="stages")
-        self.seed = W.IntText(value=0, description="seed")
-        self.batch_size = W.IntSlider(value=4, min=1, max=64, description="batch")
-        self.grad_accum = W.IntSlider(value=1, min=1, max=32, description="grad accum")
+        self.order = W.Dropdown(options=list(ORDERS), value=CurriculumConfig.order, description="order")
+        self.n_stages = W.IntSlider(value=CurriculumConfig.n_stages, min=1, max=10, description="stages")
+        self.seed = W.IntText(value=CurriculumConfig.seed, description="seed")
+        self.batch_size = W.IntSlider(value=TrainConfig.per_device_train_batch_size, min=1, max=64, description="batch")
+        self.grad_accum = W.IntSlider(value=TrainConfig.gradient_accumulation_steps, min=1, max=32,
+                                      description="grad accum")
         self.plot = W.Output()
         self.preview = W.HTML()
         for w in (self.order, self.n_stages, self.seed, self.batch_size, self.grad_accum):

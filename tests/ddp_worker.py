@@ -27,7 +27,10 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
     torch.manual_seed(0)
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
-    trainer = build_trainer(cfg, policy, prep, out / f"rank{rank}", save_strategy="no", disable_tqdm=True)
+    # SGD, not Adam: an SGD step is proportional to the gradient, so one and two processes agree up
+    # to float reduction order; Adam's early steps are ±lr and flip on near-zero gradients.
+    trainer = build_trainer(cfg, policy, prep, out / f"rank{rank}", save_strategy="no", disable_tqdm=True,
+                            optim="sgd")
     seen = []
     original = trainer.compute_loss
 
@@ -36,11 +39,12 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
         return original(model, inputs, *a, **kw)
 
     trainer.compute_loss = recording
+    init = {n: p.detach().tolist() for n, p in policy.model.named_parameters() if p.requires_grad}
     trainer.train()
     params = {n: p.detach().tolist() for n, p in policy.model.named_parameters() if p.requires_grad}
     (out / f"rank{rank}.json").write_text(json.dumps({
         "rows": seen, "plan_rows": [int(r) for r in prep.dataset.select(prep.plan.indices(0))["row_id"]],
-        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "params": params,
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "params": params, "init": init,
         "world_size": trainer.args.world_size}))
 
 

@@ -113,3 +113,19 @@ def test_pairs_whose_response_is_truncated_away_are_dropped_and_counted(chat_pai
     with pytest.raises(DataError, match="no pairs left"):
         tokenize_pairs(ds, tok, TokenizationSettings(max_length=6, max_prompt_length=6), report)
     assert report.dropped["response truncated away (prompt fills max_length)"] == 6
+
+
+@pytest.mark.parametrize("name,content,problem", [
+    ("empty.jsonl", "", "the file is empty"), ("blank.jsonl", "  \n\n\t\n", "the file is empty"),
+    ("empty.csv", "", "the file is empty"), ("header.csv", "prompt,chosen,rejected\n", "only a header line"),
+    ("a_directory", None, "is a directory")])
+def test_unusable_data_files_get_one_line_errors_naming_path_and_problem(tmp_path, capsys, name, content, problem):
+    from mixdpo_kit.cli import main
+
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_text(content)
+    with pytest.raises(DataError, match=problem):
+        load_preferences(str(path))
+    assert main(["analyze", "--data", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and problem in err[0], err

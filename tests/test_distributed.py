@@ -37,9 +37,14 @@ def test_ddp_two_processes_follow_the_curriculum_and_match_one_process(tmp_path)
         union = ranks[0]["rows"][step] + ranks[1]["rows"][step]
         assert sorted(union) == sorted(plan[4 * step: 4 * step + 4]), step  # the step's pairs, in plan order
         assert single["rows"][step] == plan[4 * step: 4 * step + 4]
-    # Same global batch, same init: the adapters agree up to float reduction order (stated
-    # tolerance: 1e-4 absolute on LoRA weights of magnitude ~0.1 after 4 Adam steps at lr 1e-2).
-    for name, value in single["params"].items():
-        np.testing.assert_allclose(np.array(ranks[0]["params"][name]), np.array(value), atol=1e-4, err_msg=name)
-        np.testing.assert_allclose(np.array(ranks[1]["params"][name]), np.array(value), atol=1e-4, err_msg=name)
+    # Same global batch, same init, SGD: the adapters agree up to float reduction order (which
+    # differs here: torchrun gives each process one thread). Compare the change from the shared
+    # initial weights, relative to its size, so a wrongly scaled or dropped gradient shows.
+    change = {n: np.array(v) - np.array(single["init"][n]) for n, v in single["params"].items()}
+    scale = max(np.abs(c).max() for c in change.values())
+    assert scale > 0
+    for name, want in change.items():
+        for r in ranks:
+            got = np.array(r["params"][name]) - np.array(single["init"][name])
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
     np.testing.assert_allclose(ranks[0]["losses"], single["losses"], rtol=1e-4)

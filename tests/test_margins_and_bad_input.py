@@ -28,17 +28,17 @@ def accounted(report) -> bool:
 def test_reward_model_margins_are_cached_and_independent_of_batching(chat_pairs, tmp_path, monkeypatch):
     rm = str(build_tiny_reward_model(tmp_path / "rm"))
     ds, _ = normalise(chat_pairs)
-    first = reward_model_margins(ds, rm, cache_dir=tmp_path / "cache", batch_size=2)
+    first = reward_model_margins(ds, rm, tmp_path / "cache", batch_size=2, max_length=64)
     assert first.shape == (6,) and np.isfinite(first).all() and np.abs(first).max() > 0
     # Different batch size (other padding) gives the same scores: padding is masked.
-    again = reward_model_margins(ds, rm, cache_dir=tmp_path / "other", batch_size=6)
+    again = reward_model_margins(ds, rm, tmp_path / "other", batch_size=6, max_length=64)
     np.testing.assert_allclose(first, again, atol=1e-5)
     # The second call on the same data reads the cache: no model is loaded.
     import mixdpo_kit.scoring as scoring
 
     monkeypatch.setattr(scoring.AutoModelForSequenceClassification, "from_pretrained",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("scored again")))
-    np.testing.assert_array_equal(reward_model_margins(ds, rm, cache_dir=tmp_path / "cache"), first)
+    np.testing.assert_array_equal(reward_model_margins(ds, rm, tmp_path / "cache", 2, 64), first)
 
 
 def test_likelihood_gap_margins_equal_reference_per_token_gap(small_cfg):

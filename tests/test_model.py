@@ -33,8 +33,10 @@ def test_qlora_policy_trains_and_reference_is_adapter_off(arch, tmp_path):
         after_policy = model(input_ids=ids).logits
         with policy.reference() as ref:
             after_ref = ref(input_ids=ids).logits
-    assert torch.equal(before, after_ref)
-    assert not torch.allclose(after_policy, after_ref)
+    # The same computation before and after the step (tolerance for float noise only); the step
+    # itself moves the policy's logits by orders of magnitude more.
+    torch.testing.assert_close(after_ref, before, rtol=0, atol=1e-5)
+    assert (after_policy - after_ref).abs().max() > 1e-2
 
 
 def test_lora_full_and_explicit_reference(tiny_llama):

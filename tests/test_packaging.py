@@ -27,3 +27,16 @@ def test_ci_runs_the_readme_test_command():
 def test_setup_pins_cpu_torch_without_gpu():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert "torch==2.13.0" in setup and "nvidia-smi" in setup
+
+
+def test_ci_tries_every_lower_bound():
+    import subprocess
+    import sys
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/test_lowest.sh" in ci
+    pins = subprocess.run([sys.executable, str(ROOT / "scripts" / "lowest_constraints.py"), "test"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {p.split("==")[0] for p in pins}
+    assert names == {d.split(">=")[0] for d in project["dependencies"] + project["optional-dependencies"]["test"]}

@@ -37,7 +37,7 @@ def record_rows(trainer: MixDPOTrainer):
     return seen
 
 
-def setup(cfg, out, **over):
+def make_trainer(cfg, out, **over):
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy.tokenizer)
     trainer = build_trainer(cfg, policy, prep, out, **over)
@@ -58,7 +58,7 @@ def test_trainer_consumes_planned_order_with_grad_accum_and_epochs(small_cfg, tm
     cfg = small_cfg.override(curriculum={"order": order}, data={"max_rows": 12},
                              train={"max_steps": -1, "num_train_epochs": 2, "gradient_accumulation_steps": 2,
                                     "per_device_train_batch_size": 3, "save_steps": 1000})
-    policy, prep, trainer = setup(cfg, tmp_path)
+    policy, prep, trainer = make_trainer(cfg, tmp_path)
     seen = record_rows(trainer)
     trainer.train()
     row_ids = np.asarray(prep.dataset["row_id"])
@@ -72,7 +72,7 @@ def test_trainer_consumes_planned_order_with_grad_accum_and_epochs(small_cfg, tm
 def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path):
     cfg = small_cfg.override(train={"precompute_reference": False, "max_steps": 3}, curriculum={"order": "random"},
                              split={"quantile": 0.5})
-    policy, prep, trainer = setup(cfg, tmp_path)
+    policy, prep, trainer = make_trainer(cfg, tmp_path)
     rows = []
     model_fwd = policy.model.base_model.model.forward
 
@@ -114,8 +114,8 @@ def test_reference_cache_second_run_computes_nothing(small_cfg, tmp_path):
 
 def test_precomputed_reference_equals_on_the_fly(small_cfg, tmp_path):
     cfg = small_cfg.override(train={"max_steps": 1})
-    policy, prep, trainer = setup(cfg, tmp_path)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in prep.plan.indices(0)[:4]])
+    policy, prep, trainer = make_trainer(cfg, tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[int(i)] for i in prep.plan.indices(0)[:4]])
     with torch.no_grad():
         pre = trainer.compute_loss(policy.model, batch)
         batch["ref_chosen_logps"][:] = float("nan")
@@ -123,26 +123,56 @@ def test_precomputed_reference_equals_on_the_fly(small_cfg, tmp_path):
     assert torch.allclose(pre, fly, atol=1e-4)
 
 
+class GradientRecorder(TrainerCallback):
+    """Keeps the accumulated gradients the optimizer is about to apply (after any clipping)."""
+
+    def __init__(self, model):
+        self.model, self.grads = model, None
+
+    def on_pre_optimizer_step(self, args, state, control, **kw):
+        self.grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+
 def test_gradient_accumulation_gives_the_same_update(small_cfg, tmp_path):
-    results = []
+    # Gradients, not Adam steps: Adam's first step is about ±lr whatever the gradient's size, so it
+    # would hide a loss that GA scales by 4 and flip sign on near-zero elements across CPUs.
+    # Clipping is off for the same reason (a clipped gradient hides its scale).
+    grads = []
     for bs, ga in [(4, 1), (1, 4)]:
-        cfg = small_cfg.override(model={"mode": "lora"}, loss={"beta": 0.5},
+        cfg = small_cfg.override(model={"mode": "lora"}, loss={"beta": 0.5}, split={"quantile": 0.3},
+                                 curriculum={"order": "random"},
                                  train={"per_device_train_batch_size": bs, "gradient_accumulation_steps": ga,
                                         "max_steps": 1, "learning_rate": 1e-2, "warmup_ratio": 0.0,
                                         "lr_scheduler_type": "constant"})
         torch.manual_seed(0)
-        policy, prep, trainer = setup(cfg, tmp_path / f"{bs}_{ga}", save_strategy="no")
-        before = {n: p.detach().clone() for n, p in policy.model.named_parameters() if p.requires_grad}
+        policy = build_policy(cfg.model)
+        recorder = GradientRecorder(policy.model)
+        trainer = build_trainer(cfg, policy, analyze_data(cfg, policy.tokenizer), tmp_path / f"{bs}_{ga}",
+                                callbacks=[recorder], save_strategy="no", max_grad_norm=0.0)
+        seen = record_rows(trainer)
         trainer.train()
-        results.append({n: p.detach() - before[n] for n, p in policy.model.named_parameters() if p.requires_grad})
-    for name in results[0]:
-        assert torch.allclose(results[0][name], results[1][name], atol=1e-5), name
-    assert any(d.abs().max() > 0 for d in results[0].values())
+        grads.append(recorder.grads)
+    assert len(seen) == 4 and sum(len(b) for b in seen) == 4
+    norm = lambda g: torch.sqrt(sum((v ** 2).sum() for v in g.values()))  # noqa: E731
+    assert norm(grads[0]) > 0
+    assert norm(grads[1]) / norm(grads[0]) == pytest.approx(1.0, rel=1e-4)
+    scale = max(v.abs().max() for v in grads[0].values())
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-5 * float(scale), msg=name)
+
+
+def test_warmup_ratio_becomes_warmup_steps(small_cfg, tmp_path):
+    from mixdpo_kit.pipeline import training_arguments
+
+    args = training_arguments(small_cfg.override(train={"warmup_ratio": 0.1}), tmp_path, torch.float32)
+    assert args.get_warmup_steps(200) == 20
+    assert training_arguments(small_cfg.override(train={"warmup_ratio": 0.0}), tmp_path,
+                              torch.float32).get_warmup_steps(200) == 0
 
 
 def test_logged_metrics_per_route(small_cfg, tmp_path):
     cfg = small_cfg.override(data={"max_rows": 40}, train={"max_steps": 10}, split={"quantile": 0.5})
-    policy, prep, trainer = setup(cfg, tmp_path)
+    policy, prep, trainer = make_trainer(cfg, tmp_path)
     trainer.train()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
@@ -158,12 +188,12 @@ def test_logged_metrics_per_route(small_cfg, tmp_path):
 
 def test_resume_reproduces_uninterrupted_losses(small_cfg, tmp_path):
     cfg = small_cfg.override(train={"max_steps": 6, "save_steps": 3})
-    _, _, full = setup(cfg, tmp_path / "full")
+    _, _, full = make_trainer(cfg, tmp_path / "full")
     full.train()
-    _, _, part = setup(cfg, tmp_path / "part", callbacks=[Recorder(stop_at=3)])
+    _, _, part = make_trainer(cfg, tmp_path / "part", callbacks=[Recorder(stop_at=3)])
     part.train()
     assert part.state.global_step == 3
-    _, _, resumed = setup(cfg, tmp_path / "part")
+    _, _, resumed = make_trainer(cfg, tmp_path / "part")
     seen = record_rows(resumed)
     resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoints" / "checkpoint-3"))
     losses = lambda t: {h["step"]: h["loss"] for h in t.state.log_history if "loss" in h}  # noqa: E731

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The fast tests (losses and routing, the trainer on the tiny model, one CLI run) in a second
+# environment, .venv-lowest, that holds the lowest version of every dependency pyproject.toml
+# allows — so each ">=" bound there is one that has been tried. Usage: bash scripts/test_lowest.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv-lowest
+python3 -m venv "$venv"
+py="$venv/bin/python"
+$py -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+pins=$(mktemp)
+$py scripts/lowest_constraints.py test > "$pins"
+# TRL's lowest release needs a newer datasets than the kit's lowest: it is tried on its own below.
+grep -v '^trl==' "$pins" > "$pins.runtime"
+# torch first, pinned, so no other requirement pulls a CUDA build on a CPU machine.
+$py -m pip install --quiet "$(grep '^torch==' "$pins")"
+$py -m pip install --quiet -c "$pins.runtime" -e . pytest
+$py -m pip list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|peft|datasets|accelerate|bitsandbytes|plotly|ipywidgets|numpy)=='
+$py -m pytest -q -p no:cacheprovider tests/test_losses.py tests/test_objectives.py tests/test_trainer.py \
+  tests/test_data_and_tokens.py tests/test_cli_flags.py tests/test_cli.py::test_train_and_evaluate_from_yaml
+$py -m pip install --quiet "$(grep '^trl==' "$pins")"
+$py -m pip list --format=freeze 2>/dev/null | grep -iE '^(trl|datasets|accelerate)=='
+$py -m pytest -q -p no:cacheprovider tests/test_trl_oracle.py
