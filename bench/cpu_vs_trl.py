@@ -63,7 +63,7 @@ def run_kit(model: str, workdir: str, objective: str, hard_fraction: float, pair
     if warm:  # fill the cache first (not timed)
         build_trainer(cfg, policy, prep, out / "warmup", save_strategy="no")
     start = time.perf_counter()
-    trainer = build_trainer(cfg, policy, prep, out, save_strategy="no", disable_tqdm=True)
+    trainer, _ = build_trainer(cfg, policy, prep, out, save_strategy="no", disable_tqdm=True)
     trainer.train()
     seconds = time.perf_counter() - start
     return {"pairs": len(prep.dataset), "seconds": seconds, "hard": int(prep.split.n_hard)}

@@ -68,7 +68,7 @@ def synthetic_pairs(n: int, seq_len: int, hard_fraction: float = 0.12) -> dict:
 def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
     from mixdpo_kit.config import ModelConfig
     from mixdpo_kit.logprobs import pad_sequences, sequence_logps
-    from mixdpo_kit.losses import PairLogps, routed_loss
+    from mixdpo_kit.losses import PairLogps, make_loss, routed_loss
     from mixdpo_kit.model import build_policy
 
     policy = build_policy(ModelConfig(name_or_path=path, mode="qlora", lora_r=16, gradient_checkpointing=True))
@@ -77,6 +77,7 @@ def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
     ids = {k: [tok(t, add_special_tokens=False)["input_ids"] for t in pairs[k]] for k in ("prompt", "chosen", "rejected")}
     eos = [tok.eos_token_id]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    loss = make_loss("dpo", {"beta": 0.01, "label_smoothing": 0.1})  # MixDPO's cDPO
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     tokens, start = 0, None
     for step in range(steps + 1):  # step 0 warms up kernels and is not timed
@@ -96,8 +97,8 @@ def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
         b = batch
         rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), lp[b:])
         ref_rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), ref_lp[b:])
-        out = routed_loss(PairLogps(lp[:b], rej, n[:b], n[:b], ref_lp[:b], ref_rej), hard.to(device), beta=0.01,
-                          label_smoothing=0.1)
+        hard_b = hard.to(device).to(lp.dtype)
+        out = routed_loss(PairLogps(lp[:b], rej, n[:b], n[:b], ref_lp[:b], ref_rej), loss, hard_b, 1 - hard_b)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

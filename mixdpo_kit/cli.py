@@ -114,9 +114,17 @@ def _cmd_objectives(args) -> int:
 
     width = max(map(len, OBJECTIVES))
     for name, obj in OBJECTIVES.items():
-        print(f"{name:<{width}}  {obj.summary}")
-    print(f"\npreference losses (loss.preference): {', '.join(PREFERENCE_LOSSES)}")
+        own = {**obj.defaults, **obj.fixed}
+        print(f"{name:<{width}}  {obj.summary}" + (f" [{_params(own)}]" if own else ""))
+    print("\npreference losses (loss.preference) and their parameters (set them in the loss: section):")
+    width = max(map(len, PREFERENCE_LOSSES))
+    for name, spec in PREFERENCE_LOSSES.items():
+        print(f"{name:<{width}}  {_params(spec.defaults())}  ({spec.paper})")
     return 0
+
+
+def _params(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _cmd_compare(args) -> int:

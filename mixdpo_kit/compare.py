@@ -8,6 +8,7 @@ implicit-reward accuracy, and the change of chosen and rejected log-probs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from mixdpo_kit import viz
-from mixdpo_kit.config import RunConfig
+from mixdpo_kit.config import LossConfig, RunConfig
 from mixdpo_kit.evaluate import win_rate
-from mixdpo_kit.objectives import get_objective
+from mixdpo_kit.objectives import get_objective, resolve
 from mixdpo_kit.pipeline import sft_warmup
 from mixdpo_kit.report import write_html
 
@@ -69,6 +70,16 @@ def variants_for(objectives: list[str]) -> dict[str, dict]:
     return {name: {"loss": {"objective": name}} for name in objectives}
 
 
+def variant_config(base: RunConfig, overrides: dict) -> RunConfig:
+    """The resolved config of one variant. A variant that switches the objective starts from that
+    objective's own loss parameters (its paper's), not the base objective's, unless it sets them."""
+    loss = overrides.get("loss", {})
+    if loss.get("objective", base.loss.objective) != base.loss.objective:
+        base = dataclasses.replace(base, loss=dataclasses.replace(base.loss, preference=LossConfig.preference,
+                                                                  params={}))
+    return resolve(base.override(**overrides))
+
+
 def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_dir: str | Path) -> list[dict]:
     """Train and evaluate every variant × seed (resumable) and write the table and figure.
 
@@ -94,7 +105,7 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
             if summary_path.exists():
                 summary = json.loads(summary_path.read_text())
             else:
-                run_cfg = base.override(**overrides).override(train={"seed": seed}, curriculum={"seed": seed})
+                run_cfg = variant_config(base, overrides).override(train={"seed": seed}, curriculum={"seed": seed})
                 summary = run(run_cfg, run_dir, reference_memo=reference_memo)
             per_run.append({"variant": name, "seed": seed, **run_metrics(summary)})
     rows = summarise(per_run, list(variants))

@@ -77,24 +77,21 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The objective (see ``mixdpo-kit objectives``) and its parameters."""
+    """The objective (see ``mixdpo-kit objectives``), its routing weights, and the parameters of
+    its preference loss.
+
+    In YAML the loss parameters sit beside the other keys (``loss: {objective: mixdpo, beta: 0.01}``);
+    they are checked against the objective's preference loss when the config loads, and a resolved
+    config (``objectives.resolve``) lists every one of them with the value that ran.
+    """
 
     objective: str = "mixdpo"  # a registered objective: mixdpo, dpo, filtered_dpo, beta_dpo, ...
     preference: str = "dpo"  # preference loss for objectives that do not pin one (mixdpo, preference)
-    beta: float = 0.01
-    label_smoothing: float = 0.1
-    simpo_gamma: float = 0.5
     sft_weight: float = 1.0
     preference_weight: float = 1.0
     nll_weight: float = 1.0  # dpo_nll
     soft_temperature: float = 0.5  # mixdpo_soft, on the margin scale
-    beta_dpo_alpha: float = 0.6
-    beta_dpo_filter_rate: float = 0.2
-    beta_dpo_momentum: float = 0.9
-    madpo_kappa: float = 1.0
-    madpo_center: float | None = None  # None: the batch median margin
-    gdpo_temperature: float = 1.0
-    da_dpo_strength: float = 0.5
+    params: dict[str, Any] = field(default_factory=dict)  # the preference loss's (see losses.py)
 
 
 @dataclass
@@ -169,8 +166,10 @@ class RunConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain nested dict (YAML/JSON-ready)."""
-        return dataclasses.asdict(self)
+        """A plain nested dict (YAML/JSON-ready); the loss parameters sit flat in ``loss``."""
+        out = dataclasses.asdict(self)
+        out["loss"] = {**{k: v for k, v in out["loss"].items() if k != "params"}, **out["loss"]["params"]}
+        return out
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """Serialise to YAML; also write it to ``path`` when given."""
@@ -181,8 +180,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
-        """Build from a nested dict; unknown sections or keys raise ``ValueError`` naming them."""
-        return _from_dict(cls, data or {}, "config")
+        """Build from a nested dict; unknown sections or keys, and loss parameters the chosen loss
+        does not have, raise ``ValueError`` naming them."""
+        from mixdpo_kit.objectives import check_loss_params
+
+        cfg = _from_dict(cls, data or {}, "config")
+        check_loss_params(cfg.loss)
+        return cfg
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":
@@ -201,6 +205,10 @@ class RunConfig:
 
 def _from_dict(cls, data: dict[str, Any], where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is LossConfig:  # the loss's own parameters: collected here, checked against the loss later
+        data = dict(data)
+        params = {**data.pop("params", {}), **{k: data.pop(k) for k in list(data) if k not in fields}}
+        data["params"] = params
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
@@ -243,7 +251,7 @@ def _mixdpo_paper() -> RunConfig:
         margins=MarginConfig(source="ratings"),
         split=SplitConfig(tau=0.5),
         curriculum=CurriculumConfig(order="easy_to_hard"),
-        loss=LossConfig(objective="mixdpo", preference="dpo", beta=0.01, label_smoothing=0.1),
+        loss=LossConfig(objective="mixdpo", preference="dpo", params={"beta": 0.01, "label_smoothing": 0.1}),
         train=TrainConfig(learning_rate=1e-6, num_train_epochs=1, lr_scheduler_type="cosine", warmup_ratio=0.1),
     )
 
@@ -255,7 +263,7 @@ def _demo() -> RunConfig:
         data=DataConfig(source="builtin", split="train_prefs", eval_source="builtin", eval_split="test_prefs",
                         max_length=64, max_prompt_length=32),
         model=ModelConfig(name_or_path="tiny-llama", mode="qlora", lora_r=16, lora_alpha=32),
-        loss=LossConfig(objective="mixdpo", preference="dpo", beta=0.1, label_smoothing=0.1),
+        loss=LossConfig(objective="mixdpo", preference="dpo", params={"beta": 0.1, "label_smoothing": 0.1}),
         train=TrainConfig(output_dir="runs/demo", learning_rate=1e-4, per_device_train_batch_size=16,
                           num_train_epochs=1, warmup_ratio=0.1, save_steps=50, logging_steps=5, seed=0),
         eval=EvalConfig(batch_size=64, max_pairs=200, n_generations=8, max_new_tokens=16, reward_prompts=256),

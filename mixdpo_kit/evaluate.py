@@ -2,72 +2,57 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from mixdpo_kit import synthetic
-from mixdpo_kit.logprobs import pad_sequences, sequence_logps
+from mixdpo_kit.logprobs import eval_mode, score_pairs
 from mixdpo_kit.tokenization import render_prompt
 
 
-@torch.no_grad()
 def pair_logps(model, ds, pad_id: int, batch_size: int, device=None) -> tuple[np.ndarray, np.ndarray]:
     """Chosen and rejected response log-prob sums of every tokenised pair under ``model``."""
-    was_training = model.training
-    model.eval()
-    chosen, rejected = [], []
-    for start in tqdm(range(0, len(ds), batch_size), desc="scoring pairs", leave=False):
-        rows = ds[start: start + batch_size]
-        n = len(rows["prompt_ids"])
-        ids, att, resp = pad_sequences(rows["prompt_ids"] * 2, rows["chosen_ids"] + rows["rejected_ids"], pad_id)
-        if device is not None:
-            ids, att, resp = ids.to(device), att.to(device), resp.to(device)
-        logps, _ = sequence_logps(model, ids, att, resp)
-        chosen += logps[:n].tolist()
-        rejected += logps[n:].tolist()
-    model.train(was_training)
-    return np.array(chosen), np.array(rejected)
+    return score_pairs(model, ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], pad_id, batch_size,
+                       device=device)
 
 
-def preference_metrics(policy_logps, reference_logps, beta: float) -> dict[str, float]:
-    """Implicit-reward accuracy and the before (reference) / after (policy) log-prob means.
+def preference_metrics(policy_logps, reference_logps) -> dict[str, float]:
+    """Implicit-reward accuracy (the share of pairs whose log-ratio margin
+    ``z = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))`` is positive; any beta
+    scales z without changing its sign), the mean z, and the before (reference) / after (policy)
+    log-prob means.
 
     Falling chosen log-probs together with a shrinking chosen-rejected gap is the likelihood
     displacement the MixDPO paper describes for DPO on hard pairs.
     """
     (pc, pr), (rc, rr) = policy_logps, reference_logps
-    reward_c, reward_r = beta * (pc - rc), beta * (pr - rr)
+    z = (pc - rc) - (pr - rr)
     return {
         "pairs": int(len(pc)),
-        "reward_accuracy": float((reward_c > reward_r).mean()),
-        "reward_margin": float((reward_c - reward_r).mean()),
+        "reward_accuracy": float((z > 0).mean()),
+        "logratio_margin": float(z.mean()),
         "logps_chosen_before": float(rc.mean()), "logps_rejected_before": float(rr.mean()),
         "logps_chosen_after": float(pc.mean()), "logps_rejected_after": float(pr.mean()),
         "logps_gap_before": float((rc - rr).mean()), "logps_gap_after": float((pc - pr).mean()),
     }
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy completions (reproducible) of chat or text prompts, batched with left padding."""
-    was_training = model.training
-    model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     outputs = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            texts = [render_prompt(tokenizer, p) for p in prompts[start: start + batch_size]]
-            # Rendered chat templates carry their own BOS; plain text gets the tokenizer's.
-            enc = tokenizer(texts, return_tensors="pt", padding=True,
-                            add_special_tokens=isinstance(prompts[start], str)).to(device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        with eval_mode(model):
+            for start in range(0, len(prompts), batch_size):
+                texts = [render_prompt(tokenizer, p) for p in prompts[start: start + batch_size]]
+                # Rendered chat templates carry their own BOS; plain text gets the tokenizer's.
+                enc = tokenizer(texts, return_tensors="pt", padding=True,
+                                add_special_tokens=isinstance(prompts[start], str)).to(device)
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
-        model.train(was_training)
     return [o.strip() for o in outputs]
 
 

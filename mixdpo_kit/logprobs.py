@@ -1,7 +1,13 @@
-"""Batching pairs into padded sequences and summing response-token log-probs."""
+"""Scoring responses: pad prompt+response pairs, sum response-token log-probs, split chosen from
+rejected. One path for the trainer's reference fallback, the reference cache, the evaluation and
+the likelihood-gap margins."""
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 def pad_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
@@ -44,11 +50,40 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return logps.sum(-1), mask.sum(-1)
 
 
-def low_confidence_stats(logps: torch.Tensor, mask: torch.Tensor):
-    """ConfPO's critical tokens: log-prob sum and count over response tokens whose log-prob is
-    below the log of the response's mean token probability (the selection is not differentiated)."""
-    with torch.no_grad():
-        mean_prob = (logps.exp() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        critical = (logps < mean_prob.clamp(min=1e-30).log().unsqueeze(-1)) & (mask > 0)
-    critical = critical.to(logps.dtype)
-    return (logps * critical).sum(-1), critical.sum(-1)
+@contextlib.contextmanager
+def eval_mode(model):
+    """No gradients and eval mode inside; the model's training flag is restored on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def score_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None):
+    """Summed response log-probs of the chosen and of the rejected response of each pair."""
+    ids, att, resp = pad_sequences(list(prompts) * 2, list(chosen) + list(rejected), pad_id)
+    if device is not None:
+        ids, att, resp = ids.to(device), att.to(device), resp.to(device)
+    logps, _ = sequence_logps(model, ids, att, resp)
+    return logps[: len(prompts)], logps[len(prompts):]
+
+
+def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_size: int, indices=None,
+                device=None, sort_by_length: bool = True, desc: str = "scoring pairs"):
+    """Chosen and rejected log-prob sums (numpy arrays) of the pairs at ``indices`` (default: all),
+    in eval mode, in batches sorted by length (far less padding, same numbers)."""
+    idx = list(range(len(prompt_ids))) if indices is None else list(indices)
+    order = sorted(range(len(idx)), key=lambda k: len(prompt_ids[idx[k]]) + max(
+        len(chosen_ids[idx[k]]), len(rejected_ids[idx[k]]))) if sort_by_length else list(range(len(idx)))
+    chosen, rejected = np.empty(len(idx)), np.empty(len(idx))
+    with eval_mode(model):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            ks = order[start: start + batch_size]
+            rows = [idx[k] for k in ks]
+            c, r = score_pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],
+                                    [rejected_ids[i] for i in rows], pad_id, device)
+            chosen[ks], rejected[ks] = c.float().cpu().numpy(), r.float().cpu().numpy()
+    return chosen, rejected

@@ -1,63 +1,124 @@
-"""Difficulty margins: one scalar per pair, larger = easier (clearer preference)."""
+"""Difficulty margins: one scalar per pair, larger = easier (clearer preference).
+
+Every source is an entry of one registry, ``MARGIN_SOURCES``: a function of the dataset, a
+:class:`MarginContext` (lazy access to the policy, the reference cache and the config) and an
+optional argument (``column:NAME`` gives ``NAME``). The data sources live here; the model-based
+ones (``reward_model``, ``likelihood_gap``) register themselves in :mod:`mixdpo_kit.scoring`.
+Adding a source is one decorated function; ``docs/architecture.md`` shows an example.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import datasets
 import numpy as np
 
 
-def rating_margins(ds: datasets.Dataset) -> np.ndarray:
-    """``score_chosen - score_rejected`` for every pair (the paper's default source)."""
+class MarginContext:
+    """What a margin source may need besides the data, built only when asked for.
+
+    ``cfg``: the run config; ``policy``: a ready policy, or ``build_policy()`` makes one on first
+    use (a model-based source on data analysed without a model).
+    """
+
+    def __init__(self, cfg, policy=None, build_policy: Callable | None = None):
+        self.cfg = cfg
+        self._policy, self._build_policy = policy, build_policy
+
+    @property
+    def policy(self):
+        if self._policy is None:
+            if self._build_policy is None:
+                raise ValueError("this margin source needs the model, and no policy was given")
+            self._policy = self._build_policy()
+        return self._policy
+
+    @property
+    def tokenizer(self):
+        return self.policy.tokenizer
+
+
+@dataclass(frozen=True)
+class MarginSource:
+    """A registered margin source."""
+
+    name: str
+    fn: Callable[[datasets.Dataset, MarginContext, str | None], np.ndarray]
+    summary: str
+    needs_tokens: bool = False  # pairs must be tokenised (with the policy's tokenizer) first
+    columns: Callable[[str | None], tuple[str, ...]] = lambda arg: ()  # raw columns to keep when loading
+
+
+MARGIN_SOURCES: dict[str, MarginSource] = {}
+
+
+def register_margin_source(name: str, summary: str, needs_tokens: bool = False, columns=None):
+    """Decorator: register ``fn(dataset, ctx, arg) -> margins`` as the margin source ``name``
+    (``name:ARG`` in a config passes ``ARG``)."""
+    def wrap(fn):
+        MARGIN_SOURCES[name] = MarginSource(name, fn, summary, needs_tokens, columns or (lambda arg: ()))
+        return fn
+    return wrap
+
+
+def margin_source(spec) -> tuple[MarginSource, str | None]:
+    """The registry entry and argument of a source spec (``ratings``, ``column:NAME``, a callable)."""
+    if callable(spec):
+        return MarginSource("callable", lambda ds, ctx, arg: spec(ds), "a function of the dataset"), None
+    name, _, arg = str(spec).partition(":")
+    if name not in MARGIN_SOURCES:
+        known = [f"{n}:NAME" if n == "column" else n for n in MARGIN_SOURCES]
+        raise ValueError(f"unknown margin source {spec!r}; choose one of {known} or pass a function")
+    return MARGIN_SOURCES[name], arg or None
+
+
+def compute_margins(ds: datasets.Dataset, spec="ratings", ctx: MarginContext | None = None) -> np.ndarray:
+    """Margins from a registered source spec or a callable ``f(dataset) -> margins``; the result is
+    checked: one finite number per pair."""
+    source, arg = margin_source(spec)
+    m = np.asarray(source.fn(ds, ctx, arg), dtype=np.float64)
+    if m.shape != (len(ds),) or not np.isfinite(m).all():
+        bad = int((~np.isfinite(m)).sum()) if m.ndim else 0
+        raise ValueError(f"margin source {source.name!r} must give {len(ds)} finite numbers, got shape {m.shape}"
+                         f" with {bad} non-finite")
+    return m
+
+
+def _scores(ds: datasets.Dataset, source: str) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in ("score_chosen", "score_rejected") if c not in ds.column_names]
     if missing:
-        raise ValueError(
-            f"margin source 'ratings' needs columns {missing}, found {ds.column_names}; "
-            "choose another margin source for data without ratings"
-        )
-    return np.asarray(ds["score_chosen"], dtype=np.float64) - np.asarray(ds["score_rejected"], dtype=np.float64)
+        raise ValueError(f"margin source {source!r} needs columns {missing}, found {ds.column_names}; "
+                         "choose another margin source for data without ratings")
+    return np.asarray(ds["score_chosen"], dtype=np.float64), np.asarray(ds["score_rejected"], dtype=np.float64)
 
 
-def chosen_score_margins(ds: datasets.Dataset) -> np.ndarray:
-    """The chosen response's score alone (the paper's "sorted by chosen score" ablation)."""
-    return np.asarray(ds["score_chosen"], dtype=np.float64)
+@register_margin_source("ratings", "score_chosen − score_rejected (the paper's default)")
+def rating_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
+    """``score_chosen - score_rejected`` for every pair."""
+    chosen, rejected = _scores(ds, "ratings")
+    return chosen - rejected
 
 
-def rejected_score_margins(ds: datasets.Dataset) -> np.ndarray:
-    """Minus the rejected response's score: a worse rejected response makes an easier pair
-    (the paper's "sorted by rejected score" ablation)."""
-    return -np.asarray(ds["score_rejected"], dtype=np.float64)
+@register_margin_source("score_chosen", "the chosen response's score (the paper's sort-key ablation)")
+def chosen_score_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
+    """The chosen response's score alone."""
+    return _scores(ds, "score_chosen")[0]
 
 
-MARGIN_SOURCES = {"ratings": rating_margins, "score_chosen": chosen_score_margins,
-                  "score_rejected": rejected_score_margins}
-MODEL_SOURCES = ("reward_model", "likelihood_gap")  # computed with a model: see mixdpo_kit.scoring
+@register_margin_source("score_rejected", "minus the rejected response's score (the paper's ablation)")
+def rejected_score_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
+    """Minus the rejected response's score: a worse rejected response makes an easier pair."""
+    return -_scores(ds, "score_rejected")[1]
 
 
-def column_margins(ds: datasets.Dataset, column: str) -> np.ndarray:
+@register_margin_source("column", "a numeric column of the data (column:NAME)", columns=lambda arg: (arg,))
+def column_margins(ds: datasets.Dataset, ctx=None, arg: str | None = None) -> np.ndarray:
     """A numeric column of the data used as the margin (``source: column:NAME``)."""
-    if column not in ds.column_names:
-        raise ValueError(f"margin column {column!r} not found; columns: {ds.column_names}")
-    return np.asarray(ds[column], dtype=np.float64)
-
-
-def compute_margins(ds: datasets.Dataset, source="ratings") -> np.ndarray:
-    """Margins from a named data source, ``column:NAME``, or a callable ``f(dataset) -> margins``.
-
-    A callable's output is checked: one finite number per pair.
-    """
-    if callable(source):
-        m = np.asarray(source(ds), dtype=np.float64)
-        if m.shape != (len(ds),) or not np.isfinite(m).all():
-            raise ValueError(f"a margin function must return {len(ds)} finite numbers, got shape {m.shape}"
-                             f" with {int((~np.isfinite(m)).sum()) if m.ndim else 0} non-finite")
-        return m
-    if source.startswith("column:"):
-        return column_margins(ds, source[len("column:"):])
-    if source not in MARGIN_SOURCES:
-        known = sorted(MARGIN_SOURCES) + list(MODEL_SOURCES) + ["column:NAME"]
-        raise ValueError(f"unknown margin source {source!r}; choose one of {known}")
-    return MARGIN_SOURCES[source](ds)
+    if not arg or arg not in ds.column_names:
+        raise ValueError(f"margin column {arg!r} not found; columns: {ds.column_names}")
+    return np.asarray(ds[arg], dtype=np.float64)
 
 
 NORMALIZATIONS = ("raw", "zscore", "rank")

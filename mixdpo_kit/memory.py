@@ -7,14 +7,19 @@ Reads only the model's config (a few KB). The estimate adds:
 - trainable parameters: fp32 value + gradient + two AdamW moments (16 bytes each);
 - activations for the policy forward of chosen + rejected sequences (2 × batch): with
   gradient checkpointing one hidden state per layer plus one layer's full activations,
-  without it roughly 34 bytes × hidden per token per layer (the transformer rule of thumb);
-- logits: the fp32 log-softmax over the vocabulary for every token, twice (value and grad);
-- a fixed CUDA context and allocator overhead.
-It is an estimate to choose settings with; ``docs/benchmarks.md`` compares it with measurements.
+  without it roughly 34 bytes × hidden per token per layer at 16 bit (the transformer rule of
+  thumb), twice that in fp32;
+- logits: 16 bytes per token per vocabulary entry — four fp32-sized tensors of
+  [tokens × vocab]: the logits (with their fp32 cast), the log-softmax, and the gradients of both
+  (measured: ``tests/test_memory.py`` checks the CPU estimate against a real step's peak RSS);
+- on a GPU, a fixed CUDA context and allocator overhead.
+It is an estimate to choose settings with.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from mixdpo_kit.config import ModelConfig
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_GIB = 0.6
@@ -57,30 +62,37 @@ class ModelShape:
 
 
 def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1024, batch_size: int = 1,
-                        lora_r: int = 16, gradient_checkpointing: bool = True, bytes_16bit: int = 2) -> dict[str, float]:
-    """Estimated peak GPU memory in GiB for one training micro-step, by component and in total."""
+                        lora_r: int = ModelConfig.lora_r, gradient_checkpointing: bool = True, weight_bytes: int = 2,
+                        device: str = "cuda") -> dict[str, float]:
+    """Estimated peak memory in GiB for one training micro-step, by component and in total.
+
+    ``weight_bytes``: 2 for 16-bit weights on a GPU, 4 for fp32 (the CPU); ``device="cpu"``
+    leaves out the CUDA context.
+    """
     linear = shape.layers * shape.linear_params_per_layer()
     embed = shape.embedding_params()
     if mode == "qlora":
-        weights = linear * (0.5 + 0.127 / 8) + embed * bytes_16bit
+        weights = linear * (0.5 + 0.127 / 8) + embed * weight_bytes
         trainable = shape.lora_params(lora_r)
     elif mode == "lora":
-        weights = (linear + embed) * bytes_16bit
+        weights = (linear + embed) * weight_bytes
         trainable = shape.lora_params(lora_r)
     elif mode == "full":
-        weights = (linear + embed) * bytes_16bit
+        weights = (linear + embed) * weight_bytes
         trainable = linear + embed
     else:
         raise ValueError(f"unknown mode {mode!r}")
     tokens = 2 * batch_size * seq_len  # chosen + rejected through the policy
+    per_layer = tokens * 34 * shape.hidden * weight_bytes / 2
     if gradient_checkpointing:
-        activations = tokens * shape.hidden * bytes_16bit * shape.layers + tokens * 34 * shape.hidden
+        activations = tokens * shape.hidden * weight_bytes * shape.layers + per_layer
     else:
-        activations = tokens * 34 * shape.hidden * shape.layers
-    logits = tokens * shape.vocab * 4 * 2
+        activations = per_layer * shape.layers
+    logits = tokens * shape.vocab * 16
     parts = {"weights": weights, "trainable+optimizer": trainable * 16, "activations": activations, "logits": logits}
     out = {k: v / GIB for k, v in parts.items()}
-    out["cuda_context"] = CUDA_CONTEXT_GIB
+    if device == "cuda":
+        out["cuda_context"] = CUDA_CONTEXT_GIB
     out["total"] = sum(out.values())
     return out
 

@@ -123,6 +123,8 @@ class Policy:
         """Yields the module that computes reference log-probs (adapter off, or the separate model)."""
         if self.ref_model is not None:
             yield self.ref_model
+        elif not hasattr(self.model, "disable_adapter"):
+            raise RuntimeError("this policy has no reference: full fine-tuning built with_reference=False")
         else:
             with self.model.disable_adapter():
                 yield self.model
@@ -157,10 +159,12 @@ def weights_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_path=None) -> Policy:
+def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_path=None,
+                 with_reference: bool = True) -> Policy:
     """Load the policy per ``cfg.mode`` (qlora | lora | full) and set up its reference.
 
-    ``adapter_path``: load a saved LoRA adapter (safetensors) instead of creating a fresh one.
+    ``adapter_path``: load a saved LoRA adapter (safetensors) instead of creating a fresh one;
+    ``with_reference=False``: no separate reference copy for full fine-tuning (e.g. plain SFT).
     """
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -189,7 +193,7 @@ def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_p
                           target_modules=cfg.target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
     ref_model = None
-    if cfg.ref_model is not None or cfg.mode == "full":
+    if with_reference and (cfg.ref_model is not None or cfg.mode == "full"):
         ref_path = resolve_model_path(cfg.ref_model or cfg.name_or_path)
         ref_model = _load_causal_lm(ref_path, cfg, device, dtype, quantize=False).eval()
         ref_model.requires_grad_(False)

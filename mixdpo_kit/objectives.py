@@ -5,6 +5,10 @@ An objective is a small registered entry, not a string branch: ``mixdpo`` routes
 SFT; ``dpo`` trains every pair with DPO in random order; ``filtered_dpo`` drops the hard pairs;
 ``curriculum_dpo`` keeps DPO on every pair but sorts them easy→hard; and so on. ``mixdpo-kit
 objectives`` lists them. Thresholds and weights are parameters of :class:`~mixdpo_kit.config.LossConfig`.
+
+An objective may set defaults for its loss's parameters (MixDPO: the paper's beta 0.01 and
+eps 0.1) or pin them (``dpo`` is cDPO with eps = 0). :func:`resolve` writes the parameters that
+will run into the config, once, at each entry point (CLI, ``runs.run``, the launcher).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from mixdpo_kit.losses import get_loss
 from mixdpo_kit.split import Split
 
 
@@ -84,7 +89,8 @@ class Objective:
     summary: str
     preference: str | None = None  # None: the config's loss.preference
     order: str | None = None  # None: the config's curriculum order
-    fixed: dict = field(default_factory=dict)  # loss settings this objective pins (e.g. eps = 0 for DPO)
+    defaults: dict = field(default_factory=dict)  # loss parameters unless the config sets them
+    fixed: dict = field(default_factory=dict)  # loss parameters this objective pins (e.g. eps = 0 for DPO)
     needs_reference_gap: bool = False
 
 
@@ -97,16 +103,19 @@ def register_objective(name: str, routing, summary: str, **kwargs) -> Objective:
     return OBJECTIVES[name]
 
 
+# The MixDPO paper's loss settings: cDPO with beta 0.01 and eps 0.1.
+MIXDPO_PAPER = {"beta": 0.01, "label_smoothing": 0.1}
+
 register_objective("mixdpo", route_hard, "MixDPO: margin < tau → SFT on chosen, else the preference loss; "
-                   "curriculum from the config (paper: easy→hard)")
+                   "curriculum from the config (paper: easy→hard)", defaults=MIXDPO_PAPER)
 register_objective("mixdpo_soft", route_soft, "soft MixDPO: weight sigma((margin - tau)/T) on the preference loss, "
-                   "the rest on SFT")
+                   "the rest on SFT", defaults=MIXDPO_PAPER)
 register_objective("preference", route_preference, "the configured preference loss on every pair, configured order")
 register_objective("sft", route_sft, "SFT on every chosen response", order="random")
 register_objective("dpo", route_preference, "DPO on every pair, shuffled", preference="dpo", order="random",
                    fixed={"label_smoothing": 0.0})
 register_objective("cdpo", route_preference, "conservative DPO (label smoothing eps) on every pair, shuffled",
-                   preference="dpo", order="random")
+                   preference="dpo", order="random", defaults={"label_smoothing": 0.1})
 # The registered preference losses applied to every pair in shuffled order: one entry each.
 for _loss, _summary in [
     ("ipo", "IPO on every pair, shuffled"),
@@ -127,8 +136,8 @@ register_objective("filtered_dpo", route_drop_hard, "DPO with the hard pairs (ma
 register_objective("selective_dpo", route_drop_reference_hard,
                    "DPO without the pairs the reference finds hardest (Selective DPO style), shuffled",
                    preference="dpo", order="random", needs_reference_gap=True)
-register_objective("curriculum_dpo", route_preference, "DPO on every pair, sorted easy→hard, no routing",
-                   preference="dpo", order="easy_to_hard")
+register_objective("curriculum_dpo", route_preference, "MixDPO without routing: its cDPO on every pair, sorted "
+                   "easy→hard", preference="dpo", order="easy_to_hard", defaults=MIXDPO_PAPER)
 
 def get_objective(name: str) -> Objective:
     """The registered objective ``name`` (a clear error lists the others)."""
@@ -137,12 +146,36 @@ def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
+def preference_of(loss_cfg) -> str:
+    """The name of the preference loss an objective trains with (its own, or the config's)."""
+    return get_objective(loss_cfg.objective).preference or loss_cfg.preference
+
+
+def check_loss_params(loss_cfg) -> None:
+    """Raise a ``ValueError`` naming the loss's real parameters when the config sets one it lacks."""
+    spec = get_loss(preference_of(loss_cfg))
+    unknown = sorted(set(loss_cfg.params) - set(spec.defaults()))
+    if unknown:
+        raise ValueError(f"loss: {unknown} are not parameters of the {spec.name!r} loss (objective "
+                         f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}")
+
+
 def resolve(cfg):
-    """``cfg`` with the objective's pinned preference loss, order and loss settings applied, so the
-    saved config says exactly what ran."""
+    """``cfg`` with everything the objective decides written in: its preference loss, its order,
+    and every loss parameter (the loss's defaults < the objective's defaults < the config < what
+    the objective pins), so the saved config says exactly what ran. Idempotent."""
     obj = get_objective(cfg.loss.objective)
-    loss = dict(obj.fixed)
-    if obj.preference is not None:
-        loss["preference"] = obj.preference
+    name = preference_of(cfg.loss)
+    spec = get_loss(name)
+    own = {k: v for k, v in obj.defaults.items() if k in spec.defaults()}
+    params = {**spec.defaults(), **own, **cfg.loss.params, **obj.fixed}
     curriculum = {"order": obj.order} if obj.order is not None else {}
-    return cfg.override(loss=loss, curriculum=curriculum)
+    return cfg.override(loss={"preference": name, **params}, curriculum=curriculum)
+
+
+def bound_loss(loss_cfg):
+    """The resolved config's preference loss with its parameters bound (see ``losses.make_loss``)."""
+    spec = get_loss(loss_cfg.preference)
+    if set(loss_cfg.params) != set(spec.defaults()):
+        raise ValueError("the loss config is not resolved: call objectives.resolve(cfg) at the entry point")
+    return spec.bind(loss_cfg.params)

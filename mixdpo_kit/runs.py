@@ -13,6 +13,7 @@ from mixdpo_kit.model import Policy
 from mixdpo_kit.objectives import resolve as resolve_objective
 from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, tokenized_pairs, train
 from mixdpo_kit.report import read_metrics, write_html, write_summary
+from mixdpo_kit.tokenization import TokenizationSettings
 
 
 def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None = None) -> dict:
@@ -37,12 +38,11 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
         return memo[settings, what]
 
     if cfg.data.eval_source:
-        eval_cfg = cfg.override(data={"source": cfg.data.eval_source, "split": cfg.data.eval_split,
-                                      "max_rows": ec.max_pairs})
-        pairs = tokenized_pairs(eval_cfg, tok)
+        pairs = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.max_pairs,
+                                TokenizationSettings.from_config(cfg.data), tok)
         after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device)
         before = on_reference("pair_logps", lambda ref: pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device))
-        out["preference"] = preference_metrics(after, before, cfg.loss.beta)
+        out["preference"] = preference_metrics(after, before)
         prompts = list(pairs.select(range(min(ec.n_generations, len(pairs))))["prompt"])
         gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
         out["generations"] = [{"prompt": _show(p), "response": g} for p, g in zip(prompts, gens)]

@@ -1,22 +1,28 @@
-"""Margins from a model: a reward model's score gap, cached on disk.
+"""Margins from a model: a reward model's score gap, and the reference model's likelihood gap.
 
-Any ``AutoModelForSequenceClassification`` with one output works (ArmoRM-style multi-output
-heads use their first output). Conversations are rendered with the reward model's own chat
-template when it has one. Texts are scored in length-sorted batches (far less padding, same
-numbers); scores are cached as JSON under a key of the model and the exact texts, so a second
-call reads them back. (The reference model's likelihood gap lives in ``pipeline.reference_gap``
-because it shares the reference log-prob cache.)
+Both register themselves as margin sources (see :mod:`mixdpo_kit.margins`).
+
+Reward models: any ``AutoModelForSequenceClassification`` with one output works (ArmoRM-style
+multi-output heads use their first output). Conversations are rendered with the reward model's
+own chat template when it has one. Texts are scored in length-sorted batches (far less padding,
+same numbers); scores are cached under a key of the model and the exact texts.
+
+Likelihood gap: the reference's mean per-token log-likelihood of chosen minus rejected, read from
+(or added to) the reference log-prob cache the trainer uses.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from mixdpo_kit.cache import JsonCache, digest
+from mixdpo_kit.logprobs import eval_mode
+from mixdpo_kit.margins import register_margin_source
+from mixdpo_kit.refcache import ReferenceCache, reference_logps
+from mixdpo_kit.tokenization import TokenizationSettings
 
 
 def reward_texts(ds, tokenizer) -> tuple[list[str], list[str], bool]:
@@ -35,18 +41,18 @@ def reward_texts(ds, tokenizer) -> tuple[list[str], list[str], bool]:
     return chosen, rejected, templated
 
 
-@torch.no_grad()
 def score_texts(model, tokenizer, texts: list[str], batch_size: int, max_length: int,
                 add_special_tokens: bool = True, sort_by_length: bool = True) -> np.ndarray:
     """One scalar score per text from a sequence-classification model."""
     device = next(model.parameters()).device
     order = np.argsort([len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
     scores = np.empty(len(texts))
-    for start in tqdm(range(0, len(texts), batch_size), desc="reward model", leave=False):
-        idx = order[start: start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_length, add_special_tokens=add_special_tokens).to(device)
-        scores[idx] = model(**enc).logits[:, 0].float().cpu().numpy()
+    with eval_mode(model):
+        for start in tqdm(range(0, len(texts), batch_size), desc="reward model", leave=False):
+            idx = order[start: start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_length, add_special_tokens=add_special_tokens).to(device)
+            scores[idx] = model(**enc).logits[:, 0].float().cpu().numpy()
     return scores
 
 
@@ -57,22 +63,43 @@ def reward_model_margins(ds, model_name: str, cache_dir: str | Path, batch_size:
 
     tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
     chosen, rejected, templated = reward_texts(ds, tokenizer)
-    key = hashlib.sha256(json.dumps([model_name, weights_fingerprint(model_name), max_length]).encode())
-    for text in chosen + rejected:
-        key.update(text.encode())
-    path = Path(cache_dir) / "reward_scores" / f"{key.hexdigest()[:24]}.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        return np.asarray(stored["chosen"]) - np.asarray(stored["rejected"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    device = device or default_device()
-    model = AutoModelForSequenceClassification.from_pretrained(model_name, trust_remote_code=trust_remote_code)
-    model.config.pad_token_id = tokenizer.pad_token_id  # the model finds each sequence's last token by it
-    model.to(device).eval()
-    # Rendered templates carry their own special tokens.
-    s_c = score_texts(model, tokenizer, chosen, batch_size, max_length, add_special_tokens=not templated)
-    s_r = score_texts(model, tokenizer, rejected, batch_size, max_length, add_special_tokens=not templated)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"model": model_name, "chosen": s_c.tolist(), "rejected": s_r.tolist()}))
-    return s_c - s_r
+    cache = JsonCache(Path(cache_dir) / "reward_scores")
+    key = digest([model_name, weights_fingerprint(model_name), max_length], chosen, rejected)
+    stored = cache.get(key)
+    if stored is None:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+        model.config.pad_token_id = tokenizer.pad_token_id  # the model finds each sequence's last token by it
+        model.to(device or default_device())
+        # Rendered templates carry their own special tokens.
+        stored = {"model": model_name,
+                  "chosen": score_texts(model, tokenizer, chosen, batch_size, max_length, not templated).tolist(),
+                  "rejected": score_texts(model, tokenizer, rejected, batch_size, max_length, not templated).tolist()}
+        cache.put(key, stored)
+    return np.asarray(stored["chosen"]) - np.asarray(stored["rejected"])
+
+
+@register_margin_source("reward_model", "a reward model's score gap (margins.reward_model: NAME_OR_PATH)")
+def reward_model_source(ds, ctx, arg=None) -> np.ndarray:
+    mc = ctx.cfg.margins
+    if not mc.reward_model:
+        raise ValueError("margin source 'reward_model' needs margins.reward_model (a model name or path)")
+    return reward_model_margins(ds, mc.reward_model, ctx.cfg.train.cache_dir, mc.batch_size, ctx.cfg.data.max_length,
+                                ctx.cfg.model.trust_remote_code)
+
+
+@register_margin_source("likelihood_gap", "the reference's per-token log-likelihood gap, chosen − rejected",
+                        needs_tokens=True)
+def likelihood_gap_source(ds, ctx, arg=None) -> np.ndarray:
+    cfg = ctx.cfg
+    chosen, rejected = reference_logps(ctx.policy, ds, list(range(len(ds))), _token_settings(cfg.data),
+                                       ReferenceCache(cfg.train.cache_dir), cfg.eval.batch_size)
+    n_c = np.array([len(x) for x in ds["chosen_ids"]], float)
+    n_r = np.array([len(x) for x in ds["rejected_ids"]], float)
+    return np.asarray(chosen) / n_c - np.asarray(rejected) / n_r
+
+
+def _token_settings(data_cfg) -> dict:
+    return TokenizationSettings.from_config(data_cfg).to_dict()
+

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import datasets
 
+from mixdpo_kit.config import DataConfig
 from mixdpo_kit.data import DataError, DataReport
 
 
@@ -24,12 +25,17 @@ from mixdpo_kit.data import DataError, DataReport
 class TokenizationSettings:
     """Everything that changes token ids; part of the reference-cache key."""
 
-    max_length: int = 1024
-    max_prompt_length: int = 512
-    truncation: str = "truncate"  # or "drop"
+    max_length: int
+    max_prompt_length: int
+    truncation: str = DataConfig.truncation  # "truncate" or "drop"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_config(cls, data_cfg) -> "TokenizationSettings":
+        """The settings of a :class:`~mixdpo_kit.config.DataConfig`."""
+        return cls(data_cfg.max_length, data_cfg.max_prompt_length, data_cfg.truncation)
 
 
 def render_prompt(tokenizer, prompt) -> str:

@@ -6,10 +6,12 @@ What it changes in Trainer, and why:
   rejected responses of preference-routed pairs only: an SFT-routed pair costs one sequence,
   no rejected pass and no reference pass;
 - reference log-probs come precomputed from the dataset (see :mod:`mixdpo_kit.refcache`) or,
-  when missing, from the policy with its adapter off, for preference-routed pairs only;
+  when missing (NaN), from the policy with its adapter off, for preference-routed pairs only;
 - the loss is a per-batch mean computed here, so ``model_accepts_loss_kwargs = False`` keeps
   Trainer from rescaling it by token counts under gradient accumulation;
 - per-route metrics are averaged over the pairs of that route since the last log.
+
+The trainer's input is :func:`training_dataset`: the columns of ``TRAIN_COLUMNS``, nothing else.
 """
 from __future__ import annotations
 
@@ -18,29 +20,44 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+import datasets
+import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
 from mixdpo_kit.curriculum import CurriculumPlan, CurriculumSampler
-from mixdpo_kit.logprobs import low_confidence_stats, pad_sequences, sequence_logps, token_logps
-from mixdpo_kit.losses import PREFERENCE_LOSSES, PairLogps, routed_loss
+from mixdpo_kit.logprobs import eval_mode, pad_sequences, score_pair_batch, token_logps
+from mixdpo_kit.losses import PairLogps, routed_loss
 
-TRAIN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids", "sft_weight", "preference_weight", "margin",
-                 "row_index", "ref_chosen_logps", "ref_rejected_logps")
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+TRAIN_COLUMNS = TOKEN_COLUMNS + ("sft_weight", "preference_weight", "margin", "row_index", "ref_chosen_logps",
+                                 "ref_rejected_logps")
 
 
-def _float_or_nan(value) -> float:
-    return float("nan") if value is None else float(value)
+def training_dataset(pairs: datasets.Dataset, sft_weight, preference_weight, margin, ref_chosen=None,
+                     ref_rejected=None) -> datasets.Dataset:
+    """The trainer's input: tokenised pairs (with ``row_id``) plus per-pair route weights, margin
+    and reference log-prob sums (NaN, or None for all, where the trainer must compute them)."""
+    n = len(pairs)
+    nan = [math.nan] * n
+    columns = {c: pairs[c] for c in TOKEN_COLUMNS}
+    columns.update(sft_weight=np.asarray(sft_weight, float).tolist(),
+                   preference_weight=np.asarray(preference_weight, float).tolist(),
+                   margin=np.asarray(margin, float).tolist(), row_index=list(pairs["row_id"]),
+                   ref_chosen_logps=nan if ref_chosen is None else [float(x) for x in ref_chosen],
+                   ref_rejected_logps=nan if ref_rejected is None else [float(x) for x in ref_rejected])
+    return datasets.Dataset.from_dict(columns)
 
 
 class PairCollator:
     """Pads a batch of tokenised pairs into one policy batch: the chosen response of every pair,
-    then the rejected response of the pairs with a preference weight (SFT-only pairs send none)."""
+    then the rejected response of the pairs with a preference weight (SFT-only pairs send none).
+    The token lists travel along for the reference fallback."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: list[dict]) -> dict:
         prompts = [f["prompt_ids"] for f in features]
         responses = [f["chosen_ids"] for f in features]
         for f in features:
@@ -48,29 +65,26 @@ class PairCollator:
                 prompts.append(f["prompt_ids"])
                 responses.append(f["rejected_ids"])
         input_ids, attention_mask, response_mask = pad_sequences(prompts, responses, self.pad_id)
-        column = lambda key, dtype=torch.float32: torch.tensor(  # noqa: E731
-            [_float_or_nan(f.get(key)) for f in features], dtype=dtype)
+        column = lambda key, dtype=torch.float32: torch.tensor([f[key] for f in features], dtype=dtype)  # noqa: E731
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
             "sft_weight": column("sft_weight"), "preference_weight": column("preference_weight"),
             "margin": column("margin"), "row_index": column("row_index", torch.long),
             "ref_chosen_logps": column("ref_chosen_logps"), "ref_rejected_logps": column("ref_rejected_logps"),
+            "pairs": {c: [f[c] for f in features] for c in TOKEN_COLUMNS},
         }
 
 
 class MixDPOTrainer(Trainer):
     """Trainer for routed preference optimisation; see the module docstring."""
 
-    def __init__(self, *args, plan: CurriculumPlan, loss_params: dict, reference=None, **kwargs):
-        """``plan``: the curriculum; ``loss_params``: ``routed_loss`` keyword arguments
-        (preference, beta, ...); ``reference``: a context manager factory yielding the reference
-        module, used only when a reference log-prob is missing from the batch."""
+    def __init__(self, *args, plan: CurriculumPlan, loss, reference=None, **kwargs):
+        """``plan``: the curriculum; ``loss``: a bound preference loss (``objectives.bound_loss``),
+        which keeps any state of its own across steps; ``reference``: a context manager factory
+        yielding the reference module, used only when a reference log-prob is missing."""
         super().__init__(*args, **kwargs)
         self.plan = plan
-        self.loss_params = dict(loss_params)
-        self.pref_spec = PREFERENCE_LOSSES[self.loss_params.get("preference", "dpo")]
-        if self.pref_spec.stateful:
-            self.loss_params["state"] = {}  # e.g. beta-DPO's running statistics, kept across steps
+        self.loss = loss
         self.reference = reference
         self.model_accepts_loss_kwargs = False
         self._metric_sums: dict[str, float] = defaultdict(float)
@@ -85,15 +99,12 @@ class MixDPOTrainer(Trainer):
         if missing.any():
             if self.reference is None:
                 raise RuntimeError("reference log-probs are missing and the trainer has no reference model")
-            n = len(with_pref)
-            pref_pos = with_pref.nonzero().squeeze(-1)
-            # Rows of the policy batch: chosen of pair i is row i, rejected of the k-th preference pair is row n+k.
-            rows = torch.cat([pref_pos, n + torch.arange(len(pref_pos), device=pref_pos.device)])
-            with self.reference() as ref, torch.no_grad():
-                logps, _ = sequence_logps(ref, inputs["input_ids"][rows], inputs["attention_mask"][rows],
-                                          inputs["response_mask"][rows])
-            ref_c[pref_pos] = logps[: len(pref_pos)].to(ref_c.dtype)
-            ref_r[pref_pos] = logps[len(pref_pos):].to(ref_r.dtype)
+            rows = missing.nonzero().squeeze(-1).tolist()
+            pairs = inputs["pairs"]
+            with self.reference() as ref, eval_mode(ref):
+                c, r = score_pair_batch(ref, *([pairs[k][i] for i in rows] for k in TOKEN_COLUMNS),
+                                        self.processing_class.pad_token_id, ref_c.device)
+            ref_c[missing], ref_r[missing] = c.to(ref_c.dtype), r.to(ref_r.dtype)
         return ref_c, ref_r
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -101,21 +112,20 @@ class MixDPOTrainer(Trainer):
         with_pref = pref_w > 0
         n = len(sft_w)
         token_lp, mask = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
-        logps, ntok = token_lp.sum(-1), mask.sum(-1)
 
         def per_pair(values, fill):  # chosen rows are 0..n-1; rejected rows follow, for preference pairs only
             return values[:n], torch.full_like(values[:n], fill).masked_scatter(with_pref, values[n:])
 
-        chosen, rejected = per_pair(logps, float("nan"))
-        chosen_tokens, rejected_tokens = per_pair(ntok, 0.0)
+        chosen, rejected = per_pair(token_lp.sum(-1), float("nan"))
+        chosen_tokens, rejected_tokens = per_pair(mask.sum(-1), 0.0)
         lp = PairLogps(chosen, rejected, chosen_tokens, rejected_tokens, margin=inputs["margin"].to(chosen.dtype))
-        if self.pref_spec.needs_reference and with_pref.any():
+        spec = self.loss.spec
+        if spec.needs_reference and with_pref.any():
             lp.ref_chosen, lp.ref_rejected = self._reference_logps(inputs, with_pref)
-        if self.pref_spec.needs_token_confidence:
-            crit, crit_n = low_confidence_stats(token_lp, mask)
-            lp.chosen_critical, lp.rejected_critical = per_pair(crit, 0.0)
-            lp.chosen_critical_tokens, lp.rejected_critical_tokens = per_pair(crit_n, 0.0)
-        out = routed_loss(lp, sft_weights=sft_w, preference_weights=pref_w, **self.loss_params)
+        if spec.token_inputs is not None:  # e.g. ConfPO's low-confidence token statistics
+            for name, values in spec.token_inputs(token_lp, mask).items():
+                lp.extra[f"chosen_{name}"], lp.extra[f"rejected_{name}"] = per_pair(values, 0.0)
+        out = routed_loss(lp, self.loss, sft_w, pref_w)
         loss = out.loss
         if not torch.isfinite(loss):
             # The weights are still finite (no backward yet): keep them for inspection, then stop.

@@ -7,6 +7,7 @@ curriculum chosen in the first two panels flow into the launcher.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 from pathlib import Path
@@ -20,7 +21,7 @@ from mixdpo_kit import viz
 from mixdpo_kit.config import CurriculumConfig, RunConfig, SplitConfig, TrainConfig
 from mixdpo_kit.curriculum import ORDERS, CurriculumPlan
 from mixdpo_kit.losses import PREFERENCE_LOSSES
-from mixdpo_kit.objectives import OBJECTIVES
+from mixdpo_kit.objectives import OBJECTIVES, resolve
 from mixdpo_kit.split import Split, split_by_margin
 
 
@@ -251,12 +252,14 @@ class TrainingLauncher:
 
     def __init__(self, cfg: RunConfig, panels=(), out_dir: str = "runs/notebook"):
         """``panels``: objects with ``apply_to(cfg)`` (the margin explorer, the curriculum designer)."""
-        self.base, self.panels = cfg, list(panels)
+        self.base, self.panels = resolve(cfg), list(panels)
         self.objective = W.Dropdown(options=list(OBJECTIVES), value=cfg.loss.objective, description="objective")
-        self.preference = W.Dropdown(options=sorted(PREFERENCE_LOSSES), value=cfg.loss.preference,
+        self.preference = W.Dropdown(options=sorted(PREFERENCE_LOSSES), value=self.base.loss.preference,
                                      description="pref. loss")
-        self.beta = W.FloatText(value=cfg.loss.beta, description="β")
-        self.label_smoothing = W.FloatText(value=cfg.loss.label_smoothing, description="ε")
+        self.params = W.HBox()  # one field per parameter of the chosen loss, rebuilt when it changes
+        self._show_params(self.base.loss.params)
+        for w in (self.objective, self.preference):
+            w.observe(lambda _: self._show_params(), names="value")
         self.learning_rate = W.FloatText(value=cfg.train.learning_rate, description="lr")
         self.max_steps = W.IntText(value=cfg.train.max_steps, description="max steps")
         self.model = W.Text(value=cfg.model.name_or_path, description="model")
@@ -276,22 +279,39 @@ class TrainingLauncher:
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.export_button.on_click(lambda _: self.export())
-        form = W.VBox([W.HBox([self.objective, self.preference]), W.HBox([self.beta, self.label_smoothing]),
+        form = W.VBox([W.HBox([self.objective, self.preference]), self.params,
                        W.HBox([self.learning_rate, self.max_steps]), W.HBox([self.model, self.mode]), self.out_dir])
         self.widget = W.VBox([form, W.HBox([self.run_button, self.stop_button, self.export_button]),
                               self.progress, self.status, self.plot, self.yaml])
 
+    def _loss_config(self, params: dict) -> RunConfig:
+        loss = dataclasses.replace(self.base.loss, objective=self.objective.value, preference=self.preference.value,
+                                   params=params)
+        return resolve(dataclasses.replace(self.base, loss=loss))
+
+    def _show_params(self, params: dict | None = None) -> None:
+        """Fields for the chosen loss's parameters: the given values, else its (objective's) defaults."""
+        if params is None:
+            params = self._loss_config({}).loss.params
+        self.param_fields = {k: (W.FloatText(value=v, description=k) if isinstance(v, (int, float)) else
+                                 W.Text(value="" if v is None else str(v), description=k))
+                             for k, v in params.items()}
+        self.params.children = tuple(self.param_fields.values())
+
+    def loss_params(self) -> dict:
+        """The values in the parameter fields (an empty text field is None)."""
+        return {k: (w.value if isinstance(w, W.FloatText) else (float(w.value) if w.value.strip() else None))
+                for k, w in self.param_fields.items()}
+
     def config(self) -> RunConfig:
-        """The run config: the base, then the panels' choices, then this form."""
-        cfg = self.base
+        """The resolved run config: the base, then the panels' choices, then this form."""
+        cfg = self._loss_config(self.loss_params())
         for panel in self.panels:
             cfg = panel.apply_to(cfg)
-        return cfg.override(
-            loss={"objective": self.objective.value, "preference": self.preference.value, "beta": self.beta.value,
-                  "label_smoothing": self.label_smoothing.value},
+        return resolve(cfg.override(
             model={"name_or_path": self.model.value, "mode": self.mode.value},
             train={"learning_rate": self.learning_rate.value, "max_steps": self.max_steps.value,
-                   "output_dir": self.out_dir.value})
+                   "output_dir": self.out_dir.value}))
 
     def export(self, path: str | Path | None = None) -> str:
         """Show the config as YAML (and write it to ``path`` or ``<run folder>/config.yaml``)."""

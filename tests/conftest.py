@@ -5,6 +5,7 @@ import datasets
 import pytest
 
 from mixdpo_kit.config import preset
+from mixdpo_kit.objectives import resolve
 from mixdpo_kit.tiny import build_tiny_model
 
 
@@ -32,9 +33,9 @@ def chat_pairs():
 @pytest.fixture
 def small_cfg(tiny_llama, tmp_path):
     """The demo config shrunk to a few steps on the tiny Llama, caches under tmp_path."""
-    return preset("demo").override(
+    return resolve(preset("demo").override(
         model={"name_or_path": tiny_llama}, sft_warmup={"enabled": False},
         data={"max_rows": 48}, eval={"max_pairs": 16, "reward_prompts": 8, "n_generations": 2, "max_new_tokens": 6},
         train={"per_device_train_batch_size": 4, "max_steps": 6, "logging_steps": 1, "save_steps": 3,
                "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "run")},
-    )
+    ))

@@ -29,8 +29,8 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
     prep = analyze_data(cfg, policy=policy)
     # SGD, not Adam: an SGD step is proportional to the gradient, so one and two processes agree up
     # to float reduction order; Adam's early steps are ±lr and flip on near-zero gradients.
-    trainer = build_trainer(cfg, policy, prep, out / f"rank{rank}", save_strategy="no", disable_tqdm=True,
-                            optim="sgd")
+    trainer, _ = build_trainer(cfg, policy, prep, out / f"rank{rank}", save_strategy="no", disable_tqdm=True,
+                               optim="sgd")
     seen = []
     original = trainer.compute_loss
 

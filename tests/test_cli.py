@@ -52,7 +52,7 @@ def test_train_and_evaluate_from_yaml(small_cfg, tmp_path):
     again = json.loads((run_dir / "summary.json").read_text())
     # The reloaded adapter (safetensors, via PeftModel.from_pretrained) scores the same, and the
     # re-evaluation used exactly the config the run saved.
-    for key in ("logps_chosen_after", "logps_rejected_after", "reward_margin"):
+    for key in ("logps_chosen_after", "logps_rejected_after", "logratio_margin"):
         assert abs(first["evaluation"]["preference"][key] - again["evaluation"]["preference"][key]) < 1e-3, key
     assert again["config"] == first["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (first["config"]["loss"]["label_smoothing"], first["config"]["curriculum"]["order"]) == (0.0, "random")

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from mixdpo_kit.config import LossConfig
-from mixdpo_kit.logprobs import low_confidence_stats
-from mixdpo_kit.losses import PREFERENCE_LOSSES, PairLogps, preference_loss
+from mixdpo_kit.losses import PREFERENCE_LOSSES, PairLogps, low_confidence_stats, make_loss, preference_loss
 from mixdpo_kit.objectives import OBJECTIVES, get_objective, resolve
 from mixdpo_kit.split import split_by_margin
 
@@ -30,17 +29,22 @@ Z = [2.0, -1.0, 1.0]
 
 
 def test_beta_dpo_adapts_beta_from_running_gap_statistics():
-    state = {}
-    out = preference_loss(pairs(), "beta_dpo", beta=0.1, beta_dpo_alpha=0.6, beta_dpo_filter_rate=0.0, state=state)
+    loss = make_loss("beta_dpo", {"beta": 0.1, "alpha": 0.6, "filter_rate": 0.0})
+    out = loss(pairs())
     mean, std = np.mean(Z), np.std(Z, ddof=1)
     mu, sigma = 0.1 * mean, 0.1 * std  # running stats start at 0 with momentum 0.9
     beta_batch = 0.1 * (1 + 0.6 * (mean - mu))
-    assert state["gap_mean"] == pytest.approx(mu) and state["gap_std"] == pytest.approx(sigma)
+    assert loss.gap_mean == pytest.approx(mu) and loss.gap_std == pytest.approx(sigma)
     assert out.tolist() == pytest.approx([nls(beta_batch * z) for z in Z], rel=1e-5)
-    assert state["log"]["beta_dpo/beta"] == pytest.approx(beta_batch)
+    assert loss.metrics()["beta_dpo/beta"] == pytest.approx(beta_batch)
+    # The statistics live in the loss object and carry over to its next call, not to a new one.
+    loss(pairs())
+    assert loss.gap_mean == pytest.approx(0.9 * mu + 0.1 * mean)
+    assert make_loss("beta_dpo").gap_mean == 0.0
     # With filtering, (1 - rate) B pairs are kept and the rest contribute 0.
-    out = preference_loss(pairs(), "beta_dpo", beta=0.1, beta_dpo_filter_rate=0.3, state=state)
-    assert int((out == 0).sum()) == 1 and state["log"]["beta_dpo/kept_fraction"] == pytest.approx(2 / 3)
+    filtering = make_loss("beta_dpo", {"beta": 0.1, "filter_rate": 0.3})
+    out = filtering(pairs())
+    assert int((out == 0).sum()) == 1 and filtering.metrics()["beta_dpo/kept_fraction"] == pytest.approx(2 / 3)
 
 
 def test_amapo_margin_only_for_pairs_below_the_batch_mean():
@@ -65,19 +69,22 @@ def test_madpo_gdpo_da_dpo_weights_from_margins():
     assert expect[0] == pytest.approx(math.log(2))
     # DA-DPO: difficulty by margin rank (hardest = 1): margins [0, 4, 2] -> d = [1, 0, 0.5]
     w = [1.5, 0.5, 1.0]
-    assert preference_loss(lp, "da_dpo", beta=0.1, da_dpo_strength=0.5).tolist() == pytest.approx(
+    assert preference_loss(lp, "da_dpo", beta=0.1, strength=0.5).tolist() == pytest.approx(
         [wi * nls(0.1 * z) for wi, z in zip(w, Z)], rel=1e-5)
 
 
 def test_confpo_uses_low_confidence_tokens_only():
     logps = torch.log(torch.tensor([[0.9, 0.1, 0.5, 1.0], [0.2, 0.4, 1.0, 1.0]]))
     mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0]])
-    crit, n = low_confidence_stats(logps * mask, mask)
+    stats = low_confidence_stats(logps * mask, mask)
+    crit, n = stats["critical"], stats["critical_tokens"]
     # row 0: mean p = 0.5 -> only 0.1 is below; row 1: mean p = 0.3 -> only 0.2
     assert n.tolist() == [1, 1] and crit.tolist() == pytest.approx([math.log(0.1), math.log(0.2)])
-    lp = pairs(chosen_critical=torch.tensor([-2.0, -1.0, 0.0]), chosen_critical_tokens=torch.tensor([2.0, 1.0, 0.0]),
-               rejected_critical=torch.tensor([-3.0, -1.0, -1.0]), rejected_critical_tokens=torch.tensor([1.0, 2.0, 1.0]))
-    out = preference_loss(lp, "confpo", beta=2.0, simpo_gamma=0.5).tolist()
+    lp = pairs(extra={"chosen_critical": torch.tensor([-2.0, -1.0, 0.0]),
+                      "chosen_critical_tokens": torch.tensor([2.0, 1.0, 0.0]),
+                      "rejected_critical": torch.tensor([-3.0, -1.0, -1.0]),
+                      "rejected_critical_tokens": torch.tensor([1.0, 2.0, 1.0])})
+    out = preference_loss(lp, "confpo", beta=2.0, gamma=0.5).tolist()
     assert out == pytest.approx([nls(2.0 * (-1 + 3) - 0.5), nls(2.0 * (-1 + 0.5) - 0.5), 0.0], rel=1e-5)
 
 
@@ -100,7 +107,7 @@ def test_routings():
 
 def test_resolve_pins_what_each_objective_fixes(small_cfg):
     cfg = resolve(small_cfg.override(loss={"objective": "dpo"}))
-    assert (cfg.loss.preference, cfg.loss.label_smoothing, cfg.curriculum.order) == ("dpo", 0.0, "random")
+    assert (cfg.loss.preference, cfg.loss.params["label_smoothing"], cfg.curriculum.order) == ("dpo", 0.0, "random")
     cfg = resolve(small_cfg.override(loss={"objective": "curriculum_dpo"}, curriculum={"order": "random"}))
     assert cfg.curriculum.order == "easy_to_hard"
     assert resolve(small_cfg.override(loss={"objective": "mixdpo"})).curriculum.order == "easy_to_hard"
@@ -108,26 +115,44 @@ def test_resolve_pins_what_each_objective_fixes(small_cfg):
         resolve(small_cfg.override(loss={"objective": "magic"}))
 
 
-def test_every_objective_has_a_docstring_and_its_loss_exists():
-    for obj in OBJECTIVES.values():
-        assert obj.summary
-        if obj.preference:
-            assert obj.preference in PREFERENCE_LOSSES
-    for spec in PREFERENCE_LOSSES.values():
-        assert spec.fn.__doc__ and len(spec.fn.__doc__) > 40
+def test_loss_parameters_are_typed_validated_and_resolved(tmp_path):
+    from mixdpo_kit.config import RunConfig
+
+    # Each loss runs with its own paper's parameters unless the config sets them.
+    for objective, expect in [("simpo", {"beta": 2.0, "gamma": 1.0, "label_smoothing": 0.0}),
+                              ("mixdpo", {"beta": 0.01, "label_smoothing": 0.1}),
+                              ("cdpo", {"beta": 0.1, "label_smoothing": 0.1})]:
+        assert resolve(RunConfig().override(loss={"objective": objective})).loss.params == expect
+    cfg = resolve(RunConfig().override(loss={"objective": "simpo", "beta": 2.5}))
+    assert cfg.loss.params["beta"] == 2.5 and cfg.loss.preference == "simpo"
+    # The YAML keys users write keep loading, flat beside the objective, and round-trip.
+    path = tmp_path / "c.yaml"
+    path.write_text("loss:\n  objective: mixdpo\n  beta: 0.05\n  label_smoothing: 0.2\n")
+    loaded = RunConfig.from_yaml(path)
+    assert loaded.loss.params == {"beta": 0.05, "label_smoothing": 0.2}
+    loaded.to_yaml(path)
+    assert RunConfig.from_yaml(path) == loaded and "beta: 0.05" in path.read_text()
+    # A parameter the chosen loss lacks is an error naming the real ones.
+    path.write_text("loss:\n  objective: ipo\n  label_smoothing: 0.1\n")
+    with pytest.raises(ValueError, match=r"\['label_smoothing'\] are not parameters of the 'ipo' loss.*'beta'"):
+        RunConfig.from_yaml(path)
+    for name in OBJECTIVES:  # every objective resolves to a registered loss with all its parameters
+        lc = resolve(RunConfig().override(loss={"objective": name})).loss
+        assert set(lc.params) == set(PREFERENCE_LOSSES[lc.preference].defaults())
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_every_objective_trains(name, small_cfg, tmp_path):
+    from mixdpo_kit.compare import variant_config
     from mixdpo_kit.model import build_policy
     from mixdpo_kit.pipeline import analyze_data, build_trainer
 
-    cfg = resolve(small_cfg.override(loss={"objective": name, "beta": 0.5},
-                                     train={"max_steps": 2, "save_steps": 1000, "learning_rate": 1e-2},
-                                     split={"quantile": 0.3}))
+    cfg = variant_config(small_cfg, {"loss": {"objective": name},  # the objective's own loss parameters
+                                     "train": {"max_steps": 2, "save_steps": 1000, "learning_rate": 1e-2},
+                                     "split": {"quantile": 0.3}})
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy.tokenizer)
-    trainer = build_trainer(cfg, policy, prep, tmp_path)
+    trainer, kept = build_trainer(cfg, policy, prep, tmp_path)
     before = [p.detach().clone() for p in policy.model.parameters() if p.requires_grad]
     trainer.train()
     after = [p.detach() for p in policy.model.parameters() if p.requires_grad]
@@ -135,4 +160,4 @@ def test_every_objective_trains(name, small_cfg, tmp_path):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses and all(math.isfinite(x) for x in losses)
     if name in ("filtered_dpo", "selective_dpo"):
-        assert sum(trainer.prep.report.dropped.values()) == prep.split.n_hard > 0
+        assert sum(kept.report.dropped.values()) == prep.split.n_hard > 0

@@ -40,13 +40,14 @@ def record_rows(trainer: MixDPOTrainer):
 def make_trainer(cfg, out, **over):
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy.tokenizer)
-    trainer = build_trainer(cfg, policy, prep, out, **over)
+    trainer, prep = build_trainer(cfg, policy, prep, out, **over)
     return policy, prep, trainer
 
 
 def test_collator_sends_only_chosen_for_sft_pairs():
     feats = [{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5], "sft_weight": float(h),
-              "preference_weight": float(not h), "margin": 1.0, "row_index": i}
+              "preference_weight": float(not h), "margin": 1.0, "row_index": i,
+              "ref_chosen_logps": float("nan"), "ref_rejected_logps": float("nan")}
              for i, h in enumerate([True, False, True])]
     batch = PairCollator(pad_id=0)(feats)
     assert batch["input_ids"].shape[0] == 4  # 3 chosen + 1 rejected (the easy pair)
@@ -74,13 +75,8 @@ def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path
                              split={"quantile": 0.5})
     policy, prep, trainer = make_trainer(cfg, tmp_path)
     rows = []
-    model_fwd = policy.model.base_model.model.forward
-
-    def counting_forward(*a, **kw):
-        rows.append(kw["input_ids"].shape[0])
-        return model_fwd(*a, **kw)
-
-    policy.model.base_model.model.forward = counting_forward
+    policy.model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
     seen = record_rows(trainer)
     trainer.train()
     hard_by_row = dict(zip(prep.dataset["row_id"], prep.split.hard))
@@ -98,9 +94,9 @@ def test_reference_cache_second_run_computes_nothing(small_cfg, tmp_path):
     policy = build_policy(small_cfg.model)
     prep = analyze_data(small_cfg, policy.tokenizer)
     first, second = ReferenceCache(small_cfg.train.cache_dir), ReferenceCache(small_cfg.train.cache_dir)
-    t1 = build_trainer(small_cfg, policy, prep, tmp_path / "a", cache=first)
+    t1, _ = build_trainer(small_cfg, policy, prep, tmp_path / "a", cache=first)
     assert first.computed == prep.split.n_easy > 0
-    t2 = build_trainer(small_cfg, policy, prep, tmp_path / "b", cache=second)
+    t2, _ = build_trainer(small_cfg, policy, prep, tmp_path / "b", cache=second)
     assert second.computed == 0
     a, b = np.array(t1.train_dataset["ref_chosen_logps"], dtype=float), np.array(t2.train_dataset["ref_chosen_logps"], dtype=float)
     assert np.array_equal(np.isnan(a), prep.split.hard)
@@ -147,8 +143,8 @@ def test_gradient_accumulation_gives_the_same_update(small_cfg, tmp_path):
         torch.manual_seed(0)
         policy = build_policy(cfg.model)
         recorder = GradientRecorder(policy.model)
-        trainer = build_trainer(cfg, policy, analyze_data(cfg, policy.tokenizer), tmp_path / f"{bs}_{ga}",
-                                callbacks=[recorder], save_strategy="no", max_grad_norm=0.0)
+        trainer, _ = build_trainer(cfg, policy, analyze_data(cfg, policy.tokenizer), tmp_path / f"{bs}_{ga}",
+                                   callbacks=[recorder], save_strategy="no", max_grad_norm=0.0)
         seen = record_rows(trainer)
         trainer.train()
         grads.append(recorder.grads)

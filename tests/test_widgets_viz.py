@@ -86,10 +86,15 @@ def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
     d = CurriculumDesigner(None, explorer=ex)
     d.order.value = "random"
     launcher = TrainingLauncher(small_cfg, panels=[ex, d], out_dir=str(tmp_path / "run"))
-    launcher.beta.value = 0.25
+    launcher.param_fields["beta"].value = 0.25
     launcher.max_steps.value = 40
     cfg = launcher.config()
-    assert (cfg.split.tau, cfg.curriculum.order, cfg.loss.beta, cfg.train.max_steps) == (3.0, "random", 0.25, 40)
+    assert (cfg.split.tau, cfg.curriculum.order, cfg.loss.params["beta"], cfg.train.max_steps) == (3.0, "random", 0.25, 40)
+    # Another objective shows its own loss's parameters, with their defaults.
+    launcher.objective.value = "simpo"
+    assert launcher.loss_params() == {"beta": 2.0, "gamma": 1.0, "label_smoothing": 0.0}
+    launcher.objective.value = small_cfg.loss.objective
+    launcher.param_fields["beta"].value = 0.25
     text = launcher.export(tmp_path / "exported.yaml")
     assert "beta: 0.25" in text and (tmp_path / "exported.yaml").exists()
     # Stop after the second logged step: training ends cleanly and keeps a checkpoint.
