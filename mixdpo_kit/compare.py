@@ -32,6 +32,7 @@ METRICS = {
     "pref_accuracy": "held-out pref. accuracy",
     "delta_logp_chosen": "Δ log p(chosen)",
     "delta_logp_rejected": "Δ log p(rejected)",
+    "lr_mass_sft": "LR mass on SFT route",
 }
 
 
@@ -49,6 +50,8 @@ def run_metrics(summary: dict) -> dict[str, float]:
     """The compared numbers of one finished run."""
     ev = summary["evaluation"]
     out = {"wall_seconds": summary.get("wall_seconds", math.nan)}
+    if "lr_mass" in summary:
+        out["lr_mass_sft"] = summary["lr_mass"]["sft"]
     if "true_reward" in ev:
         before, after = ev["true_reward"]["before"], ev["true_reward"]["after"]
         out["true_reward"] = after["mean_reward"]

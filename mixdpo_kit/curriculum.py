@@ -7,6 +7,7 @@ resumed from a checkpoint sees exactly the pairs it would have seen.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,3 +70,55 @@ class CurriculumSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.plan.margins)
+
+
+def optimizer_steps(plan: CurriculumPlan, batch_size: int, grad_accum: int, epochs: float = 1.0,
+                    max_steps: int = -1) -> list[np.ndarray]:
+    """The pair indices of every optimiser step, in order, counted as ``transformers.Trainer``
+    counts them (the last step of an epoch may be short; ``max_steps > 0`` wins over epochs)."""
+    n = len(plan.margins)
+    batches = -(-n // batch_size)
+    per_epoch = max(-(-batches // grad_accum), 1)
+    total = max_steps if max_steps > 0 else math.ceil(epochs * per_epoch)
+    steps, epoch = [], 0
+    while len(steps) < total:
+        order = plan.indices(epoch)
+        per_step = batch_size * grad_accum
+        steps += [order[s * per_step: (s + 1) * per_step] for s in range(per_epoch)]
+        epoch += 1
+    return steps[:total]
+
+
+def lr_schedule(n_steps: int, scheduler: str, warmup_ratio: float) -> np.ndarray:
+    """The learning rate of each optimiser step relative to the peak, from transformers' own
+    scheduler (so it is the schedule the Trainer runs)."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = get_scheduler(scheduler, optimizer, num_warmup_steps=math.ceil(n_steps * warmup_ratio),
+                          num_training_steps=n_steps)
+    lrs = []
+    for _ in range(n_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        sched.step()
+    return np.asarray(lrs)
+
+
+def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg) -> dict:
+    """Where the learning rate goes: the share of the total learning-rate mass (the sum of the
+    step learning rates) that the SFT and the preference route receive under ``train_cfg``
+    (a :class:`~mixdpo_kit.config.TrainConfig`). ``sft_share``: each pair's SFT share of its
+    loss weight (1 for a hard MixDPO pair, 0 for an easy one). With easy→hard order and a cosine
+    schedule to zero the last, hardest steps get almost nothing — this makes that visible."""
+    t = train_cfg
+    steps = optimizer_steps(plan, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
+                            t.max_steps)
+    lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
+    share = np.asarray(sft_share, float)
+    per_step_sft = np.array([share[idx].mean() if len(idx) else 0.0 for idx in steps])
+    total = lrs.sum()
+    sft = float((lrs * per_step_sft).sum() / total) if total > 0 else 0.0
+    pairs = float(share.mean()) if len(share) else 0.0
+    return {"sft": sft, "preference": 1.0 - sft, "sft_share_of_pairs": pairs, "steps": len(steps),
+            "schedule": t.lr_scheduler_type, "warmup_ratio": t.warmup_ratio}

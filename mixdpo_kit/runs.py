@@ -9,11 +9,13 @@ from mixdpo_kit import viz
 from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
+from mixdpo_kit.curriculum import lr_mass_by_route
 from mixdpo_kit.model import Policy
 from mixdpo_kit.objectives import resolve as resolve_objective
 from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, tokenized_pairs, train
 from mixdpo_kit.report import read_metrics, write_html, write_summary
 from mixdpo_kit.tokenization import TokenizationSettings
+from mixdpo_kit.trainer import route_sft_share
 
 
 def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None = None) -> dict:
@@ -60,8 +62,10 @@ def _show(prompt) -> str:
     return prompt if isinstance(prompt, str) else " / ".join(m["content"] for m in prompt)
 
 
-def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evaluation: dict, extra: dict) -> dict:
-    """Write ``summary.json`` and ``report.html`` for a finished run; returns the summary."""
+def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evaluation: dict, extra: dict,
+                      sft_share=None) -> dict:
+    """Write ``summary.json`` and ``report.html`` for a finished run; returns the summary.
+    ``sft_share``: each trained pair's SFT share of its loss weight (default: the hard mask)."""
     rows = read_metrics(out_dir)
     summary = {"config": cfg.to_dict(), "data": data_report(prep), "split": prep.split.summary(),
                "final_train_metrics": next((r for r in reversed(rows) if "loss" in r), {}),
@@ -69,8 +73,7 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
     write_summary(out_dir, summary)
     lengths = [list(map(len, prep.dataset[c])) for c in ("chosen_ids", "rejected_ids")]
     figures = [viz.margin_histogram(prep.margins, prep.split), viz.margin_vs_length(prep.margins, *lengths, prep.split),
-               viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train.per_device_train_batch_size,
-                                       cfg.train.gradient_accumulation_steps),
+               viz.curriculum_timeline(prep.plan, prep.split.hard if sft_share is None else sft_share, cfg.train),
                viz.training_curves(rows), viz.logprob_dynamics(rows, evaluation.get("preference"))]
     tables = {"Held-out generations": evaluation.get("generations", [])}
     if "true_reward" in evaluation:
@@ -98,9 +101,11 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
         cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
         extra["sft_warmup_seconds"] = round(time.time() - start, 1)
     trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint, callbacks=callbacks)
+    sft_share = route_sft_share(trainer.train_dataset)
+    extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
     extra["wall_seconds"] = round(time.time() - start, 1)
-    return write_run_outputs(out_dir, cfg, prep, evaluation, extra)
+    return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
 
 
 def demo_config(out_dir: str | Path | None = None) -> RunConfig:
@@ -129,5 +134,5 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     prep = analyze_data(cfg, policy=policy)
     evaluation = evaluate_policy(cfg, policy)
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds")}
+    keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}
     return write_run_outputs(run_dir, cfg, prep, evaluation, keep)

@@ -49,6 +49,12 @@ def training_dataset(pairs: datasets.Dataset, sft_weight, preference_weight, mar
     return datasets.Dataset.from_dict(columns)
 
 
+def route_sft_share(train_ds: datasets.Dataset) -> np.ndarray:
+    """Each pair's SFT share of its loss weight, a / (a + b): 1 for a hard MixDPO pair, 0 for DPO."""
+    a, b = np.asarray(train_ds["sft_weight"], float), np.asarray(train_ds["preference_weight"], float)
+    return np.divide(a, a + b, out=np.zeros_like(a), where=a + b > 0)
+
+
 class PairCollator:
     """Pads a batch of tokenised pairs into one policy batch: the chosen response of every pair,
     then the rejected response of the pairs with a preference weight (SFT-only pairs send none).

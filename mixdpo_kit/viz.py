@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from mixdpo_kit.curriculum import CurriculumPlan
+from mixdpo_kit.curriculum import CurriculumPlan, lr_mass_by_route, lr_schedule, optimizer_steps
 from mixdpo_kit.margins import rank_correlation
 from mixdpo_kit.split import Split
 
@@ -52,26 +52,43 @@ def margin_sources(a, b, name_a: str = "source A", name_b: str = "source B") -> 
     return fig
 
 
-def curriculum_timeline(plan: CurriculumPlan, hard, batch_size: int = 1, grad_accum: int = 1, epoch: int = 0) -> go.Figure:
-    """Margin of each pair in training order, the fraction routed to SFT per optimiser step, and
-    the stage boundaries of a staged curriculum."""
+def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0) -> go.Figure:
+    """The planned order: each pair's margin by position (top); per optimiser step, the fraction
+    routed to SFT (middle) and the learning rate relative to its peak (bottom), with the share of
+    the learning-rate mass each route receives in the title. ``train_cfg``: a ``TrainConfig``
+    (batch size, accumulation, epochs, schedule)."""
+    from plotly.subplots import make_subplots
+
+    t = train_cfg
     order = plan.indices(epoch)
     m = np.asarray(plan.margins, dtype=float)[order]
-    h = np.asarray(hard, dtype=bool)[order]
-    per_step = batch_size * grad_accum
-    steps = np.arange(len(order)) // per_step
-    frac = np.bincount(steps, weights=h.astype(float)) / np.bincount(steps)
-    fig = go.Figure()
-    fig.add_scatter(x=np.arange(len(order)), y=m, mode="markers", name="margin",
-                    marker=dict(size=3, color=np.where(h, HARD, EASY)))
-    fig.add_scatter(x=np.arange(len(frac)) * per_step, y=frac, name="SFT fraction per optimiser step", yaxis="y2",
-                    line=dict(color="black", shape="hv"))
+    h = np.asarray(hard, dtype=float)
+    steps = optimizer_steps(plan, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
+                            t.max_steps)
+    frac = np.array([h[idx].mean() for idx in steps])
+    lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
+    mass = lr_mass_by_route(plan, h, t)
+    fig = make_subplots(rows=3, cols=1, row_heights=[0.5, 0.25, 0.25], vertical_spacing=0.12,
+                        subplot_titles=("margin of each pair in training order (epoch 1)",
+                                        "fraction of each optimiser step routed to SFT",
+                                        f"learning rate ({t.lr_scheduler_type}, warm-up {t.warmup_ratio:g})"))
+    fig.add_scatter(x=np.arange(len(order)), y=m, mode="markers", name="margin", showlegend=False,
+                    marker=dict(size=3, color=np.where(h[order] > 0, HARD, EASY)), row=1, col=1)
+    fig.add_scatter(x=np.arange(1, len(frac) + 1), y=frac, name="SFT fraction", showlegend=False,
+                    line=dict(color=HARD, shape="hv"), row=2, col=1)
+    fig.add_scatter(x=np.arange(1, len(lrs) + 1), y=lrs, name="learning rate", showlegend=False,
+                    line=dict(color="black"), row=3, col=1)
     if plan.order == "staged":
         for b in np.flatnonzero(np.diff(plan.stages())) + 1:
-            fig.add_vline(x=int(b), line_dash="dot", line_color="gray")
-    fig.update_layout(title=f"Curriculum ({plan.order}), {len(frac)} optimiser steps",
-                      xaxis_title="position in training order", yaxis_title="margin",
-                      yaxis2=dict(overlaying="y", side="right", range=[-0.02, 1.02], title="fraction routed to SFT"))
+            fig.add_vline(x=int(b), line_dash="dot", line_color="gray", row=1, col=1)
+    fig.update_xaxes(title_text="position in training order (pairs)", row=1, col=1)
+    fig.update_xaxes(title_text="optimiser step", row=3, col=1)
+    fig.update_yaxes(title_text="margin", row=1, col=1)
+    fig.update_yaxes(title_text="SFT share", range=[-0.05, 1.05], tickformat=".0%", row=2, col=1)
+    fig.update_yaxes(title_text="× peak lr", range=[0, 1.05], tickformat=".1f", row=3, col=1)
+    fig.update_layout(height=620, title=f"Curriculum ({plan.order}), {len(steps)} optimiser steps: the SFT route gets "
+                                        f"{mass['sft_share_of_pairs']:.1%} of the pairs and {mass['sft']:.2%} of the "
+                                        "learning-rate mass", title_font_size=14)
     return fig
 
 

@@ -19,10 +19,13 @@ from transformers import TrainerCallback
 
 from mixdpo_kit import viz
 from mixdpo_kit.config import CurriculumConfig, RunConfig, SplitConfig, TrainConfig
-from mixdpo_kit.curriculum import ORDERS, CurriculumPlan
+from mixdpo_kit.curriculum import ORDERS, CurriculumPlan, lr_mass_by_route
 from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.objectives import OBJECTIVES, resolve
 from mixdpo_kit.split import Split, split_by_margin
+
+
+SCHEDULES = ["cosine", "linear", "constant_with_warmup", "constant"]
 
 
 def figure_output(fig) -> dict:
@@ -161,7 +164,8 @@ class CurriculumDesigner:
     """Order, stages, seed, batch size and accumulation → live timeline and first-steps preview."""
 
     def __init__(self, margins, hard=None, explorer: MarginExplorer | None = None, row_ids=None,
-                 preview_steps: int = 3):
+                 preview_steps: int = 3, train: TrainConfig | None = None):
+        """``train``: the training settings to start from (schedule, warm-up, epochs; default: the config's)."""
         self.explorer = explorer
         self.margins = np.asarray(margins if explorer is None else explorer.margins, dtype=float)
         self.hard = np.asarray(hard if hard is not None else explorer.split.hard, dtype=bool)
@@ -173,14 +177,19 @@ class CurriculumDesigner:
         self.batch_size = W.IntSlider(value=TrainConfig.per_device_train_batch_size, min=1, max=64, description="batch")
         self.grad_accum = W.IntSlider(value=TrainConfig.gradient_accumulation_steps, min=1, max=32,
                                       description="grad accum")
+        self.train = train or TrainConfig()
+        self.schedule = W.Dropdown(options=SCHEDULES, value=self.train.lr_scheduler_type, description="lr schedule")
+        self.warmup = W.FloatSlider(value=self.train.warmup_ratio, min=0.0, max=0.5, step=0.05, description="warm-up")
         self.plot = W.Output()
+        self.lr_mass = W.HTML()
         self.preview = W.HTML()
-        for w in (self.order, self.n_stages, self.seed, self.batch_size, self.grad_accum):
+        for w in (self.order, self.n_stages, self.seed, self.batch_size, self.grad_accum, self.schedule, self.warmup):
             w.observe(lambda _: self.refresh(), names="value")
         if explorer is not None:
             explorer.on_change(self._follow_split)
         self.widget = W.VBox([W.HBox([self.order, self.n_stages, self.seed]), W.HBox([self.batch_size, self.grad_accum]),
-                              self.plot, W.HTML("<b>First optimiser steps</b>"), self.preview])
+                              W.HBox([self.schedule, self.warmup]), self.lr_mass, self.plot,
+                              W.HTML("<b>First optimiser steps</b>"), self.preview])
         self.refresh()
 
     def _follow_split(self, split: Split) -> None:
@@ -206,18 +215,31 @@ class CurriculumDesigner:
                          "routes": f"{len(idx) - n_sft} preference, {n_sft} SFT"})
         return rows
 
+    def train_settings(self) -> TrainConfig:
+        """The training settings this panel plans with."""
+        return dataclasses.replace(self.train, per_device_train_batch_size=self.batch_size.value,
+                                   gradient_accumulation_steps=self.grad_accum.value,
+                                   lr_scheduler_type=self.schedule.value, warmup_ratio=self.warmup.value)
+
     def refresh(self) -> None:
-        """Recompute the timeline and the preview."""
-        self.figure = viz.curriculum_timeline(self.plan, self.hard, self.batch_size.value, self.grad_accum.value)
+        """Recompute the timeline, the learning-rate mass per route and the preview."""
+        train = self.train_settings()
+        self.mass = lr_mass_by_route(self.plan, self.hard, train)
+        self.lr_mass.value = (f"The SFT route gets <b>{self.mass['sft_share_of_pairs']:.1%}</b> of the pairs and "
+                              f"<b>{self.mass['sft']:.2%}</b> of the learning-rate mass (Σ lr over the "
+                              f"{self.mass['steps']} optimiser steps); the preference route gets "
+                              f"<b>{self.mass['preference']:.2%}</b>.")
+        self.figure = viz.curriculum_timeline(self.plan, self.hard, train)
         self.preview.value = html_table(self.first_steps())
         show_figure(self.plot, self.figure)
 
     def apply_to(self, cfg: RunConfig) -> RunConfig:
-        """``cfg`` with this panel's curriculum and batch settings."""
+        """``cfg`` with this panel's curriculum, batch and schedule settings."""
         return cfg.override(curriculum={"order": self.order.value, "n_stages": self.n_stages.value,
                                         "seed": self.seed.value},
                             train={"per_device_train_batch_size": self.batch_size.value,
-                                   "gradient_accumulation_steps": self.grad_accum.value})
+                                   "gradient_accumulation_steps": self.grad_accum.value,
+                                   "lr_scheduler_type": self.schedule.value, "warmup_ratio": self.warmup.value})
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -98,3 +98,27 @@ def test_true_margins_and_agreement_table():
     table = synthetic.agreement_by_margin(prep.margins, true)
     assert sum(r["pairs"] for r in table) == len(true)
     assert table[0]["chosen_truly_better"] < table[-1]["chosen_truly_better"]
+
+
+def test_lr_mass_by_route_hand_values_and_the_papers_run():
+    import math
+
+    from mixdpo_kit.config import TrainConfig
+    from mixdpo_kit.curriculum import lr_mass_by_route
+
+    margins = np.array([5.0] * 8 + [0.0] * 2)
+    plan = CurriculumPlan(margins, "easy_to_hard")
+    hard = margins < 0.5
+    const = TrainConfig(per_device_train_batch_size=1, lr_scheduler_type="constant", warmup_ratio=0.0)
+    assert lr_mass_by_route(plan, hard, const)["sft"] == pytest.approx(0.2)
+    cosine = TrainConfig(per_device_train_batch_size=1, lr_scheduler_type="cosine", warmup_ratio=0.0)
+    lrs = [0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(10)]
+    assert lr_mass_by_route(plan, hard, cosine)["sft"] == pytest.approx((lrs[8] + lrs[9]) / sum(lrs))
+    shuffled = lr_mass_by_route(CurriculumPlan(margins, "random", seed=0), hard, cosine)["sft"]
+    assert shuffled > lr_mass_by_route(plan, hard, cosine)["sft"]
+    # The paper's run: 53,748 DPO pairs then 7,387 SFT pairs, batch 160, cosine to 0, warm-up 0.1.
+    paper = np.array([1.0] * 53748 + [0.0] * 7387)
+    mass = lr_mass_by_route(CurriculumPlan(paper, "easy_to_hard"), paper < 0.5,
+                            TrainConfig(per_device_train_batch_size=160, warmup_ratio=0.1))
+    assert mass["sft_share_of_pairs"] == pytest.approx(0.1208, abs=1e-4)
+    assert 0.002 < mass["sft"] < 0.005  # about 0.35 % of the learning-rate mass

@@ -75,8 +75,8 @@ def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path
                              split={"quantile": 0.5})
     policy, prep, trainer = make_trainer(cfg, tmp_path)
     rows = []
-    policy.model.get_base_model().register_forward_pre_hook(
-        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    # Every forward, policy or adapter-off reference, embeds its input ids once.
+    policy.model.get_input_embeddings().register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
     seen = record_rows(trainer)
     trainer.train()
     hard_by_row = dict(zip(prep.dataset["row_id"], prep.split.hard))
@@ -198,3 +198,21 @@ def test_resume_reproduces_uninterrupted_losses(small_cfg, tmp_path):
     for step in range(4, 7):
         assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
     assert len(seen) == 3  # only the remaining steps were run
+
+
+def test_planned_lr_schedule_is_the_one_the_trainer_runs(small_cfg, tmp_path):
+    from mixdpo_kit.curriculum import lr_schedule
+
+    class StepRates(TrainerCallback):  # the rate each optimiser step actually applies
+        def __init__(self):
+            self.rates = []
+
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+            self.rates.append(optimizer.param_groups[0]["lr"])
+
+    cfg = small_cfg.override(train={"max_steps": 8, "warmup_ratio": 0.25, "learning_rate": 1e-3})
+    recorder = StepRates()
+    _, _, trainer = make_trainer(cfg, tmp_path, save_strategy="no", callbacks=[recorder])
+    trainer.train()
+    planned = lr_schedule(8, cfg.train.lr_scheduler_type, cfg.train.warmup_ratio) * 1e-3
+    np.testing.assert_allclose(recorder.rates, planned, rtol=1e-6, atol=1e-12)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mixdpo_kit import viz
-from mixdpo_kit.config import preset
+from mixdpo_kit.config import TrainConfig, preset
 from mixdpo_kit.curriculum import CurriculumPlan
 from mixdpo_kit.pipeline import analyze_data
 from mixdpo_kit.split import split_by_margin
@@ -29,9 +29,12 @@ def test_margin_histogram_counts_and_tau():
 def test_curriculum_timeline_sft_fraction_per_step_and_stage_lines():
     m = np.array([9, 8, 7, 0, 0, 0.0])
     plan = CurriculumPlan(m, "staged", n_stages=2)
-    fig = viz.curriculum_timeline(plan, m < 0.5, batch_size=2, grad_accum=1)
-    frac = [t for t in fig.data if t.name.startswith("SFT fraction")][0]
+    train = TrainConfig(per_device_train_batch_size=2, lr_scheduler_type="constant", warmup_ratio=0.0)
+    fig = viz.curriculum_timeline(plan, m < 0.5, train)
+    frac = [t for t in fig.data if t.name == "SFT fraction"][0]
     assert list(frac.y) == [0.0, 0.5, 1.0]
+    assert list([t for t in fig.data if t.name == "learning rate"][0].y) == [1.0, 1.0, 1.0]
+    assert "50.0% of the pairs and 50.00% of the learning-rate mass" in fig.layout.title.text
     assert sum(1 for s in fig.layout.shapes if s.type == "line") == 1  # one stage boundary
 
 
@@ -73,11 +76,19 @@ def test_designer_follows_explorer_and_previews_steps(builtin):
     assert steps[0]["routes"] == "16 preference, 0 SFT"
     d.order.value = "hard_to_easy"
     assert d.first_steps()[0]["routes"] == "0 preference, 16 SFT"
+    d.order.value = "easy_to_hard"
+    # Where the learning rate goes: with the hard pairs last, cosine gives them far less than their
+    # share of pairs; a constant schedule gives them exactly their share.
+    cosine = d.mass["sft"]
+    assert cosine < 0.2 * d.mass["sft_share_of_pairs"] and f"{cosine:.2%}" in d.lr_mass.value
+    d.schedule.value, d.warmup.value = "constant", 0.0
+    assert d.mass["sft"] == pytest.approx(d.mass["sft_share_of_pairs"], abs=0.01)
     ex.tau.value = 0.0  # no hard pairs: the designer follows the explorer
-    assert d.first_steps()[0]["routes"] == "16 preference, 0 SFT"
+    assert d.first_steps()[0]["routes"] == "16 preference, 0 SFT" and d.mass["sft"] == 0
+    d.order.value = "hard_to_easy"
     cfg = d.apply_to(preset("demo"))
-    assert (cfg.curriculum.order, cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps) == \
-        ("hard_to_easy", 8, 2)
+    assert (cfg.curriculum.order, cfg.train.per_device_train_batch_size, cfg.train.gradient_accumulation_steps,
+            cfg.train.lr_scheduler_type) == ("hard_to_easy", 8, 2, "constant")
 
 
 def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
