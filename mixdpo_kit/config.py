@@ -125,6 +125,9 @@ class EvalConfig:
     n_generations: int = 8  # prompts whose generations are shown in the report
     max_new_tokens: int = 64
     reward_prompts: int = 64  # built-in task: prompts scored with the ground-truth reward
+    reward_split: str = "eval_prompts"  # built-in task: dev_prompts to choose settings, eval_prompts to report
+    track_every: int = 0  # > 0: log held-out chosen/rejected log-probs every this many steps during training
+    track_pairs: int = 64  # held-out pairs tracked
 
 
 @dataclass

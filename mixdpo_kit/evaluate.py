@@ -1,7 +1,11 @@
 """Held-out evaluation: implicit-reward accuracy, log-prob dynamics, generations, true reward."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+from transformers import TrainerCallback
 
 from mixdpo_kit import synthetic
 from mixdpo_kit.logprobs import eval_mode, score_pairs
@@ -69,3 +73,31 @@ def win_rate(after: list[float], before: list[float]) -> float:
     """Share of prompts where ``after`` beats ``before`` (ties count one half)."""
     a, b = np.asarray(after, float), np.asarray(before, float)
     return float(((a > b) + 0.5 * (a == b)).mean())
+
+
+class HeldoutLogps(TrainerCallback):
+    """Every ``every`` optimiser steps (and before the first), the policy's mean chosen and rejected
+    log-probs on held-out pairs, appended to ``metrics.jsonl`` as ``heldout/logps_chosen`` and
+    ``heldout/logps_rejected``: the curves that show likelihood displacement as it happens."""
+
+    def __init__(self, model, pairs, pad_id: int, batch_size: int, every: int, path):
+        self.model, self.pairs, self.pad_id, self.batch_size, self.every = model, pairs, pad_id, batch_size, every
+        self.path = Path(path)
+
+    def _record(self, state) -> None:
+        if not state.is_world_process_zero:
+            return
+        device = next(self.model.parameters()).device
+        chosen, rejected = pair_logps(self.model, self.pairs, self.pad_id, self.batch_size, device)
+        row = {"step": state.global_step, "heldout/logps_chosen": float(chosen.mean()),
+               "heldout/logps_rejected": float(rejected.mean())}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.global_step == 0:
+            self._record(state)
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._record(state)

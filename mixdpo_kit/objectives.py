@@ -70,6 +70,12 @@ def route_drop_hard(margins, split: Split, lc, reference_gap=None) -> Routing:
     return Routing(_full(n, 0), _full(n, lc.preference_weight), ~split.hard)
 
 
+def route_hard_only(margins, split: Split, lc, reference_gap=None) -> Routing:
+    """Only the hard pairs (margin < tau), with the preference loss: what DPO does to them alone."""
+    n = len(split.hard)
+    return Routing(_full(n, 0), _full(n, lc.preference_weight), split.hard.copy())
+
+
 def route_drop_reference_hard(margins, split: Split, lc, reference_gap=None) -> Routing:
     """Selective-DPO-style filter: drop the pairs the reference model finds hardest — the smallest
     per-token log-likelihood gap (chosen − rejected) — as many as the margin split calls hard."""
@@ -136,6 +142,8 @@ register_objective("filtered_dpo", route_drop_hard, "DPO with the hard pairs (ma
 register_objective("selective_dpo", route_drop_reference_hard,
                    "DPO without the pairs the reference finds hardest (Selective DPO style), shuffled",
                    preference="dpo", order="random", needs_reference_gap=True)
+register_objective("hard_only_dpo", route_hard_only, "DPO on the hard pairs alone (margin < tau), shuffled: "
+                   "the likelihood-displacement probe", preference="dpo", order="random")
 register_objective("curriculum_dpo", route_preference, "MixDPO without routing: its cDPO on every pair, sorted "
                    "easy→hard", preference="dpo", order="easy_to_hard", defaults=MIXDPO_PAPER)
 

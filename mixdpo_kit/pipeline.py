@@ -19,6 +19,7 @@ from mixdpo_kit import scoring  # noqa: F401  (registers the model-based margin 
 from mixdpo_kit.config import RunConfig
 from mixdpo_kit.curriculum import CurriculumPlan
 from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, load_preferences
+from mixdpo_kit.evaluate import HeldoutLogps
 from mixdpo_kit.margins import MarginContext, compute_margins, margin_source, margin_stats, normalize_margins
 from mixdpo_kit.model import Policy, build_policy
 from mixdpo_kit.objectives import bound_loss, get_objective, resolve
@@ -175,6 +176,12 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
     cfg.to_yaml(out_dir / "config.yaml")
+    ec = cfg.eval
+    if ec.track_every > 0 and cfg.data.eval_source:
+        tracked = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.track_pairs,
+                                  TokenizationSettings.from_config(cfg.data), policy.tokenizer)
+        callbacks = [*callbacks, HeldoutLogps(policy.model, tracked, policy.tokenizer.pad_token_id, ec.batch_size,
+                                              ec.track_every, out_dir / "metrics.jsonl")]
     trainer, prep = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)  # prep: after any filtering
     (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
     try:

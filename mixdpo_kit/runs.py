@@ -49,7 +49,7 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
         gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
         out["generations"] = [{"prompt": _show(p), "response": g} for p, g in zip(prompts, gens)]
     if cfg.data.source == "builtin" and ec.reward_prompts:
-        rows = read_source("builtin", "eval_prompts").select(range(ec.reward_prompts))
+        rows = read_source("builtin", ec.reward_split).select(range(ec.reward_prompts))
         texts = list(rows["prompt"])
         chats = [[{"role": "user", "content": t}] for t in texts]
         after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size)

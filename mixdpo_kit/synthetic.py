@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def true_reward(prompt: str, response: str) -> float:
     lose their positions.
     """
     answer = solve(prompt)
-    words = response.split()
+    words = re.findall(r"[0-9]|[^\s0-9]+", response)  # "9." is the digit 9 and a full stop
     digits = [w for w in words if w in DIGITS]
     hits = sum(a == b for a, b in zip(answer, digits))
     correctness = hits / max(len(answer), len(digits), 1)
@@ -65,20 +66,30 @@ def _prompt(rng: random.Random) -> str:
     return f"{task} " + " ".join(items)
 
 
-def _candidates(prompt: str, rng: random.Random) -> list[str]:
-    """Four responses of varied quality, like the four models UltraFeedback compares."""
+def response_kinds(prompt: str, rng: random.Random) -> dict[str, str]:
+    """One response of each kind: the exact answer, a brief one (answer plus a full stop, nearly as
+    good), a verbose one, a partly wrong one, a truncated one, and one that copies the input."""
     answer = solve(prompt)
     wrong = list(answer)
     for i in rng.sample(range(len(wrong)), k=min(len(wrong), rng.randint(1, 2))):
         wrong[i] = rng.choice(DIGITS)
     verbose = rng.choice(["the answer is", "ok so", "well the answer is", "so"]).split() + answer + ["."]
     truncated = answer[: max(1, len(answer) - rng.randint(1, 2))] if len(answer) > 1 else [rng.choice(DIGITS)]
-    copied = prompt.split()[1:]  # ignores the task: echoes the input
-    copied = [w for w in copied if w in DIGITS][: len(answer) + 1]
-    texts = [" ".join(p) for p in (wrong, verbose, truncated, copied)]
+    copied = [w for w in prompt.split()[1:] if w in DIGITS][: len(answer) + 1]  # ignores the task
+    kinds = {"exact": answer, "brief": answer + ["."], "verbose": verbose, "wrong": wrong, "truncated": truncated,
+             "copied": copied}
+    return {k: " ".join(v) for k, v in kinds.items()}
+
+
+def _candidates(prompt: str, rng: random.Random) -> list[str]:
+    """Four responses of varied quality, like the four models UltraFeedback compares: the exact
+    answer and three distinct others (a near-tie with the brief answer is common, as in UltraFeedback)."""
+    kinds = response_kinds(prompt, rng)
+    exact = kinds.pop("exact")
+    texts = list(kinds.values())
     # Distinct texts only: a pair whose two responses are identical carries no preference.
-    others = [t for i, t in enumerate(texts) if t and t != " ".join(answer) and t not in texts[:i]]
-    picks = [" ".join(answer)] + rng.sample(others, k=min(3, len(others)))
+    others = [t for i, t in enumerate(texts) if t and t != exact and t not in texts[:i]]
+    picks = [exact] + rng.sample(others, k=min(3, len(others)))
     rng.shuffle(picks)
     return picks
 
@@ -97,7 +108,11 @@ class SyntheticSpec:
     n_train_prefs: int = 2000
     n_test_prefs: int = 200
     n_eval_prompts: int = 256
-    judge_noise: float = 1.2
+    n_dev_prompts: int = 256  # held out for choosing hyper-parameters, never for reporting
+    judge_noise: float = 1.0
+    # The SFT demonstrations come from mixed sources, like a real SFT set: mostly right, not all.
+    sft_sources: tuple[tuple[str, float], ...] = (("exact", 0.5), ("verbose", 0.2), ("truncated", 0.15),
+                                                  ("wrong", 0.15))
     seed: int = 0
 
 
@@ -108,7 +123,7 @@ def _chat(text: str, role: str = "user") -> list[dict]:
 def generate(spec: SyntheticSpec = SyntheticSpec()) -> dict[str, list[dict]]:
     """Generate every split of the built-in task deterministically from ``spec``.
 
-    Returns ``{"sft", "train_prefs", "test_prefs", "eval_prompts"}``; prompts are disjoint
+    Returns ``{"sft", "train_prefs", "test_prefs", "eval_prompts", "dev_prompts"}``; prompts are disjoint
     across splits so held-out evaluation is held out.
     """
     rng = random.Random(spec.seed)
@@ -137,15 +152,20 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> dict[str, list[dict]]:
             "score_rejected": ratings[rejected_i],
         }
 
-    out: dict[str, list[dict]] = {"sft": [], "train_prefs": [], "test_prefs": [], "eval_prompts": []}
+    out: dict[str, list[dict]] = {"sft": [], "train_prefs": [], "test_prefs": [], "eval_prompts": [],
+                                  "dev_prompts": []}
+    names, weights = zip(*spec.sft_sources)
     for i in range(spec.n_sft):
         p = fresh_prompt()
-        out["sft"].append({"prompt_id": f"sft-{i:05d}", "prompt": p,
-                           "messages": _chat(p) + _chat(" ".join(solve(p)), "assistant")})
+        kind = rng.choices(names, weights)[0]
+        out["sft"].append({"prompt_id": f"sft-{i:05d}", "prompt": p, "source": kind,
+                           "messages": _chat(p) + _chat(response_kinds(p, rng)[kind], "assistant")})
     out["train_prefs"] = [pref_row(i, "train") for i in range(spec.n_train_prefs)]
     out["test_prefs"] = [pref_row(i, "test") for i in range(spec.n_test_prefs)]
     for i in range(spec.n_eval_prompts):
         out["eval_prompts"].append({"prompt_id": f"eval-{i:05d}", "prompt": fresh_prompt()})
+    for i in range(spec.n_dev_prompts):
+        out["dev_prompts"].append({"prompt_id": f"dev-{i:05d}", "prompt": fresh_prompt()})
     return out
 
 

@@ -41,7 +41,9 @@ def build_tokenizer(words=VOCAB_WORDS, with_bos_in_template: bool = True) -> Pre
     vocab = {tok: i for i, tok in enumerate(SPECIAL + [w for w in words if w not in SPECIAL])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    # Joins words with spaces, and keeps the space before punctuation ("1 2 ." stays "1 2 ."),
+    # so decoded text tokenises back to the same words.
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
     )

@@ -112,8 +112,13 @@ def logprob_dynamics(log_rows: list[dict], eval_metrics: dict | None = None) -> 
         pts = [(r["step"], r[key]) for r in log_rows if key in r]
         if pts:
             x, y = zip(*pts)
-            fig.add_scatter(x=x, y=y, name=f"train {key}", line=dict(color=color))
-    if eval_metrics:
+            fig.add_scatter(x=x, y=y, name=f"train {key}", line=dict(color=color, width=1), opacity=0.5)
+    tracked = [r for r in log_rows if "heldout/logps_chosen" in r]
+    for kind, color in (("chosen", EASY), ("rejected", HARD)):
+        if tracked:  # held-out pairs during training (eval.track_every)
+            fig.add_scatter(x=[r["step"] for r in tracked], y=[r[f"heldout/logps_{kind}"] for r in tracked],
+                            name=f"held-out {kind}", line=dict(color=color, width=3))
+    if eval_metrics and not tracked:
         last = max([r["step"] for r in log_rows] or [1])
         for kind, color in (("chosen", EASY), ("rejected", HARD)):
             fig.add_scatter(x=[0, last], y=[eval_metrics[f"logps_{kind}_before"], eval_metrics[f"logps_{kind}_after"]],
