@@ -20,7 +20,7 @@ from mixdpo_kit.config import LossConfig, RunConfig
 from mixdpo_kit.evaluate import win_rate
 from mixdpo_kit.objectives import get_objective, resolve
 from mixdpo_kit.pipeline import sft_warmup
-from mixdpo_kit.report import write_html
+from mixdpo_kit.report import read_metrics, write_html
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          15: 2.131, 20: 2.086, 30: 2.042}
@@ -115,9 +115,10 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
     (out / "results.json").write_text(json.dumps({"runs": per_run, "table": rows}, indent=2))
     (out / "results.md").write_text(markdown_table(rows, seeds))
     key = "true_reward" if any("true_reward" in r for r in rows) else "pref_accuracy"
+    sft = next((r["sft_true_reward"] for r in rows if "sft_true_reward" in r), None) if key == "true_reward" else None
     fig = viz.compare_runs([r["variant"] for r in rows], [r[key] for r in rows],
                            [r[key] - r[f"{key}_ci"] for r in rows], [r[key] + r[f"{key}_ci"] for r in rows],
-                           metric=METRICS[key])
+                           metric=METRICS[key], baseline=sft, baseline_name="SFT model")
     write_html(out / "compare.html", "mixdpo-kit comparison", [fig], {"Results": rows})
     return rows
 
@@ -154,3 +155,28 @@ def markdown_table(rows: list[dict], seeds: int) -> str:
     sft = [r["sft_true_reward"] for r in rows if "sft_true_reward" in r]
     note = f"\nSFT model (the shared reference): ground-truth reward {sft[0]:.3f}.\n" if sft else "\n"
     return "\n".join(lines) + f"\n\n{seeds} seed(s) per variant; ± is the 95 % t-interval half-width.\n" + note
+
+
+def heldout_curves(out_dir: str | Path, variants: list[str]) -> tuple[dict, dict]:
+    """Held-out chosen/rejected log-prob curves of tracked runs (``eval.track_every``), averaged over
+    seeds, and each variant's start → end change with its 95 % half-width over seeds:
+    ``({variant: {steps, chosen, rejected}}, {variant: {chosen, chosen_ci, rejected, rejected_ci,
+    gap_before, gap_after}})``. Variants without tracked runs are left out."""
+    curves, changes = {}, {}
+    for name in variants:
+        per_seed = []
+        for run_dir in sorted((Path(out_dir) / name).glob("seed*")):
+            rows = [r for r in read_metrics(run_dir) if "heldout/logps_chosen" in r]
+            per_seed.append({r["step"]: (r["heldout/logps_chosen"], r["heldout/logps_rejected"]) for r in rows})
+        steps = sorted(set.intersection(*(set(s) for s in per_seed))) if per_seed else []
+        if not steps:
+            continue
+        chosen = [float(np.mean([s[k][0] for s in per_seed])) for k in steps]
+        rejected = [float(np.mean([s[k][1] for s in per_seed])) for k in steps]
+        curves[name] = {"steps": steps, "chosen": chosen, "rejected": rejected}
+        d_chosen = interval([s[steps[-1]][0] - s[steps[0]][0] for s in per_seed])
+        d_rejected = interval([s[steps[-1]][1] - s[steps[0]][1] for s in per_seed])
+        changes[name] = {"chosen": d_chosen[0], "chosen_ci": d_chosen[1], "rejected": d_rejected[0],
+                         "rejected_ci": d_rejected[1], "gap_before": chosen[0] - rejected[0],
+                         "gap_after": chosen[-1] - rejected[-1]}
+    return curves, changes

@@ -92,16 +92,31 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0) -
     return fig
 
 
-def training_curves(log_rows: list[dict], keys=("loss", "loss/preference", "loss/sft", "route/sft_fraction",
-                                                "rewards/accuracy")) -> go.Figure:
-    """Logged training metrics over steps; route metrics appear only at steps where that route ran."""
-    fig = go.Figure()
-    for key in keys:
+TRAINING_PANELS = (("loss/preference", "preference loss", "nats per pair"),
+                   ("loss/sft", "SFT loss", "nats per token"),
+                   ("route/sft_fraction", "fraction of the step routed to SFT", "share of pairs"),
+                   ("rewards/accuracy", "implicit-reward accuracy (preference pairs)", "share of pairs"))
+
+
+def training_curves(log_rows: list[dict]) -> go.Figure:
+    """Logged training metrics over optimiser steps, one panel per quantity (they have different
+    units); a route's metrics appear only at steps where that route ran."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title, _ in TRAINING_PANELS],
+                        vertical_spacing=0.2, horizontal_spacing=0.12)
+    for k, (key, title, unit) in enumerate(TRAINING_PANELS):
+        row, col = k // 2 + 1, k % 2 + 1
         pts = [(r["step"], r[key]) for r in log_rows if key in r]
         if pts:
             x, y = zip(*pts)
-            fig.add_scatter(x=x, y=y, mode="lines+markers", name=key)
-    fig.update_layout(title="Training curves by route", xaxis_title="optimiser step")
+            fig.add_scatter(x=x, y=y, mode="lines+markers", marker=dict(size=4), name=title, showlegend=False,
+                            line=dict(color=HARD if "sft" in key else EASY), row=row, col=col)
+        fig.update_yaxes(title_text=unit, row=row, col=col)
+        fig.update_xaxes(title_text="optimiser step", row=row, col=col)
+    fig.update_yaxes(range=[-0.05, 1.05], row=2, col=1)
+    fig.update_yaxes(range=[-0.05, 1.05], row=2, col=2)
+    fig.update_layout(title="Training curves by route", height=560)
     return fig
 
 
@@ -127,13 +142,37 @@ def logprob_dynamics(log_rows: list[dict], eval_metrics: dict | None = None) -> 
     return fig
 
 
-def compare_runs(names: list[str], means, lows=None, highs=None, metric: str = "metric") -> go.Figure:
-    """Bars of a metric per run with optional intervals (e.g. 95 % over seeds)."""
+def compare_runs(names: list[str], means, lows=None, highs=None, metric: str = "metric", baseline=None,
+                 baseline_name: str = "baseline") -> go.Figure:
+    """A metric per run as points with optional intervals (e.g. 95 % over seeds) against a baseline
+    line (e.g. the SFT model); the axis is fitted to the values, not started at 0."""
     means = np.asarray(means, dtype=float)
     error = None
-    if lows is not None and highs is not None:
+    if lows is not None and highs is not None and not np.isnan(np.asarray(lows, float)).all():
         error = dict(type="data", symmetric=False, array=np.asarray(highs, float) - means,
                      arrayminus=means - np.asarray(lows, float))
-    fig = go.Figure(go.Bar(x=list(names), y=means, error_y=error, marker_color=EASY))
-    fig.update_layout(title=f"{metric} by run", yaxis_title=metric)
+    fig = go.Figure(go.Scatter(x=list(names), y=means, error_y=error, mode="markers",
+                               marker=dict(color=EASY, size=10), name=metric))
+    if baseline is not None:
+        fig.add_hline(y=float(baseline), line_dash="dash", line_color="gray",
+                      annotation_text=f"{baseline_name} {float(baseline):.3f}", annotation_position="top left")
+    fig.update_layout(title=f"{metric} by run" + (" (95 % intervals over seeds)" if error else ""),
+                      yaxis_title=metric, showlegend=False)
+    return fig
+
+
+def heldout_logps(curves: dict) -> go.Figure:
+    """One panel per variant: held-out mean log p(chosen) and log p(rejected) over training
+    (``compare.heldout_curves``). A falling chosen curve is likelihood displacement."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=max(len(curves), 1), subplot_titles=list(curves), shared_yaxes=True)
+    for i, (name, c) in enumerate(curves.items(), start=1):
+        for key, color in (("chosen", EASY), ("rejected", HARD)):
+            fig.add_scatter(x=c["steps"], y=c[key], name=f"log p({key})", line=dict(color=color),
+                            showlegend=i == 1, legendgroup=key, row=1, col=i)
+        fig.update_xaxes(title_text="optimiser step", row=1, col=i)
+    fig.update_yaxes(title_text="mean summed log-prob (nats)", row=1, col=1)
+    fig.update_layout(title="Held-out log-probs during training (mean over seeds)", height=380,
+                      legend=dict(orientation="h", y=-0.25))
     return fig

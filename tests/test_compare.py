@@ -38,6 +38,9 @@ def test_quick_study_writes_table_and_verdicts_and_resumes(tmp_path, monkeypatch
         assert 0 <= run["true_reward"] <= 1 and 0 <= run["win_rate_vs_sft"] <= 1
     text = doc.read_text()
     assert "| mixdpo |" in text and "mixdpo − dpo" in text and "scripts/builtin_study.py" in text
+    assert "Where the learning rate goes" in text and "of the learning-rate mass" in text
+    assert "held-out log-probs" in text and any((tmp_path / "figures").glob("displacement.*"))
+    assert "`dpo`:" in text and "`mixdpo`:" in text  # the displacement verdict per tracked variant
     assert (out / "compare.html").exists()
     # Resumable: a second comparison over the same folder trains nothing.
     import mixdpo_kit.runs

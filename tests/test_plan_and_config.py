@@ -68,6 +68,10 @@ def test_builtin_data_is_committed_and_deterministic(tmp_path):
     paths = synthetic.write(tmp_path)
     for split, path in paths.items():
         assert path.read_text() == synthetic.builtin_path(split).read_text(), split
+    prompts = {split: {json.loads(line)["prompt"] for line in path.read_text().splitlines()}
+               for split, path in paths.items()}
+    assert not prompts["dev_prompts"] & prompts["eval_prompts"]  # settings are chosen on prompts never reported
+    assert not (prompts["sft"] | prompts["train_prefs"]) & (prompts["eval_prompts"] | prompts["dev_prompts"])
 
 
 def test_true_reward_hand_values_and_noisier_small_margins():

@@ -42,8 +42,10 @@ def test_other_figures_build():
     m = np.array([0, 1, 2, 3.0])
     assert "ρ = 1.00" in viz.margin_sources(m, m * 2, "a", "b").layout.title.text
     assert "ρ = -1.00" in viz.margin_vs_length(m, [1, 2, 3, 4], [9, 9, 9, 9][::-1] + np.array([0, 2, 4, 6])).layout.title.text
-    fig = viz.compare_runs(["dpo", "mixdpo"], [0.5, 0.6], [0.4, 0.55], [0.6, 0.65], metric="reward")
+    fig = viz.compare_runs(["dpo", "mixdpo"], [0.5, 0.6], [0.4, 0.55], [0.6, 0.65], metric="reward", baseline=0.45,
+                           baseline_name="SFT model")
     assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.05])
+    assert [s.y0 for s in fig.layout.shapes if s.type == "line"] == [0.45]  # the SFT baseline is drawn
 
 
 def test_margin_explorer_slider_and_quantile(builtin):
