@@ -100,7 +100,9 @@ class MarginExplorer:
         pairs (a new mode or margin scale must not silently change the split)."""
         m = self.margins
         share = None if self._split is None else float(self._split.hard.mean())
-        with self.tau.hold_trait_notifications():
+        # One message to the browser for range and value together: sent one by one, the browser
+        # clamps the old value into the new range and sends that back (tau 5.5 -> quantile 1.00).
+        with self.tau.hold_sync(), self.tau.hold_trait_notifications():
             if self.mode.value == "quantile":
                 self.tau.min, self.tau.max, self.tau.step = 0.0, 1.0, 0.01
                 self.tau.value = share if value is None else value

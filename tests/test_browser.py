@@ -112,3 +112,70 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
     assert hard(after) > hard(before), (before, after)  # tau moved right: more pairs are hard
     assert legend_after != legend_before
     assert (SCREENSHOTS / "margin_explorer_after.png").stat().st_size > 10_000
+
+
+def _counts(page):
+    return page.locator(".widget-html-content", has_text="hard → SFT").first
+
+
+def _wait_for_change(page, old: str) -> str:
+    page.wait_for_function(
+        "old => { const el = [...document.querySelectorAll('.widget-html-content')].find(e => e.textContent.includes('hard → SFT'));"
+        " return el && el.textContent !== old; }", arg=old, timeout=60_000)
+    time.sleep(1.5)  # let any echo from the browser reach the kernel and come back
+    return _counts(page).inner_text()
+
+
+def _hard(text: str) -> int:
+    return int(text.split("hard")[0].strip())
+
+
+def _tau(text: str) -> float:
+    return float(text.split("τ = ")[1].split(",")[0])
+
+
+def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
+    """Reproduces two panel bugs only a browser shows: after dragging τ to 5.5, switching to
+    'quantile' must keep the same hard pairs (the browser used to send back a clamped 1.00, i.e.
+    88 % hard), and switching the margin source must refit the slider to that source's range."""
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{jupyterlab}/lab/tree/01_margins.ipynb")
+        page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')",
+                               timeout=120_000)
+        time.sleep(2)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        _counts(page).wait_for(timeout=240_000)
+        page.wait_for_function("![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))"
+                               " && document.querySelectorAll('.jp-InputPrompt').length > 0", timeout=240_000)
+        time.sleep(1)
+        start = _counts(page).inner_text()
+        assert _tau(start) == 1.0, start
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.scroll_into_view_if_needed()
+        handle.click()
+        for _ in range(9):  # 1.0 -> 5.5 in steps of 0.5
+            handle.press("ArrowRight")
+        page.mouse.click(5, 5)
+        at_55 = _wait_for_change(page, start)
+        assert _tau(at_55) == 5.5, at_55
+        page.locator(".widget-toggle-buttons button", has_text="quantile").first.click()
+        quantile = _wait_for_change(page, at_55)
+        page.screenshot(path=str(SCREENSHOTS / "quantile_after_tau_5.5.png"))
+        assert _hard(quantile) == _hard(at_55), (at_55, quantile)
+        page.locator(".widget-toggle-buttons button", has_text="absolute").first.click()
+        time.sleep(3)  # the split stays the same, so there is no change to wait for
+        absolute = _counts(page).inner_text()
+        assert _hard(absolute) == _hard(quantile), (quantile, absolute)
+        page.locator(".widget-dropdown select").first.select_option("true reward")
+        true_reward = _wait_for_change(page, absolute)
+        page.screenshot(path=str(SCREENSHOTS / "source_true_reward.png"))
+        browser.close()
+    assert -1.0 <= _tau(true_reward) <= 1.0, true_reward  # the true-reward margins' range, not 0-9
+    assert abs(_hard(true_reward) - _hard(absolute)) <= 0.1 * 2000, (absolute, true_reward)
