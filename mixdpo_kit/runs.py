@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from mixdpo_kit import viz
 from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
@@ -85,27 +87,44 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
 
 
 def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callbacks=(),
-        reference_memo: dict | None = None) -> dict:
+        reference_memo: dict | None = None, on_stage=None) -> dict:
     """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it).
 
     ``callbacks`` are transformers ``TrainerCallback``s for the main training (e.g. a live plot);
-    ``reference_memo`` is passed to :func:`evaluate_policy`.
+    ``reference_memo`` is passed to :func:`evaluate_policy`; ``on_stage(text)`` hears which long
+    step starts (warm-up, data and reference log-probs, training, evaluation), so a panel can show
+    that something runs before the first training step.
     """
+    stage = on_stage or (lambda text: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = resolve_objective(cfg)  # config.yaml and summary.json both record what actually ran
     start = time.time()
     extra = {}
     if cfg.sft_warmup.enabled:
+        stage(f"SFT warm-up ({cfg.sft_warmup.max_steps} steps)…")
         sft_path = sft_warmup(cfg, out_dir)
         cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
         extra["sft_warmup_seconds"] = round(time.time() - start, 1)
-    trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint, callbacks=callbacks)
+    stage("loading the model and the pairs, computing margins and reference log-probs…")
+    trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint,
+                                  callbacks=[StageCallback(stage), *callbacks])
+    stage("evaluating on held-out data…")
     sft_share = route_sft_share(trainer.train_dataset)
     extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
+
+
+class StageCallback(TrainerCallback):
+    """Reports the start of training to ``on_stage``."""
+
+    def __init__(self, on_stage):
+        self.on_stage = on_stage
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.on_stage(f"training ({state.max_steps} optimiser steps)…")
 
 
 def demo_config(out_dir: str | Path | None = None) -> RunConfig:

@@ -258,6 +258,10 @@ class _LiveCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         self.launcher.progress.max = max(state.max_steps, 1)
 
+    def on_train_end(self, args, state, control, **kw):
+        if self.launcher.stop_requested.is_set():
+            self.launcher.stage.value = f"stopped at step {state.global_step} of {state.max_steps}; checkpoint kept"
+
     def on_step_end(self, args, state, control, **kw):
         self.launcher.progress.value = state.global_step
         if self.launcher.stop_requested.is_set():
@@ -293,6 +297,7 @@ class TrainingLauncher:
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.export_button = W.Button(description="Export config", icon="download")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="steps")
+        self.stage = W.HTML()  # which long step runs now: warm-up, reference log-probs, training, evaluation
         self.status = W.HTML()
         self.plot = W.Output()
         self.yaml = W.Textarea(layout=W.Layout(width="100%", height="160px"))
@@ -306,7 +311,7 @@ class TrainingLauncher:
         form = W.VBox([W.HBox([self.objective, self.preference]), self.params,
                        W.HBox([self.learning_rate, self.max_steps]), W.HBox([self.model, self.mode]), self.out_dir])
         self.widget = W.VBox([form, W.HBox([self.run_button, self.stop_button, self.export_button]),
-                              self.progress, self.status, self.plot, self.yaml])
+                              W.HBox([self.progress, self.stage]), self.status, self.plot, self.yaml])
 
     def _loss_config(self, params: dict) -> RunConfig:
         loss = dataclasses.replace(self.base.loss, objective=self.objective.value, preference=self.preference.value,
@@ -348,9 +353,14 @@ class TrainingLauncher:
     def _train(self, cfg: RunConfig) -> None:
         from mixdpo_kit.runs import run
 
+        def on_stage(text: str) -> None:
+            if not self.stop_requested.is_set() or not text.startswith("training"):
+                self.stage.value = text
+
         try:
-            self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)])
+            self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)], on_stage=on_stage)
             stopped = " (stopped early; checkpoint kept)" if self.stop_requested.is_set() else ""
+            self.stage.value = ""
             self.status.value = f"finished{stopped}: report at <code>{html.escape(cfg.train.output_dir)}/report.html</code>"
         except Exception as err:  # shown in the panel: a background thread has nowhere else to report
             self.status.value = f"<span style='color:#d62728'>failed: {html.escape(repr(err))}</span>"
@@ -359,7 +369,9 @@ class TrainingLauncher:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
     def run(self, blocking: bool = False) -> None:
-        """Start training in a background thread (so Stop stays clickable); ``blocking`` waits for it."""
+        """Start training in a background thread and return: the kernel stays free, so Stop works
+        even under Run All. ``blocking`` waits for the end (scripts and tests; in a notebook it
+        would hold the kernel and Stop could not be heard)."""
         cfg = self.config()
         self.logs.clear()
         self.stop_requested.clear()
@@ -374,7 +386,7 @@ class TrainingLauncher:
     def stop(self) -> None:
         """Ask training to stop after the current step; a checkpoint is saved there."""
         self.stop_requested.set()
-        self.status.value = "stopping after this step…"
+        self.status.value = "stop requested: training ends after the current step"
 
     def _ipython_display_(self):
         from IPython.display import display

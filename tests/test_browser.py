@@ -37,29 +37,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
-    _requirements_or_skip()
-    shutil.copy(ROOT / "notebooks" / "01_margins.ipynb", tmp_path)
+_SERVERS: list = []
+
+
+def _start_jupyterlab(root: Path) -> str:
+    """JupyterLab on a free localhost port serving ``root``; returns its URL."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-         f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True", "--allow-root"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--allow-root"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+    _SERVERS.append(proc)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
             urllib.request.urlopen(f"{url}/api/status", timeout=1)
-            break
+            return url
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("JupyterLab did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    _stop_jupyterlab()
+    pytest.fail("JupyterLab did not start")
+
+
+def _stop_jupyterlab() -> None:
+    while _SERVERS:
+        proc = _SERVERS.pop()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    _requirements_or_skip()
+    shutil.copy(ROOT / "notebooks" / "01_margins.ipynb", tmp_path)
+    yield _start_jupyterlab(tmp_path)
+    _stop_jupyterlab()
 
 
 def test_tau_slider_changes_counts_and_histogram(jupyterlab):
@@ -179,3 +192,47 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
         browser.close()
     assert -1.0 <= _tau(true_reward) <= 1.0, true_reward  # the true-reward margins' range, not 0-9
     assert abs(_hard(true_reward) - _hard(absolute)) <= 0.1 * 2000, (absolute, true_reward)
+
+
+def test_stop_works_during_run_all(tmp_path):
+    """Notebook 03 under Run All: training runs in the background, so the kernel is free, the stage
+    shows what runs before the first step, and Stop ends training early with a checkpoint."""
+    _requirements_or_skip()
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.read(ROOT / "notebooks" / "03_train_qlora.ipynb", as_version=4)
+    for cell in nb.cells:  # a CPU run long enough to stop by hand
+        cell.source = cell.source.replace('train={"max_steps": 60}', 'train={"max_steps": 100000}')
+    assert any("100000" in c.source for c in nb.cells)
+    nbformat.write(nb, tmp_path / "03_train_qlora.ipynb")
+    url = _start_jupyterlab(tmp_path)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/tree/03_train_qlora.ipynb")
+            page.wait_for_function(
+                "window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')", timeout=120_000)
+            time.sleep(2)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            # Before the first step the stage says what runs (the SFT warm-up comes first on the CPU).
+            page.locator(".widget-html-content", has_text="SFT warm-up").first.wait_for(timeout=240_000)
+            # Run All finishes while training goes on: no cell stays busy.
+            page.wait_for_function("![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))",
+                                   timeout=240_000)
+            page.locator(".widget-html-content", has_text="training (").first.wait_for(timeout=240_000)
+            time.sleep(2)
+            page.locator("button", has_text="Stop").first.click()
+            done = page.locator(".widget-html-content", has_text="stopped early").first
+            done.wait_for(timeout=240_000)
+            page.screenshot(path=str(SCREENSHOTS / "launcher_stopped.png"))
+            status = done.inner_text()
+            browser.close()
+    finally:
+        _stop_jupyterlab()
+    assert "checkpoint kept" in status
+    checkpoints = list((tmp_path / "runs" / "notebook03" / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints and all(int(p.name.split("-")[-1]) < 100000 for p in checkpoints)
