@@ -127,6 +127,26 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
     assert (SCREENSHOTS / "margin_explorer_after.png").stat().st_size > 10_000
 
 
+def _open_and_run_all(page, url: str) -> None:
+    """Open a notebook, wait until its kernel is idle, then Run All (retried until a cell starts:
+    a command sent before the kernel is connected does nothing)."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook", timeout=120_000)
+    page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')",
+                           timeout=120_000)
+    page.wait_for_function("document.querySelector('.jp-StatusBar-Widget') && "
+                           "document.querySelector('.jp-StatusBar-Widget').textContent.includes('Idle')", timeout=120_000)
+    for _ in range(10):
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        try:
+            page.wait_for_function("[...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))",
+                                   timeout=15_000)
+            return
+        except Exception:  # not started yet: the kernel was still connecting
+            continue
+    pytest.fail("Run All never started a cell")
+
+
 def _counts(page):
     return page.locator(".widget-html-content", has_text="hard → SFT").first
 
@@ -159,11 +179,7 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{jupyterlab}/lab/tree/01_margins.ipynb")
-        page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')",
-                               timeout=120_000)
-        time.sleep(2)
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        _open_and_run_all(page, f"{jupyterlab}/lab/tree/01_margins.ipynb")
         _counts(page).wait_for(timeout=240_000)
         page.wait_for_function("![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))"
                                " && document.querySelectorAll('.jp-InputPrompt').length > 0", timeout=240_000)
@@ -213,11 +229,7 @@ def test_stop_works_during_run_all(tmp_path):
                 "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-quic"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/tree/03_train_qlora.ipynb")
-            page.wait_for_function(
-                "window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')", timeout=120_000)
-            time.sleep(2)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            _open_and_run_all(page, f"{url}/lab/tree/03_train_qlora.ipynb")
             # The stage line says what runs; the warm-up and the reference pass are short, so wait for
             # training, which this run keeps going until Stop.
             page.locator(".widget-html-content", has_text="training (").first.wait_for(timeout=240_000)
