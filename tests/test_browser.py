@@ -31,6 +31,14 @@ def _requirements_or_skip():
         pytest.skip(f"browser test needs {missing}")
 
 
+def _browser_page(pw):
+    """Headless Debian Chromium (flags that keep it off the network) and one page."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic"])
+    return browser, browser.new_page(viewport={"width": 1400, "height": 1000})
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,10 +88,7 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-quic"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser, page = _browser_page(pw)
         page.goto(f"{jupyterlab}/lab/tree/01_margins.ipynb")
         page.wait_for_selector(".jp-Notebook", timeout=120_000)
         page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')",
@@ -175,10 +180,7 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-quic"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser, page = _browser_page(pw)
         _open_and_run_all(page, f"{jupyterlab}/lab/tree/01_margins.ipynb")
         _counts(page).wait_for(timeout=240_000)
         page.wait_for_function("![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))"
@@ -225,10 +227,7 @@ def test_stop_works_during_run_all(tmp_path):
     url = _start_jupyterlab(tmp_path)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-quic"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            browser, page = _browser_page(pw)
             _open_and_run_all(page, f"{url}/lab/tree/03_train_qlora.ipynb")
             # The stage line says what runs; the warm-up and the reference pass are short, so wait for
             # training, which this run keeps going until Stop.
