@@ -84,8 +84,8 @@ def _cmd_analyze(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = data_report(prep)
     (out / "data_report.json").write_text(json.dumps(report, indent=2))
-    figs = [viz.margin_histogram(prep.margins, prep.split),
-            viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train)]
+    figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit),
+            viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit)]
     write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
     print(json.dumps({k: report[k] for k in ("rows_read", "rows_kept", "rows_dropped", "dropped", "split")}, indent=2))
     return 0

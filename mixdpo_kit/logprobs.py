@@ -7,7 +7,8 @@ import contextlib
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from mixdpo_kit.progress import bar
 
 
 def pad_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
@@ -80,7 +81,7 @@ def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_
         len(chosen_ids[idx[k]]), len(rejected_ids[idx[k]]))) if sort_by_length else list(range(len(idx)))
     chosen, rejected = np.empty(len(idx)), np.empty(len(idx))
     with eval_mode(model):
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        for start in bar(range(0, len(order), batch_size), desc):
             ks = order[start: start + batch_size]
             rows = [idx[k] for k in ks]
             c, r = score_pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],

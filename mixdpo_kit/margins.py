@@ -49,16 +49,18 @@ class MarginSource:
     summary: str
     needs_tokens: bool = False  # pairs must be tokenised (with the policy's tokenizer) first
     columns: Callable[[str | None], tuple[str, ...]] = lambda arg: ()  # raw columns to keep when loading
+    unit: str = "margin units"  # what one unit of a raw margin is, for axis titles
 
 
 MARGIN_SOURCES: dict[str, MarginSource] = {}
 
 
-def register_margin_source(name: str, summary: str, needs_tokens: bool = False, columns=None):
+def register_margin_source(name: str, summary: str, needs_tokens: bool = False, columns=None,
+                           unit: str = "margin units"):
     """Decorator: register ``fn(dataset, ctx, arg) -> margins`` as the margin source ``name``
-    (``name:ARG`` in a config passes ``ARG``)."""
+    (``name:ARG`` in a config passes ``ARG``); ``unit`` names what its margins are measured in."""
     def wrap(fn):
-        MARGIN_SOURCES[name] = MarginSource(name, fn, summary, needs_tokens, columns or (lambda arg: ()))
+        MARGIN_SOURCES[name] = MarginSource(name, fn, summary, needs_tokens, columns or (lambda arg: ()), unit)
         return fn
     return wrap
 
@@ -94,26 +96,29 @@ def _scores(ds: datasets.Dataset, source: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ds["score_chosen"], dtype=np.float64), np.asarray(ds["score_rejected"], dtype=np.float64)
 
 
-@register_margin_source("ratings", "score_chosen − score_rejected (the paper's default)")
+@register_margin_source("ratings", "score_chosen − score_rejected (the paper's default)", unit="rating points")
 def rating_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
     """``score_chosen - score_rejected`` for every pair."""
     chosen, rejected = _scores(ds, "ratings")
     return chosen - rejected
 
 
-@register_margin_source("score_chosen", "the chosen response's score (the paper's sort-key ablation)")
+@register_margin_source("score_chosen", "the chosen response's score (the paper's sort-key ablation)",
+                        unit="rating points")
 def chosen_score_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
     """The chosen response's score alone."""
     return _scores(ds, "score_chosen")[0]
 
 
-@register_margin_source("score_rejected", "minus the rejected response's score (the paper's ablation)")
+@register_margin_source("score_rejected", "minus the rejected response's score (the paper's ablation)",
+                        unit="rating points")
 def rejected_score_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
     """Minus the rejected response's score: a worse rejected response makes an easier pair."""
     return -_scores(ds, "score_rejected")[1]
 
 
-@register_margin_source("column", "a numeric column of the data (column:NAME)", columns=lambda arg: (arg,))
+@register_margin_source("column", "a numeric column of the data (column:NAME)", columns=lambda arg: (arg,),
+                        unit="the column's units")
 def column_margins(ds: datasets.Dataset, ctx=None, arg: str | None = None) -> np.ndarray:
     """A numeric column of the data used as the margin (``source: column:NAME``)."""
     if not arg or arg not in ds.column_names:
@@ -135,6 +140,14 @@ def normalize_margins(margins, how: str = "raw") -> np.ndarray:
     if how == "rank":
         return _ranks(m) / max(len(m) - 1, 1)
     raise ValueError(f"unknown margin normalisation {how!r}; choose one of {NORMALIZATIONS}")
+
+
+NORMALIZED_UNITS = {"zscore": "standard deviations", "rank": "rank, 0–1"}
+
+
+def margin_unit(spec="ratings", how: str = "raw") -> str:
+    """What a margin from source ``spec`` normalised by ``how`` is measured in (for axis titles)."""
+    return NORMALIZED_UNITS.get(how) or margin_source(spec)[0].unit
 
 
 def margin_stats(margins: np.ndarray) -> dict[str, float]:

@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
+from mixdpo_kit import progress
 from mixdpo_kit import scoring  # noqa: F401  (registers the model-based margin sources)
 from mixdpo_kit.config import RunConfig
 from mixdpo_kit.curriculum import CurriculumPlan
 from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, load_preferences
 from mixdpo_kit.evaluate import HeldoutLogps
-from mixdpo_kit.margins import MarginContext, compute_margins, margin_source, margin_stats, normalize_margins
+from mixdpo_kit.margins import (MarginContext, compute_margins, margin_source, margin_stats, margin_unit,
+                                normalize_margins)
 from mixdpo_kit.model import Policy, build_policy
 from mixdpo_kit.objectives import bound_loss, get_objective, resolve
 from mixdpo_kit.refcache import ReferenceCache, reference_logps
@@ -38,6 +40,7 @@ class PreparedPairs:
     margins: np.ndarray
     split: Split
     plan: CurriculumPlan
+    margin_unit: str = "margin units"  # for axis titles: rating points, nats per token, ...
 
 
 def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, margin_fn=None):
@@ -56,7 +59,8 @@ def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, m
     margins = normalize_margins(compute_margins(ds, margin_fn or cfg.margins.source, ctx), cfg.margins.normalize)
     split = split_by_margin(margins, cfg.split.tau, cfg.split.quantile)
     plan = CurriculumPlan(margins, cfg.curriculum.order, cfg.curriculum.n_stages, cfg.curriculum.seed)
-    return PreparedPairs(ds, report, margins, split, plan)
+    unit = margin_unit(margin_fn or cfg.margins.source, cfg.margins.normalize)
+    return PreparedPairs(ds, report, margins, split, plan, unit)
 
 
 def tokenized_pairs(source: str, split: str, max_rows: int | None, settings: TokenizationSettings, tokenizer):
@@ -100,14 +104,15 @@ def select_pairs(prep: PreparedPairs, keep: np.ndarray, reason: str) -> Prepared
     margins = prep.margins[idx]
     split = Split(hard=prep.split.hard[idx], tau=prep.split.tau, quantile=prep.split.quantile)
     plan = CurriculumPlan(margins, prep.plan.order, prep.plan.n_stages, prep.plan.seed)
-    return PreparedPairs(prep.dataset.select(idx), report, margins, split, plan)
+    return PreparedPairs(prep.dataset.select(idx), report, margins, split, plan, prep.margin_unit)
 
 
 def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: Path, cache: ReferenceCache | None = None,
-                  callbacks=(), **arg_overrides) -> tuple[MixDPOTrainer, PreparedPairs]:
+                  callbacks=(), show_bar: bool = True, **arg_overrides) -> tuple[MixDPOTrainer, PreparedPairs]:
     """A ready-to-train ``MixDPOTrainer`` for prepared pairs and a resolved config: routes the pairs
     per the objective, drops the pairs it filters (counted in the returned pairs' report) and
-    attaches reference log-probs. Returns the trainer and the pairs it trains on."""
+    attaches reference log-probs. Returns the trainer and the pairs it trains on. ``show_bar``:
+    whether this training shows a progress bar in quiet mode (:mod:`mixdpo_kit.progress`)."""
     objective = get_objective(cfg.loss.objective)
     loss = bound_loss(cfg.loss)
     cache = cache or ReferenceCache(cfg.train.cache_dir)
@@ -129,6 +134,7 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
         plan=prep.plan, loss=loss, reference=policy.reference if needs_ref else None,
         callbacks=[JsonlLogger(out_dir / "metrics.jsonl"), *callbacks],
     )
+    progress.configure(trainer, show_bar)
     return trainer, prep
 
 
@@ -149,7 +155,7 @@ def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
     margins = np.zeros(len(ds))
     prep = PreparedPairs(ds, DataReport("sft"), margins, split_by_margin(margins, tau=1.0, warn=False),
                          CurriculumPlan(margins, "random", seed=cfg.train.seed))
-    trainer, _ = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", save_strategy="no")
+    trainer, _ = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", show_bar=False, save_strategy="no")
     trainer.train()
     target = out_dir / "sft_model"
     policy.model.save_pretrained(target)

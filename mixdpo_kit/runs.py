@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from mixdpo_kit import viz
 from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
+from mixdpo_kit.explain import example_indices, worked_pair
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
 from mixdpo_kit.curriculum import lr_mass_by_route
 from mixdpo_kit.model import Policy
@@ -21,8 +22,9 @@ from mixdpo_kit.trainer import route_sft_share
 
 
 def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None = None) -> dict:
-    """Held-out preference metrics (policy vs reference), sample generations and, on the built-in
-    task, the ground-truth reward of greedy generations before (reference) and after (policy).
+    """Held-out preference metrics (policy vs reference), greedy generations of a few prompts
+    before (reference) and after (policy) side by side and, on the built-in task, the ground-truth
+    reward of the generations before and after.
 
     Runs that share the base model and the data and evaluation settings share their reference
     side too: pass the same ``reference_memo`` dict to reuse its log-probs and generations.
@@ -47,9 +49,6 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
         after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device)
         before = on_reference("pair_logps", lambda ref: pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device))
         out["preference"] = preference_metrics(after, before)
-        prompts = list(pairs.select(range(min(ec.n_generations, len(pairs))))["prompt"])
-        gens = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
-        out["generations"] = [{"prompt": _show(p), "response": g} for p, g in zip(prompts, gens)]
     if cfg.data.source == "builtin" and ec.reward_prompts:
         rows = read_source("builtin", ec.reward_split).select(range(ec.reward_prompts))
         texts = list(rows["prompt"])
@@ -57,6 +56,17 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
         after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size)
         before_gen = on_reference("generations", lambda ref: generate(ref, tok, chats, ec.max_new_tokens, ec.batch_size))
         out["true_reward"] = {"before": builtin_reward(texts, before_gen), "after": builtin_reward(texts, after_gen)}
+        rewards = [out["true_reward"][k]["rewards"] for k in ("before", "after")]
+        out["generations"] = [{"prompt": t, "before": b, "after": a, "reward before": round(rb, 3),
+                               "reward after": round(ra, 3)}
+                              for t, b, a, rb, ra in list(zip(texts, before_gen, after_gen, *rewards))[:ec.n_generations]]
+    elif cfg.data.eval_source:
+        prompts = list(pairs.select(range(min(ec.n_generations, len(pairs))))["prompt"])
+        after_gen = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
+        before_gen = on_reference("sample generations",
+                                  lambda ref: generate(ref, tok, prompts, ec.max_new_tokens, ec.batch_size))
+        out["generations"] = [{"prompt": _show(p), "before": b, "after": a}
+                              for p, b, a in zip(prompts, before_gen, after_gen)]
     return out
 
 
@@ -74,10 +84,13 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
                "evaluation": evaluation, **extra}
     write_summary(out_dir, summary)
     lengths = [list(map(len, prep.dataset[c])) for c in ("chosen_ids", "rejected_ids")]
-    figures = [viz.margin_histogram(prep.margins, prep.split), viz.margin_vs_length(prep.margins, *lengths, prep.split),
-               viz.curriculum_timeline(prep.plan, prep.split.hard if sft_share is None else sft_share, cfg.train),
+    unit = prep.margin_unit
+    figures = [viz.margin_histogram(prep.margins, prep.split, unit=unit),
+               viz.margin_vs_length(prep.margins, *lengths, prep.split, length_unit="tokens", unit=unit),
+               viz.curriculum_timeline(prep.plan, prep.split.hard if sft_share is None else sft_share, cfg.train,
+                                       unit=unit),
                viz.training_curves(rows), viz.logprob_dynamics(rows, evaluation.get("preference"))]
-    tables = {"Held-out generations": evaluation.get("generations", [])}
+    tables = {"Generations before (reference) and after training": evaluation.get("generations", [])}
     if "true_reward" in evaluation:
         tables["Ground-truth reward of greedy generations"] = [
             {"model": k, **{m: v for m, v in values.items() if m != "rewards"}}
@@ -113,6 +126,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     sft_share = route_sft_share(trainer.train_dataset)
     extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
+    extra["worked_pairs"] = [worked_pair(cfg, policy, prep, i) for i in example_indices(prep)]
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
 
@@ -134,14 +148,23 @@ def demo_config(out_dir: str | Path | None = None) -> RunConfig:
     return cfg.override(train={"output_dir": str(out), "cache_dir": str(out / "cache")})
 
 
-def run_demo(out_dir: str | Path | None = None) -> dict:
-    """The built-in pipeline: tiny model, SFT warm-up, QLoRA MixDPO on CPU, evaluation, report."""
+def run_demo(out_dir: str | Path | None = None, on_stage=None, reuse: bool = False) -> dict:
+    """The built-in pipeline: tiny model, SFT warm-up, QLoRA MixDPO on CPU, evaluation, report.
+    ``reuse``: return the summary of a demo that already finished in ``out_dir`` with the same config."""
     cfg = demo_config(out_dir)
-    return run(cfg, cfg.train.output_dir)
+    done = Path(cfg.train.output_dir) / "summary.json"
+    if reuse and done.exists():
+        summary, want = json.loads(done.read_text()), resolve_objective(cfg).to_dict()
+        same = {k: v for k, v in summary["config"].items() if k not in ("model", "sft_warmup")} == \
+            {k: v for k, v in want.items() if k not in ("model", "sft_warmup")}  # the warm-up rewrites those two
+        if same and "worked_pairs" in summary:
+            return summary
+    return run(cfg, cfg.train.output_dir, on_stage=on_stage)
 
 
-def evaluate_saved_run(run_dir: str | Path) -> dict:
-    """Reload a finished run's adapter (or model) and evaluate it again; rewrites summary and report."""
+def load_run(run_dir: str | Path):
+    """A finished run's resolved config, its trained policy (adapter on; the reference is the same
+    model with it off) and its prepared pairs: ``(cfg, policy, prep)``."""
     from mixdpo_kit.model import build_policy
 
     run_dir = Path(run_dir)
@@ -150,8 +173,15 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     if not saved.exists():
         raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
     policy = build_policy(cfg.model, adapter_path=saved)
-    prep = analyze_data(cfg, policy=policy)
+    return cfg, policy, analyze_data(cfg, policy=policy)
+
+
+def evaluate_saved_run(run_dir: str | Path) -> dict:
+    """Reload a finished run's adapter (or model) and evaluate it again; rewrites summary and report."""
+    run_dir = Path(run_dir)
+    cfg, policy, prep = load_run(run_dir)
     evaluation = evaluate_policy(cfg, policy)
+    extra = {"worked_pairs": [worked_pair(cfg, policy, prep, i) for i in example_indices(prep)]}
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}
-    return write_run_outputs(run_dir, cfg, prep, evaluation, keep)
+    return write_run_outputs(run_dir, cfg, prep, evaluation, {**keep, **extra})

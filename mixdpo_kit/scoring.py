@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mixdpo_kit.cache import JsonCache, digest
 from mixdpo_kit.logprobs import eval_mode
+from mixdpo_kit.progress import bar
 from mixdpo_kit.margins import register_margin_source
 from mixdpo_kit.refcache import ReferenceCache, reference_logps
 from mixdpo_kit.tokenization import TokenizationSettings
@@ -48,7 +48,7 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int, max_length:
     order = np.argsort([len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
     scores = np.empty(len(texts))
     with eval_mode(model):
-        for start in tqdm(range(0, len(texts), batch_size), desc="reward model", leave=False):
+        for start in bar(range(0, len(texts), batch_size), "reward model"):
             idx = order[start: start + batch_size]
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                             max_length=max_length, add_special_tokens=add_special_tokens).to(device)
@@ -80,7 +80,8 @@ def reward_model_margins(ds, model_name: str, cache_dir: str | Path, batch_size:
     return np.asarray(stored["chosen"]) - np.asarray(stored["rejected"])
 
 
-@register_margin_source("reward_model", "a reward model's score gap (margins.reward_model: NAME_OR_PATH)")
+@register_margin_source("reward_model", "a reward model's score gap (margins.reward_model: NAME_OR_PATH)",
+                        unit="reward-model score")
 def reward_model_source(ds, ctx, arg=None) -> np.ndarray:
     mc = ctx.cfg.margins
     if not mc.reward_model:
@@ -90,7 +91,7 @@ def reward_model_source(ds, ctx, arg=None) -> np.ndarray:
 
 
 @register_margin_source("likelihood_gap", "the reference's per-token log-likelihood gap, chosen − rejected",
-                        needs_tokens=True)
+                        needs_tokens=True, unit="nats per token")
 def likelihood_gap_source(ds, ctx, arg=None) -> np.ndarray:
     cfg = ctx.cfg
     chosen, rejected = reference_logps(ctx.policy, ds, list(range(len(ds))), _token_settings(cfg.data),

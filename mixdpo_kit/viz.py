@@ -15,8 +15,8 @@ from mixdpo_kit.split import Split
 HARD, EASY = "#d62728", "#1f77b4"
 
 
-def margin_histogram(margins, split: Split, title: str = "Margins") -> go.Figure:
-    """Histogram of margins; the hard region (margin < τ) shaded, τ marked, both sides counted."""
+def margin_histogram(margins, split: Split, title: str = "Margins", unit: str = "rating points") -> go.Figure:
+    """Histogram of margins in ``unit``; the hard region (margin < τ) shaded, τ marked, both sides counted."""
     m = np.asarray(margins, dtype=float)
     fig = go.Figure()
     lo, hi = (float(m.min()), float(m.max())) if len(m) else (0.0, 1.0)
@@ -26,12 +26,15 @@ def margin_histogram(margins, split: Split, title: str = "Margins") -> go.Figure
     fig.add_histogram(x=m[~split.hard], name=f"easy → preference ({split.n_easy})", marker_color=EASY, opacity=0.85)
     fig.add_vline(x=split.tau, line_dash="dash", annotation_text=f"τ = {split.tau:g}")
     fig.update_layout(barmode="overlay", title=f"{title}: {split.n_hard} hard / {split.n_easy} easy",
-                      xaxis_title="margin (larger = easier)", yaxis_title="pairs")
+                      xaxis_title=f"margin ({unit}; larger = easier)", yaxis_title="pairs",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
 
 
-def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | None = None) -> go.Figure:
-    """Margin against the chosen−rejected length difference: is difficulty confounded with length?"""
+def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | None = None,
+                     length_unit: str = "tokens", unit: str = "rating points") -> go.Figure:
+    """Margin (in ``unit``) against the chosen−rejected length difference (in ``length_unit``):
+    is difficulty confounded with length?"""
     m = np.asarray(margins, dtype=float)
     diff = np.asarray(chosen_lengths, dtype=float) - np.asarray(rejected_lengths, dtype=float)
     colors = np.where(split.hard, HARD, EASY) if split is not None else EASY
@@ -39,7 +42,8 @@ def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | N
     fig = go.Figure(go.Scatter(x=diff, y=m, mode="markers", marker=dict(size=4, color=colors, opacity=0.6),
                                name="pairs"))
     fig.update_layout(title=f"Margin vs length difference (Spearman ρ = {rho:.2f})",
-                      xaxis_title="len(chosen) − len(rejected) [tokens or words]", yaxis_title="margin")
+                      xaxis_title=f"length of chosen − length of rejected ({length_unit})",
+                      yaxis_title=f"margin ({unit})")
     return fig
 
 
@@ -52,7 +56,7 @@ def margin_sources(a, b, name_a: str = "source A", name_b: str = "source B") -> 
     return fig
 
 
-def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0) -> go.Figure:
+def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, unit: str = "rating points") -> go.Figure:
     """The planned order: each pair's margin by position (top); per optimiser step, the fraction
     routed to SFT (middle) and the learning rate relative to its peak (bottom), with the share of
     the learning-rate mass each route receives in the title. ``train_cfg``: a ``TrainConfig``
@@ -83,7 +87,7 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0) -
             fig.add_vline(x=int(b), line_dash="dot", line_color="gray", row=1, col=1)
     fig.update_xaxes(title_text="position in training order (pairs)", row=1, col=1)
     fig.update_xaxes(title_text="optimiser step", row=3, col=1)
-    fig.update_yaxes(title_text="margin", row=1, col=1)
+    fig.update_yaxes(title_text=f"margin ({unit})", row=1, col=1)
     fig.update_yaxes(title_text="SFT share", range=[-0.05, 1.05], tickformat=".0%", row=2, col=1)
     fig.update_yaxes(title_text="× peak lr", range=[0, 1.05], tickformat=".1f", row=3, col=1)
     fig.update_layout(height=620, title=f"Curriculum ({plan.order}), {len(steps)} optimiser steps: the SFT route gets "

@@ -19,8 +19,11 @@ from transformers import TrainerCallback
 
 from mixdpo_kit import viz
 from mixdpo_kit.config import CurriculumConfig, RunConfig, SplitConfig, TrainConfig
+from mixdpo_kit.cost import RunTooLarge, check_run_size
 from mixdpo_kit.curriculum import ORDERS, CurriculumPlan, lr_mass_by_route
+from mixdpo_kit.explain import result_lines, worked_pairs_table
 from mixdpo_kit.losses import PREFERENCE_LOSSES
+from mixdpo_kit.margins import margin_source, margin_unit
 from mixdpo_kit.objectives import OBJECTIVES, resolve
 from mixdpo_kit.split import Split, split_by_margin
 
@@ -66,14 +69,31 @@ def html_table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _registered_unit(source: str) -> str:
+    try:
+        return margin_unit(source)
+    except ValueError:
+        return "margin units"
+
+
+def results_html(summary: dict) -> str:
+    """A finished run for a panel: headline numbers, generations before/after, the worked pairs."""
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in result_lines(summary))
+    return (f"<ul>{lines}</ul><b>Generations before (reference) and after training</b>"
+            f"{html_table(summary['evaluation'].get('generations', []))}"
+            f"<b>Two pairs through the routed loss</b>{html_table(worked_pairs_table(summary.get('worked_pairs', [])))}")
+
+
 class MarginExplorer:
     """Margin source, τ slider (absolute or quantile), live histogram, counts and border examples."""
 
-    def __init__(self, dataset, margins, tau: float | None = None, n_examples: int = 3):
+    def __init__(self, dataset, margins, tau: float | None = None, n_examples: int = 3, units: dict | None = None):
         """``margins``: one array, or ``{source name: array}`` to choose between sources;
-        ``tau``: the starting threshold (default: the config's)."""
+        ``tau``: the starting threshold (default: the config's); ``units``: ``{source name: unit}``
+        for the axis (default: the registered source's unit)."""
         self.dataset = dataset
         self.sources = dict(margins) if isinstance(margins, dict) else {"ratings": np.asarray(margins)}
+        self.units = {name: (units or {}).get(name) or _registered_unit(name) for name in self.sources}
         self.n_examples = n_examples
         self.source = W.Dropdown(options=list(self.sources), description="source")
         self.mode = W.ToggleButtons(options=["absolute", "quantile"], description="τ as")
@@ -142,7 +162,8 @@ class MarginExplorer:
     def refresh(self) -> None:
         """Recompute the split, counts, figure and examples."""
         split = self._split = self.split
-        self.figure = viz.margin_histogram(self.margins, split, title=f"Margins ({self.source.value})")
+        self.figure = viz.margin_histogram(self.margins, split, title=f"Margins ({self.source.value})",
+                                           unit=self.units[self.source.value])
         self.counts.value = (f"<b>{split.n_hard}</b> hard → SFT, <b>{split.n_easy}</b> easy → preference "
                              f"(τ = {split.tau:.3g}, {100 * split.n_hard / max(len(split.hard), 1):.1f} % hard)")
         self.examples.value = html_table(self.border_examples())
@@ -151,7 +172,8 @@ class MarginExplorer:
             callback(split)
 
     def apply_to(self, cfg: RunConfig) -> RunConfig:
-        """``cfg`` with this panel's margin source and threshold."""
+        """``cfg`` with this panel's margin source and threshold (a source the kit can compute again)."""
+        margin_source(self.source.value)  # e.g. "true reward" exists only on the built-in task: say so
         quantile = self.tau.value if self.mode.value == "quantile" else None
         tau = cfg.split.tau if quantile is not None else self.tau.value
         return cfg.override(margins={"source": self.source.value}, split={"tau": tau, "quantile": quantile})
@@ -166,9 +188,10 @@ class CurriculumDesigner:
     """Order, stages, seed, batch size and accumulation → live timeline and first-steps preview."""
 
     def __init__(self, margins, hard=None, explorer: MarginExplorer | None = None, row_ids=None,
-                 preview_steps: int = 3, train: TrainConfig | None = None):
-        """``train``: the training settings to start from (schedule, warm-up, epochs; default: the config's)."""
-        self.explorer = explorer
+                 preview_steps: int = 3, train: TrainConfig | None = None, unit: str = "rating points"):
+        """``train``: the training settings to start from (schedule, warm-up, epochs; default: the config's);
+        ``unit``: the margins' unit (followed from the explorer when one is given)."""
+        self.explorer, self._unit = explorer, unit
         self.margins = np.asarray(margins if explorer is None else explorer.margins, dtype=float)
         self.hard = np.asarray(hard if hard is not None else explorer.split.hard, dtype=bool)
         self.row_ids = np.arange(len(self.margins)) if row_ids is None else np.asarray(row_ids)
@@ -231,7 +254,8 @@ class CurriculumDesigner:
                               f"<b>{self.mass['sft']:.2%}</b> of the learning-rate mass (Σ lr over the "
                               f"{self.mass['steps']} optimiser steps); the preference route gets "
                               f"<b>{self.mass['preference']:.2%}</b>.")
-        self.figure = viz.curriculum_timeline(self.plan, self.hard, train)
+        unit = self._unit if self.explorer is None else self.explorer.units[self.explorer.source.value]
+        self.figure = viz.curriculum_timeline(self.plan, self.hard, train, unit=unit)
         self.preview.value = html_table(self.first_steps())
         show_figure(self.plot, self.figure)
 
@@ -249,8 +273,23 @@ class CurriculumDesigner:
         display(self.widget)
 
 
+# What the margin explorer and the curriculum designer decide, by config section.
+PANEL_FIELDS = {"margins": ("source",), "split": ("tau", "quantile"), "curriculum": ("order", "n_stages", "seed"),
+                "train": ("per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type",
+                          "warmup_ratio")}
+
+
+def with_panel_choices(cfg: RunConfig, path: str | Path) -> RunConfig:
+    """``cfg`` with the choices the margin and curriculum panels exported to ``path`` (a config
+    YAML) and nothing else from that file: a GPU run keeps its own model, data and learning rate."""
+    exported = RunConfig.from_yaml(path).to_dict()
+    return cfg.override(**{section: {k: exported[section][k] for k in keys} for section, keys in PANEL_FIELDS.items()})
+
+
 class _LiveCallback(TrainerCallback):
     """Feeds the launcher: progress, live curves, and a clean stop that keeps a checkpoint."""
+
+    shows_progress = True  # the panel's bar is the run's one bar (mixdpo_kit.progress)
 
     def __init__(self, launcher: "TrainingLauncher"):
         self.launcher = launcher
@@ -290,6 +329,7 @@ class TrainingLauncher:
             w.observe(lambda _: self._show_params(), names="value")
         self.learning_rate = W.FloatText(value=cfg.train.learning_rate, description="lr")
         self.max_steps = W.IntText(value=cfg.train.max_steps, description="max steps")
+        self.max_rows = W.IntText(value=cfg.data.max_rows or 0, description="max rows")  # 0: all
         self.model = W.Text(value=cfg.model.name_or_path, description="model")
         self.mode = W.Dropdown(options=["qlora", "lora", "full"], value=cfg.model.mode, description="mode")
         self.out_dir = W.Text(value=out_dir, description="run folder")
@@ -299,6 +339,7 @@ class TrainingLauncher:
         self.progress = W.IntProgress(value=0, min=0, max=1, description="steps")
         self.stage = W.HTML()  # which long step runs now: warm-up, reference log-probs, training, evaluation
         self.status = W.HTML()
+        self.results = W.HTML()  # filled when a run finishes: numbers, generations, worked pairs
         self.plot = W.Output()
         self.yaml = W.Textarea(layout=W.Layout(width="100%", height="160px"))
         self.stop_requested = threading.Event()
@@ -309,9 +350,10 @@ class TrainingLauncher:
         self.stop_button.on_click(lambda _: self.stop())
         self.export_button.on_click(lambda _: self.export())
         form = W.VBox([W.HBox([self.objective, self.preference]), self.params,
-                       W.HBox([self.learning_rate, self.max_steps]), W.HBox([self.model, self.mode]), self.out_dir])
+                       W.HBox([self.learning_rate, self.max_steps, self.max_rows]), W.HBox([self.model, self.mode]),
+                       self.out_dir])
         self.widget = W.VBox([form, W.HBox([self.run_button, self.stop_button, self.export_button]),
-                              W.HBox([self.progress, self.stage]), self.status, self.plot, self.yaml])
+                              W.HBox([self.progress, self.stage]), self.status, self.plot, self.results, self.yaml])
 
     def _loss_config(self, params: dict) -> RunConfig:
         loss = dataclasses.replace(self.base.loss, objective=self.objective.value, preference=self.preference.value,
@@ -339,6 +381,7 @@ class TrainingLauncher:
             cfg = panel.apply_to(cfg)
         return resolve(cfg.override(
             model={"name_or_path": self.model.value, "mode": self.mode.value},
+            data={"max_rows": self.max_rows.value or None},
             train={"learning_rate": self.learning_rate.value, "max_steps": self.max_steps.value,
                    "output_dir": self.out_dir.value}))
 
@@ -362,6 +405,7 @@ class TrainingLauncher:
             stopped = " (stopped early; checkpoint kept)" if self.stop_requested.is_set() else ""
             self.stage.value = ""
             self.status.value = f"finished{stopped}: report at <code>{html.escape(cfg.train.output_dir)}/report.html</code>"
+            self.results.value = results_html(self.summary)
         except Exception as err:  # shown in the panel: a background thread has nowhere else to report
             self.status.value = f"<span style='color:#d62728'>failed: {html.escape(repr(err))}</span>"
             raise
@@ -371,8 +415,14 @@ class TrainingLauncher:
     def run(self, blocking: bool = False) -> None:
         """Start training in a background thread and return: the kernel stays free, so Stop works
         even under Run All. ``blocking`` waits for the end (scripts and tests; in a notebook it
-        would hold the kernel and Stop could not be heard)."""
+        would hold the kernel and Stop could not be heard). A real-data run with neither max rows
+        nor max steps is refused, with what the full run would cost."""
         cfg = self.config()
+        try:
+            check_run_size(cfg)
+        except RunTooLarge as err:
+            self.status.value = f"<span style='color:#d62728'>not started: {html.escape(str(err))}</span>"
+            return
         self.logs.clear()
         self.stop_requested.clear()
         self.progress.value = 0

@@ -12,7 +12,8 @@ pins=$(mktemp)
 $py scripts/lowest_constraints.py test > "$pins"
 # TRL's lowest release needs a newer datasets than the kit's lowest: it is tried on its own below.
 grep -v '^trl==' "$pins" > "$pins.runtime"
-# torch first, pinned, so no other requirement pulls a CUDA build on a CPU machine.
+# torch first, pinned, so no other requirement pulls a newer build (torch's lowest, 2.11, exists only
+# as a CUDA build on PyPI; it runs on the CPU too).
 $py -m pip install --quiet "$(grep '^torch==' "$pins")"
 $py -m pip install --quiet -c "$pins.runtime" -e . pytest
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|peft|datasets|accelerate|bitsandbytes|plotly|ipywidgets|numpy)=='

@@ -221,7 +221,7 @@ def test_stop_works_during_run_all(tmp_path):
 
     nb = nbformat.read(ROOT / "notebooks" / "03_train_qlora.ipynb", as_version=4)
     for cell in nb.cells:  # a CPU run long enough to stop by hand
-        cell.source = cell.source.replace('train={"max_steps": 60}', 'train={"max_steps": 100000}')
+        cell.source = cell.source.replace('data={"max_rows": 800})', 'data={"max_rows": 800}, train={"max_steps": 100000})')
     assert any("100000" in c.source for c in nb.cells)
     nbformat.write(nb, tmp_path / "03_train_qlora.ipynb")
     url = _start_jupyterlab(tmp_path)
@@ -246,3 +246,83 @@ def test_stop_works_during_run_all(tmp_path):
     assert "checkpoint kept" in status
     checkpoints = list((tmp_path / "runs" / "notebook03" / "checkpoints").glob("checkpoint-*"))
     assert checkpoints and all(int(p.name.split("-")[-1]) < 100000 for p in checkpoints)
+
+
+FIGURES_NOTEBOOK = """
+import numpy as np
+from mixdpo_kit import viz
+from mixdpo_kit.config import TrainConfig
+from mixdpo_kit.curriculum import CurriculumPlan
+from mixdpo_kit.split import split_by_margin
+
+rng = np.random.default_rng(0)
+m = np.round(rng.uniform(0, 9, 400) * 2) / 2
+split = split_by_margin(m, tau=0.5)
+logs = [{"step": s, "loss/preference": 0.7 - s / 200, "route/sft_fraction": 0.0, "rewards/accuracy": 0.6,
+         "logps/chosen": -5.0, "logps/rejected": -6.0} for s in range(1, 40)]
+logs += [{"step": s, "loss/sft": 1.2, "route/sft_fraction": 1.0, "logps/chosen": -4.9} for s in range(40, 50)]
+figures = [viz.margin_histogram(m, split), viz.margin_vs_length(m, rng.integers(1, 9, 400), rng.integers(1, 9, 400), split),
+           viz.margin_sources(m, m + rng.normal(0, 1, 400), "rating margin (rating points)", "true margin (reward points)"),
+           viz.curriculum_timeline(CurriculumPlan(m, "easy_to_hard"), split.hard, TrainConfig()),
+           viz.training_curves(logs), viz.logprob_dynamics(logs),
+           viz.compare_runs(["mixdpo", "dpo"], [0.75, 0.74], [0.74, 0.73], [0.76, 0.75], metric="ground-truth reward",
+                            baseline=0.74, baseline_name="SFT model"),
+           viz.heldout_logps({"dpo": {"steps": [0, 5], "chosen": [-5, -4], "rejected": [-6, -6.5]},
+                              "mixdpo": {"steps": [0, 5], "chosen": [-5, -3.9], "rejected": [-6, -6.4]}})]
+for fig in figures:
+    fig.show()
+"""
+
+# For every drawn subplot: its axes' titles (empty ones listed), and any overlap of the legend with
+# an axis title, the figure title or a subplot title.
+FIGURE_PROBLEMS_JS = """() => {
+  const box = e => e.getBoundingClientRect();
+  const overlap = (a, b) => !(a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top);
+  const problems = [];
+  document.querySelectorAll('.js-plotly-plot').forEach((plot, k) => {
+    const name = (plot.querySelector('.gtitle') || {textContent: 'figure ' + k}).textContent.slice(0, 40);
+    plot.querySelectorAll('.cartesianlayer .subplot').forEach(sp => {
+      const ids = [...sp.classList].find(c => c !== 'subplot').match(/^(x\\d*)(y\\d*)$/);
+      for (const axis of ids.slice(1)) {
+        const t = plot.querySelector('text.' + axis + 'title');
+        if (!t || !t.textContent.trim()) problems.push(name + ': axis ' + axis + ' has no title');
+      }
+    });
+    const legend = plot.querySelector('.legend');
+    if (!legend || box(legend).width === 0) return;
+    const texts = [...plot.querySelectorAll('.infolayer text, .annotation-text')].filter(t => t.textContent.trim());
+    for (const t of texts) if (!legend.contains(t) && overlap(box(legend), box(t)))
+      problems.push(name + ': legend overlaps "' + t.textContent.slice(0, 30) + '"');
+  });
+  return problems;
+}"""
+
+
+def test_figures_have_axis_titles_and_legends_clear_of_text(tmp_path):
+    """Every figure the kit draws, rendered by plotly.js in the browser: each axis has a title, and
+    no legend overlaps an axis title, a figure title or an annotation. Screenshots are kept."""
+    _requirements_or_skip()
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FIGURES_NOTEBOOK)])
+    nbformat.write(nb, tmp_path / "figures.ipynb")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    url = _start_jupyterlab(tmp_path)
+    try:
+        with sync_playwright() as pw:
+            browser, page = _browser_page(pw)
+            _open_and_run_all(page, f"{url}/lab/tree/figures.ipynb")
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 8", timeout=120_000)
+            time.sleep(2)
+            n_plots = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+            problems = page.evaluate(FIGURE_PROBLEMS_JS)
+            for k in range(n_plots):
+                plot = page.locator(".js-plotly-plot").nth(k)
+                plot.scroll_into_view_if_needed()
+                plot.screenshot(path=str(SCREENSHOTS / f"figure_{k}.png"))
+            browser.close()
+    finally:
+        _stop_jupyterlab()
+    assert n_plots == 8
+    assert not problems, problems

@@ -1,0 +1,54 @@
+"""How much a run prints. The CLI shows transformers' usual progress and logged metrics; in a
+notebook (after :func:`mixdpo_kit.notebook.setup_notebook`) a run shows one progress bar per
+training and nothing else, because the metrics appear as figures instead of logged tables."""
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils.notebook import NotebookProgressCallback
+
+_STATE = {"quiet": False}
+
+
+def set_quiet(on: bool = True) -> None:
+    """Quiet mode on or off for every run started afterwards in this process."""
+    _STATE["quiet"] = bool(on)
+
+
+def is_quiet() -> bool:
+    """Whether runs print only one bar per training."""
+    return _STATE["quiet"]
+
+
+def bar(iterable, desc: str):
+    """A transient progress bar over ``iterable``, hidden in quiet mode."""
+    return tqdm(iterable, desc=desc, leave=False, disable=is_quiet())
+
+
+class TrainingBar(TrainerCallback):
+    """One bar over the optimiser steps, with no logged dicts or tables."""
+
+    def __init__(self, desc: str = "training"):
+        self.desc, self.bar = desc, None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.bar = tqdm(total=state.max_steps, desc=self.desc, initial=state.global_step)
+
+    def on_step_end(self, args, state, control, **kw):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kw):
+        self.bar.close()
+
+
+def configure(trainer, show_bar: bool = True) -> None:
+    """In quiet mode, replace the trainer's printers with :class:`TrainingBar` (or nothing when
+    ``show_bar`` is off, or when one of its callbacks has ``shows_progress``, e.g. a panel's bar)."""
+    if not is_quiet():
+        return
+    for printer in (PrinterCallback, ProgressCallback, NotebookProgressCallback):
+        trainer.remove_callback(printer)
+    has_own = any(getattr(cb, "shows_progress", False) for cb in trainer.callback_handler.callbacks)
+    if show_bar and not has_own:
+        trainer.add_callback(TrainingBar())
