@@ -66,6 +66,23 @@ def run_metrics(summary: dict) -> dict[str, float]:
     return out
 
 
+def paired_difference(runs: list[dict], a: str, b: str, key: str = "true_reward") -> tuple[float, float]:
+    """Mean and 95 % half-width of ``a - b`` over seeds (paired: same seed, same adapter init)."""
+    by_seed = {(r["variant"], r["seed"]): r[key] for r in runs if key in r}
+    diffs = [by_seed[(a, s)] - by_seed[(b, s)] for (v, s) in by_seed if v == a and (b, s) in by_seed]
+    return interval(diffs)
+
+
+def verdict(runs: list[dict], a: str, b: str) -> str:
+    """One sentence: is ``a`` better than, worse than or not distinguishable from ``b`` (its paired
+    95 % interval of the ground-truth reward difference excludes zero, or not)."""
+    mean, half = paired_difference(runs, a, b)
+    if math.isnan(half):
+        return f"{a} − {b} = {mean:+.3f} ground-truth reward (one seed: no interval)"
+    sign = "better than" if mean - half > 0 else "worse than" if mean + half < 0 else "not distinguishable from"
+    return f"{a} is **{sign}** {b}: {mean:+.3f} ± {half:.3f} ground-truth reward (paired over seeds, 95 %)"
+
+
 def variants_for(objectives: list[str]) -> dict[str, dict]:
     """Plain objectives as variants: ``{name: {"loss": {"objective": name}}}`` (names are checked)."""
     for name in objectives:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import sys
 import warnings
 
@@ -28,6 +29,11 @@ def setup_notebook() -> None:
     from mixdpo_kit import progress
 
     progress.set_quiet(True)
+    if os.environ.get("MIXDPO_KIT_STATIC_FIGURES"):  # scripts/render_notebooks.py: PNGs the code host can show
+        import plotly.io as pio
+
+        pio.renderers.default = "plotly_mimetype+png"
+        pio.renderers["png"].width = 900  # the height comes from each figure's layout
     stale = upgraded_while_loaded()
     if "google.colab" in sys.modules:
         from google.colab import output

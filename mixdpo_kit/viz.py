@@ -142,12 +142,13 @@ def logprob_dynamics(log_rows: list[dict], eval_metrics: dict | None = None) -> 
         for kind, color in (("chosen", EASY), ("rejected", HARD)):
             fig.add_scatter(x=[0, last], y=[eval_metrics[f"logps_{kind}_before"], eval_metrics[f"logps_{kind}_after"]],
                             name=f"held-out {kind} (before → after)", line=dict(color=color, dash="dot"))
-    fig.update_layout(title="Chosen and rejected log-probs", xaxis_title="optimiser step", yaxis_title="sum log-prob")
+    fig.update_layout(title="Chosen and rejected log-probs", xaxis_title="optimiser step",
+                      yaxis_title="summed log-prob of the response (nats)")
     return fig
 
 
 def compare_runs(names: list[str], means, lows=None, highs=None, metric: str = "metric", baseline=None,
-                 baseline_name: str = "baseline") -> go.Figure:
+                 baseline_name: str = "baseline", x_title: str = "objective") -> go.Figure:
     """A metric per run as points with optional intervals (e.g. 95 % over seeds) against a baseline
     line (e.g. the SFT model); the axis is fitted to the values, not started at 0."""
     means = np.asarray(means, dtype=float)
@@ -160,8 +161,13 @@ def compare_runs(names: list[str], means, lows=None, highs=None, metric: str = "
     if baseline is not None:
         fig.add_hline(y=float(baseline), line_dash="dash", line_color="gray",
                       annotation_text=f"{baseline_name} {float(baseline):.3f}", annotation_position="top left")
+    # Fit the axis to the points, their intervals and the baseline, so the baseline line is never on the edge.
+    ends = [v for v in [*means, *(np.asarray(lows, float) if error else []), *(np.asarray(highs, float) if error else []),
+                        *([] if baseline is None else [float(baseline)])] if np.isfinite(v)]
+    pad = 0.15 * ((max(ends) - min(ends)) or abs(max(ends)) or 1.0)
     fig.update_layout(title=f"{metric} by run" + (" (95 % intervals over seeds)" if error else ""),
-                      yaxis_title=metric, showlegend=False)
+                      yaxis=dict(title=metric, range=[min(ends) - pad, max(ends) + pad]),
+                      xaxis_title=x_title, showlegend=False)
     return fig
 
 

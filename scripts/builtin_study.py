@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixdpo_kit.compare import T_975, heldout_curves, interval, markdown_table, run_comparison
+from mixdpo_kit.compare import T_975, heldout_curves, markdown_table, run_comparison, verdict
 from mixdpo_kit.config import preset
 from mixdpo_kit.viz import heldout_logps
 
@@ -33,21 +33,6 @@ TRACKED = ["dpo", "mixdpo", "hard_only_dpo"]  # held-out log-probs logged during
 def study_config():
     """The demo setup (tiny Llama, shared SFT warm-up, 4-bit QLoRA, one epoch over 2,000 pairs)."""
     return preset("demo").override(train={"learning_rate": 3e-4}, loss={"beta": 1.0})
-
-
-def paired_difference(runs: list[dict], a: str, b: str, key: str = "true_reward") -> tuple[float, float]:
-    """Mean and 95 % half-width of ``a - b`` over seeds (paired: same seed, same adapter init)."""
-    by_seed = {(r["variant"], r["seed"]): r[key] for r in runs if key in r}
-    diffs = [by_seed[(a, s)] - by_seed[(b, s)] for (v, s) in by_seed if v == a and (b, s) in by_seed]
-    return interval(diffs)
-
-
-def verdict(runs: list[dict], a: str, b: str) -> str:
-    mean, half = paired_difference(runs, a, b)
-    if math.isnan(half):
-        return f"{a} − {b} = {mean:+.3f} ground-truth reward (one seed: no interval)"
-    sign = "better than" if mean - half > 0 else "worse than" if mean + half < 0 else "not distinguishable from"
-    return f"{a} is **{sign}** {b}: {mean:+.3f} ± {half:.3f} ground-truth reward (paired over seeds, 95 %)"
 
 
 def choose_settings(cfg, out: Path, seeds: int) -> dict:
