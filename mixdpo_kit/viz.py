@@ -86,6 +86,7 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, u
         for b in np.flatnonzero(np.diff(plan.stages())) + 1:
             fig.add_vline(x=int(b), line_dash="dot", line_color="gray", row=1, col=1)
     fig.update_xaxes(title_text="position in training order (pairs)", row=1, col=1)
+    fig.update_xaxes(title_text="optimiser step", row=2, col=1)
     fig.update_xaxes(title_text="optimiser step", row=3, col=1)
     fig.update_yaxes(title_text=f"margin ({unit})", row=1, col=1)
     fig.update_yaxes(title_text="SFT share", range=[-0.05, 1.05], tickformat=".0%", row=2, col=1)

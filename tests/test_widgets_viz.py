@@ -117,3 +117,52 @@ def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
     assert 2 <= len(launcher.logs) < 40
     assert any(p.name.startswith("checkpoint-") for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert launcher.figure.data and not launcher.run_button.disabled
+
+
+def test_panel_choices_carry_into_another_config_and_nothing_else(tmp_path, builtin):
+    from mixdpo_kit.widgets import with_panel_choices
+
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    ex.tau.value = 2.0
+    d = CurriculumDesigner(None, explorer=ex)
+    d.order.value, d.schedule.value, d.grad_accum.value = "staged", "constant_with_warmup", 4
+    d.apply_to(ex.apply_to(preset("demo"))).to_yaml(tmp_path / "panels.yaml")
+    gpu = preset("mixdpo_paper").override(model={"name_or_path": "some/model"}, train={"learning_rate": 5e-5})
+    cfg = with_panel_choices(gpu, tmp_path / "panels.yaml")
+    assert (cfg.split.tau, cfg.curriculum.order, cfg.train.lr_scheduler_type, cfg.train.gradient_accumulation_steps) == \
+        (2.0, "staged", "constant_with_warmup", 4)
+    assert (cfg.model.name_or_path, cfg.train.learning_rate, cfg.data.source) == \
+        ("some/model", 5e-5, gpu.data.source)  # the GPU run keeps its own model, rate and data
+
+
+def test_explorer_will_not_export_a_source_the_kit_cannot_compute(builtin):
+    ex = MarginExplorer(builtin.dataset, {"ratings": builtin.margins, "true reward": builtin.margins * 0.1})
+    ex.source.value = "true reward"
+    with pytest.raises(ValueError, match="unknown margin source 'true reward'"):
+        ex.apply_to(preset("demo"))
+
+
+def test_margin_axes_name_their_unit(builtin):
+    from mixdpo_kit.margins import margin_unit
+
+    assert builtin.margin_unit == "rating points" == margin_unit("ratings")
+    assert margin_unit("likelihood_gap") == "nats per token" and margin_unit("ratings", "rank") == "rank, 0–1"
+    fig = viz.margin_histogram(builtin.margins, builtin.split, unit=builtin.margin_unit)
+    assert fig.layout.xaxis.title.text.startswith("margin (rating points")
+    ex = MarginExplorer(builtin.dataset, {"ratings": builtin.margins, "true reward": builtin.margins},
+                        units={"true reward": "reward points"})
+    ex.source.value = "true reward"
+    assert "reward points" in ex.figure.layout.xaxis.title.text
+
+
+def test_restart_note_names_packages_upgraded_under_the_kernel(monkeypatch):
+    import importlib.metadata
+    import types
+
+    from mixdpo_kit import notebook
+
+    monkeypatch.setitem(__import__("sys").modules, "fakepkg", types.SimpleNamespace(__version__="1.0"))
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: {"fakepkg": "2.0"}.get(name, "0"))
+    assert notebook.upgraded_while_loaded(["fakepkg"]) == ["fakepkg 1.0 -> 2.0"]
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0+cu121")
+    assert notebook.upgraded_while_loaded(["fakepkg"]) == []  # a local build tag is not an upgrade
