@@ -10,7 +10,9 @@ adds LoRA (r=16, all linear layers) with gradient checkpointing, and runs MixDPO
 length 1024 (12 % of pairs routed to SFT), then TRL's DPOTrainer with the same QLoRA setup. It
 records pairs/s, tokens/s (tokens actually processed) and peak GPU memory of both and their
 ratios, the memory estimate of ``mixdpo_kit.memory`` for the same settings, and whether the 8B
-step fits in 15 GiB (a Colab T4's budget). Both sides leave their first step out of the timing.
+step fits in 15 GiB (a Colab T4's budget), at each batch of ``--batches`` (1 and 2 pairs). The
+kit's log-probs take its chunked path (the LM head over response tokens only, a chunk at a time).
+Both sides leave their first step out of the timing.
 """
 from __future__ import annotations
 
@@ -165,33 +167,36 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--seq-len", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batches", default="1,2", help="pairs per step, one run each (does the 8B step fit at each?)")
     ap.add_argument("--tiny", action="store_true", help="a tiny config, to check the code path on a CPU")
     args = ap.parse_args(argv)
     shapes = TINY if args.tiny else SHAPES
     seq_len = 64 if args.tiny else args.seq_len
     results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "seq_len": seq_len}
     for name, shape in shapes.items():
+        results[name] = {}
         with tempfile.TemporaryDirectory() as tmp:
             path = str(save_random_checkpoint(shape, Path(tmp) / name))
             pairs = synthetic_pairs(64, seq_len)
-            row = {"kit_mixdpo": kit_steps(path, pairs, args.steps, args.batch)}
-            try:
-                row["trl_dpo"] = trl_steps(path, pairs, args.steps, args.batch)
-            except Exception as err:  # keep the kit's numbers even if the peer fails
-                row["trl_dpo"] = {"error": repr(err)}
-            cfg = {k: v for k, v in shape.items() if k != "arch"}
-            est = estimate_gpu_memory(ModelShape(cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"],
-                                                 cfg["vocab_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"],
-                                                 cfg["tie_word_embeddings"]),
-                                      "qlora", seq_len=seq_len, batch_size=args.batch, lora_r=16)
-            row["estimate_gib"] = est["total"]
-            if "error" not in row["trl_dpo"]:
-                row["pairs_per_s_ratio_vs_trl"] = row["kit_mixdpo"]["pairs_per_s"] / row["trl_dpo"]["pairs_per_s"]
-                row["peak_ratio_vs_trl"] = row["kit_mixdpo"]["peak_gib"] / row["trl_dpo"]["peak_gib"]
-            row["fits_15_gib"] = row["kit_mixdpo"]["peak_gib"] < 15 if torch.cuda.is_available() else None
-            results[name] = row
-            print(name, json.dumps(row), flush=True)
+            for batch in map(int, args.batches.split(",")):
+                row = {"kit_mixdpo": kit_steps(path, pairs, args.steps, batch)}
+                try:
+                    row["trl_dpo"] = trl_steps(path, pairs, args.steps, batch)
+                except Exception as err:  # keep the kit's numbers even if the peer fails (e.g. out of memory)
+                    row["trl_dpo"] = {"error": repr(err)}
+                cfg = {k: v for k, v in shape.items() if k != "arch"}
+                est = estimate_gpu_memory(ModelShape(cfg["hidden_size"], cfg["num_hidden_layers"],
+                                                     cfg["intermediate_size"], cfg["vocab_size"],
+                                                     cfg["num_attention_heads"], cfg["num_key_value_heads"],
+                                                     cfg["tie_word_embeddings"]),
+                                          "qlora", seq_len=seq_len, batch_size=batch, lora_r=16)
+                row["estimate_gib"] = est["total"]
+                if "error" not in row["trl_dpo"]:
+                    row["pairs_per_s_ratio_vs_trl"] = row["kit_mixdpo"]["pairs_per_s"] / row["trl_dpo"]["pairs_per_s"]
+                    row["peak_ratio_vs_trl"] = row["kit_mixdpo"]["peak_gib"] / row["trl_dpo"]["peak_gib"]
+                row["fits_15_gib"] = row["kit_mixdpo"]["peak_gib"] < 15 if torch.cuda.is_available() else None
+                results[name][f"batch {batch}"] = row
+                print(name, batch, json.dumps(row), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
 

@@ -31,18 +31,120 @@ def pad_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: 
     return input_ids, attention, response
 
 
-def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):
+# One chunk of fp32 logits holds at most this many elements (256 MB): at Llama-3's 128,256-token
+# vocabulary that is 523 response tokens per chunk.
+CHUNK_ELEMENTS = 2 ** 26
+
+
+def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                chunk_elements: int = CHUNK_ELEMENTS):
     """Per-token log-probs of each sequence and the response-token mask (both [N, L-1]).
 
     Token t is scored by the logits at t-1, so the first response token is predicted from the
-    last prompt token; prompt and padding tokens are masked out.
+    last prompt token; prompt and padding tokens are masked out (and never reach the LM head).
+
+    The model runs its own forward with its output layer set aside, so it returns the final
+    hidden states; the LM head and the log-softmax then run over the response positions only, a
+    chunk of tokens at a time, and are recomputed chunk by chunk in the backward pass
+    (:class:`ChunkedTokenLogps`). Full-vocabulary logits never exist for the whole batch. Models
+    whose logits are not a plain linear map of the last hidden state (soft-capping, scaling, an
+    adapted or quantised head) take :func:`plain_token_logps`, which gives the same numbers.
     """
+    labels = input_ids[:, 1:]
+    mask = response_mask[:, 1:].to(torch.float32)
+    head_name, head = _plain_output_layer(model)
+    if head is None:
+        return plain_token_logps(model, input_ids, attention_mask, response_mask)
+    owner = _unwrap(model)
+    setattr(owner, head_name, torch.nn.Identity())
+    try:
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    finally:
+        setattr(owner, head_name, head)
+    rows, cols = mask.nonzero(as_tuple=True)
+    chunk = max(1, chunk_elements // head.out_features)
+    scored = ChunkedTokenLogps.apply(hidden[rows, cols], labels[rows, cols], head.weight, head.bias, chunk)
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).index_put((rows, cols), scored)
+    return out, mask
+
+
+def plain_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):
+    """:func:`token_logps` the plain way: full logits for every position, then an fp32 log-softmax
+    (the reference the chunked path is tested against, and the fallback for unusual heads)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
     labels = input_ids[:, 1:]
     mask = response_mask[:, 1:].to(torch.float32)
     # log_softmax in fp32: bf16/fp16 logits lose the small differences DPO depends on.
     logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     return logps * mask, mask
+
+
+def _unwrap(model):
+    """The transformers model inside peft and DDP wrappers (it owns the output layer)."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def _plain_output_layer(model) -> tuple[str | None, torch.nn.Linear | None]:
+    """(attribute name, layer) of an output layer that is exactly ``nn.Linear`` applied to the last
+    hidden state, else (None, None)."""
+    owner = _unwrap(model)
+    head = owner.get_output_embeddings() if hasattr(owner, "get_output_embeddings") else None
+    config = getattr(owner, "config", None)
+    scaled = any(getattr(config, key, None) for key in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    if type(head) is not torch.nn.Linear or scaled:  # exact type: quantised and LoRA-adapted heads are subclasses
+        return None, None
+    name = next((n for n, m in owner.named_children() if m is head), None)
+    return (name, head) if name else (None, None)
+
+
+class ChunkedTokenLogps(torch.autograd.Function):
+    """``log_softmax(h @ W.T + b)[label]`` for T rows of hidden states, ``chunk`` rows at a time.
+
+    Forward keeps only the [T] result; backward recomputes each chunk's logits and uses
+    d log p_y / d logits = onehot(y) - softmax, so memory holds one chunk of logits at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, labels, weight, bias, chunk: int):
+        out = torch.empty(len(labels), dtype=torch.float32, device=hidden.device)
+        for start in range(0, len(labels), chunk):
+            logits = _chunk_logits(hidden[start: start + chunk], weight, bias)
+            picked = logits.gather(-1, labels[start: start + chunk, None]).squeeze(-1)
+            out[start: start + chunk] = picked - torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(hidden, labels, weight, bias)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, labels, weight, bias = ctx.saved_tensors
+        need_h, _, need_w, need_b, _ = ctx.needs_input_grad
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        for start in range(0, len(labels), ctx.chunk):
+            h, y, g = (t[start: start + ctx.chunk] for t in (hidden, labels, grad_out))
+            grad_logits = -torch.softmax(_chunk_logits(h, weight, bias), dim=-1) * g[:, None]
+            grad_logits[torch.arange(len(y), device=y.device), y] += g
+            if need_h:
+                grad_h[start: start + ctx.chunk] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if need_w:
+                grad_w += grad_logits.T @ h.float()
+            if need_b:
+                grad_b += grad_logits.sum(0)
+        return (grad_h, None, None if grad_w is None else grad_w.to(weight.dtype),
+                None if grad_b is None else grad_b.to(bias.dtype), None)
+
+
+def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+    # fp32 after the matmul: bf16/fp16 logits lose the small differences DPO depends on.
+    return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float()
 
 
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):

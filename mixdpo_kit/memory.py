@@ -9,9 +9,11 @@ Reads only the model's config (a few KB). The estimate adds:
   gradient checkpointing one hidden state per layer plus one layer's full activations,
   without it roughly 34 bytes × hidden per token per layer at 16 bit (the transformer rule of
   thumb), twice that in fp32;
-- logits: 16 bytes per token per vocabulary entry — four fp32-sized tensors of
-  [tokens × vocab]: the logits (with their fp32 cast), the log-softmax, and the gradients of both
-  (measured: ``tests/test_memory.py`` checks the CPU estimate against a real step's peak RSS);
+- logits: the LM head runs over response tokens only, a chunk at a time
+  (``logprobs.CHUNK_ELEMENTS`` logits per chunk), and is recomputed in the backward pass, so at
+  most one chunk's logits exist: about 12 bytes per logit (the fp32 logits, their exponentials or
+  softmax, and the gradient), for ``min(response tokens, chunk)`` tokens × vocabulary
+  (``tests/test_memory.py`` checks the CPU estimate against a real step's peak RSS at three shapes);
 - on a GPU, a fixed CUDA context and allocator overhead.
 It is an estimate to choose settings with.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mixdpo_kit.config import ModelConfig
+from mixdpo_kit.logprobs import CHUNK_ELEMENTS
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_GIB = 0.6
@@ -61,13 +64,21 @@ class ModelShape:
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
 
+# Published shapes (their config.json files), for estimates without downloading anything.
+PUBLISHED_SHAPES = {
+    "Llama-3-8B": ModelShape(hidden=4096, layers=32, intermediate=14336, vocab=128256, heads=32, kv_heads=8),
+    "Qwen2.5-7B": ModelShape(hidden=3584, layers=28, intermediate=18944, vocab=152064, heads=28, kv_heads=4),
+}
+
+
 def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1024, batch_size: int = 1,
                         lora_r: int = ModelConfig.lora_r, gradient_checkpointing: bool = True, weight_bytes: int = 2,
-                        device: str = "cuda") -> dict[str, float]:
+                        device: str = "cuda", response_fraction: float = 1.0) -> dict[str, float]:
     """Estimated peak memory in GiB for one training micro-step, by component and in total.
 
     ``weight_bytes``: 2 for 16-bit weights on a GPU, 4 for fp32 (the CPU); ``device="cpu"``
-    leaves out the CUDA context.
+    leaves out the CUDA context; ``response_fraction``: the share of each sequence that is the
+    response (only those positions reach the LM head; 1.0 is the upper bound).
     """
     linear = shape.layers * shape.linear_params_per_layer()
     embed = shape.embedding_params()
@@ -88,7 +99,8 @@ def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1
         activations = tokens * shape.hidden * weight_bytes * shape.layers + per_layer
     else:
         activations = per_layer * shape.layers
-    logits = tokens * shape.vocab * 16
+    chunk_tokens = max(1, CHUNK_ELEMENTS // shape.vocab)
+    logits = min(tokens * response_fraction, chunk_tokens) * shape.vocab * 12
     parts = {"weights": weights, "trainable+optimizer": trainable * 16, "activations": activations, "logits": logits}
     out = {k: v / GIB for k, v in parts.items()}
     if device == "cuda":
