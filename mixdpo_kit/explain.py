@@ -78,6 +78,11 @@ def worked_pair(cfg, policy, prep, index: int) -> dict:
     return out
 
 
+def worked_pairs(cfg, policy, prep) -> list[dict]:
+    """:func:`worked_pair` for the two pairs nearest τ (:func:`example_indices`), as runs store them."""
+    return [worked_pair(cfg, policy, prep, i) for i in example_indices(prep)]
+
+
 def worked_pairs_table(pairs: list[dict]) -> list[dict]:
     """Worked pairs side by side: one row per quantity, one column per pair (numbers to 4 digits)."""
     names = [("hard pair" if p["hard (m < tau)"] else "easy pair") + f" (m = {p['margin m']:g})" for p in pairs]

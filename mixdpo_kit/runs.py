@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from mixdpo_kit import viz
 from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
-from mixdpo_kit.explain import example_indices, worked_pair
+from mixdpo_kit.explain import worked_pairs
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
 from mixdpo_kit.curriculum import lr_mass_by_route
 from mixdpo_kit.model import Policy
@@ -126,7 +126,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     sft_share = route_sft_share(trainer.train_dataset)
     extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
-    extra["worked_pairs"] = [worked_pair(cfg, policy, prep, i) for i in example_indices(prep)]
+    extra["worked_pairs"] = worked_pairs(cfg, policy, prep)
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
 
@@ -181,7 +181,7 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     cfg, policy, prep = load_run(run_dir)
     evaluation = evaluate_policy(cfg, policy)
-    extra = {"worked_pairs": [worked_pair(cfg, policy, prep, i) for i in example_indices(prep)]}
+    extra = {"worked_pairs": worked_pairs(cfg, policy, prep)}
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}
     return write_run_outputs(run_dir, cfg, prep, evaluation, {**keep, **extra})
