@@ -147,8 +147,11 @@ def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
     w = cfg.sft_warmup
     sft_cfg = resolve(cfg.override(
         model={"mode": "full", "dtype": "float32"}, loss={"objective": "sft"},
+        # The warm-up's own recipe, whatever the main run uses: the SFT model (the reference) must not
+        # change with the main run's schedule, or runs that differ only there start from different models.
         train={"learning_rate": w.learning_rate, "max_steps": w.max_steps, "per_device_train_batch_size": w.batch_size,
-               "gradient_accumulation_steps": 1, "warmup_ratio": 0.05, "save_steps": 10**9}))
+               "gradient_accumulation_steps": 1, "warmup_ratio": 0.05, "lr_scheduler_type": "cosine",
+               "weight_decay": 0.0, "num_train_epochs": 1, "save_steps": 10**9}))
     policy = build_policy(sft_cfg.model, with_reference=False)
     demos = load_demonstrations(cfg.data.source, w.split)
     ds, _ = tokenize_pairs(demos, policy.tokenizer, TokenizationSettings.from_config(cfg.data), with_rejected=False)

@@ -56,3 +56,17 @@ def test_device_aware_dtype():
     assert compute_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError, match="mode"):
         build_policy(ModelConfig(mode="int3"))
+
+
+def test_sft_warmup_does_not_follow_the_main_runs_schedule(tmp_path, tiny_llama):
+    """Runs that differ only in their schedule must start from the same SFT model (the reference)."""
+    from safetensors.torch import load_file
+
+    from mixdpo_kit.config import preset
+    from mixdpo_kit.pipeline import sft_warmup
+
+    base = preset("demo").override(model={"name_or_path": tiny_llama}, sft_warmup={"enabled": True, "max_steps": 12})
+    models = [sft_warmup(base.override(train={"lr_scheduler_type": schedule, "weight_decay": wd}), tmp_path / schedule)
+              for schedule, wd in (("cosine", 0.0), ("constant_with_warmup", 0.1))]
+    a, b = (load_file(str(m / "model.safetensors")) for m in models)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
