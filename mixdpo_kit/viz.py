@@ -72,7 +72,7 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, u
     frac = np.array([h[idx].mean() for idx in steps])
     lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
     mass = lr_mass_by_route(plan, h, t)
-    fig = make_subplots(rows=3, cols=1, row_heights=[0.5, 0.25, 0.25], vertical_spacing=0.12,
+    fig = make_subplots(rows=3, cols=1, row_heights=[0.5, 0.25, 0.25], vertical_spacing=0.17,
                         subplot_titles=("margin of each pair in training order (epoch 1)",
                                         "fraction of each optimiser step routed to SFT",
                                         f"learning rate ({t.lr_scheduler_type}, warm-up {t.warmup_ratio:g})"))
@@ -91,7 +91,7 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, u
     fig.update_yaxes(title_text=f"margin ({unit})", row=1, col=1)
     fig.update_yaxes(title_text="SFT share", range=[-0.05, 1.05], tickformat=".0%", row=2, col=1)
     fig.update_yaxes(title_text="× peak lr", range=[0, 1.05], tickformat=".1f", row=3, col=1)
-    fig.update_layout(height=620, title=f"Curriculum ({plan.order}), {len(steps)} optimiser steps: the SFT route gets "
+    fig.update_layout(height=720, title=f"Curriculum ({plan.order}), {len(steps)} optimiser steps: the SFT route gets "
                                         f"{mass['sft_share_of_pairs']:.1%} of the pairs and {mass['sft']:.2%} of the "
                                         "learning-rate mass", title_font_size=14)
     return fig
