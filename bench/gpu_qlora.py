@@ -197,6 +197,7 @@ def main(argv=None) -> int:
                 row["fits_15_gib"] = row["kit_mixdpo"]["peak_gib"] < 15 if torch.cuda.is_available() else None
                 results[name][f"batch {batch}"] = row
                 print(name, batch, json.dumps(row), flush=True)
+                Path(args.out).write_text(json.dumps(results, indent=2))  # after each row: a cut-off run keeps its rows
     Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
 

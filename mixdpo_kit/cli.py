@@ -1,4 +1,4 @@
-"""``mixdpo-kit`` command line: demo, analyze, train, evaluate, objectives, compare."""
+"""``mixdpo-kit`` command line: demo, analyze, train, evaluate, objectives, compare, generate, judge."""
 from __future__ import annotations
 
 import argparse
@@ -136,6 +136,32 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from mixdpo_kit.generation import Decoding, arena_hard_path, generate_answers, generator_model
+    from mixdpo_kit.prompt_sets import load_prompts
+
+    prompts = load_prompts(args.prompts, args.max_prompts)
+    decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+                        temperature=args.temperature or 1.0, top_p=args.top_p, seed=args.seed,
+                        chat_template=not args.no_chat_template)
+    with generator_model(args.run, args.model, args.reference) as (model, tokenizer, name, info):
+        generator = args.generator or name
+        generate_answers(model, tokenizer, prompts, args.out, generator, decoding, args.batch_size, info)
+    print(json.dumps({"answers": len(prompts), "alpaca_eval": args.out,
+                      "arena_hard": str(arena_hard_path(args.out, generator)), "generator": generator}, indent=2))
+    return 0
+
+
+def _cmd_judge(args) -> int:
+    from mixdpo_kit.judge import judge_files, verdict_lines
+
+    verdict = judge_files(args.a, args.b, args.reward_model, args.out, args.cache_dir, args.batch_size,
+                          args.max_length, args.bootstrap)
+    print("\n".join(verdict_lines(verdict)))
+    print(f"written: {Path(args.out) / 'judgement.json'}, {Path(args.out) / 'judgement.html'}")
+    return 0
+
+
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
@@ -179,6 +205,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--max-steps", type=int, help="cap training steps (quick checks)")
     c.set_defaults(func=_cmd_compare)
+    g = sub.add_parser("generate", help="answer a prompt set (AlpacaEval, Arena-Hard, a file); resumable")
+    who = g.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run", help="a finished run folder: its trained policy (or, with --reference, its SFT model)")
+    who.add_argument("--model", help="any causal LM: a local path or a hub name")
+    g.add_argument("--reference", action="store_true", help="with --run: the reference, i.e. the adapter off")
+    g.add_argument("--prompts", required=True,
+                   help="alpaca_eval | arena_hard | arena_hard_v2 | builtin, or a .jsonl/.json file of prompts")
+    g.add_argument("--out", required=True, help="the AlpacaEval model_outputs file to write (e.g. answers/mixdpo.json)")
+    g.add_argument("--max-prompts", type=int, help="only the first N prompts (a quick look)")
+    g.add_argument("--max-new-tokens", type=int, default=1024)
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampling")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--generator", help="the name written in the files (default: the run folder or model name)")
+    g.add_argument("--no-chat-template", action="store_true", help="feed instructions as plain text")
+    g.set_defaults(func=_cmd_generate)
+    j = sub.add_parser("judge", help="win rate of answers A over B under a local reward model")
+    j.add_argument("--a", required=True, help="answers file A (AlpacaEval JSON from generate, or JSONL)")
+    j.add_argument("--b", required=True, help="answers file B, on the same prompts (e.g. the SFT model's)")
+    j.add_argument("--reward-model", required=True, help="a sequence-classification reward model: path or hub name")
+    j.add_argument("--out", required=True, help="folder for judgement.json and judgement.html")
+    j.add_argument("--cache-dir", default=".mixdpo_cache/judge", help="reward scores are cached here")
+    j.add_argument("--batch-size", type=int, default=16)
+    j.add_argument("--max-length", type=int, default=2048, help="tokens the reward model reads per answer")
+    j.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    j.set_defaults(func=_cmd_judge)
     return p
 
 

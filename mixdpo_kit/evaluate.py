@@ -39,8 +39,9 @@ def preference_metrics(policy_logps, reference_logps) -> dict[str, float]:
     }
 
 
-def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions (reproducible) of chat or text prompts, batched with left padding."""
+def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int, **decoding) -> list[str]:
+    """Completions of chat or text prompts, batched with left padding: greedy (reproducible) unless
+    ``decoding`` asks for sampling (``do_sample=True, temperature=..., top_p=...``)."""
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
@@ -52,7 +53,7 @@ def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int) ->
                 # Rendered chat templates carry their own BOS; plain text gets the tokenizer's.
                 enc = tokenizer(texts, return_tensors="pt", padding=True,
                                 add_special_tokens=isinstance(prompts[start], str)).to(device)
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, **{"do_sample": False, **decoding},
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
                 outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:

@@ -47,7 +47,15 @@ def use_gradient_checkpointing(cfg: ModelConfig, device: torch.device) -> bool:
 
 
 def resolve_model_path(name_or_path: str, workdir: str | Path = ".mixdpo_cache/models") -> str:
-    """``tiny-<arch>`` names build (once) a local tiny model; anything else is passed through."""
+    """``tiny-<arch>`` names build (once) a local tiny model, ``tiny-reward`` a randomly initialised
+    tiny reward model; anything else is passed through."""
+    if name_or_path == "tiny-reward":
+        from mixdpo_kit.tiny import build_tiny_reward_model
+
+        target = Path(workdir) / name_or_path
+        if not (target / "config.json").exists():
+            build_tiny_reward_model(target)
+        return str(target)
     if name_or_path.startswith("tiny-"):
         from mixdpo_kit.tiny import build_tiny_model
 

@@ -21,9 +21,9 @@ def is_quiet() -> bool:
     return _STATE["quiet"]
 
 
-def bar(iterable, desc: str):
+def bar(iterable, desc: str, **tqdm_kwargs):
     """A transient progress bar over ``iterable``, hidden in quiet mode."""
-    return tqdm(iterable, desc=desc, leave=False, disable=is_quiet())
+    return tqdm(iterable, desc=desc, **{"leave": False, **tqdm_kwargs}, disable=is_quiet())
 
 
 class TrainingBar(TrainerCallback):

@@ -162,17 +162,25 @@ def run_demo(out_dir: str | Path | None = None, on_stage=None, reuse: bool = Fal
     return run(cfg, cfg.train.output_dir, on_stage=on_stage)
 
 
-def load_run(run_dir: str | Path):
-    """A finished run's resolved config, its trained policy (adapter on; the reference is the same
-    model with it off) and its prepared pairs: ``(cfg, policy, prep)``."""
+def load_policy(run_dir: str | Path):
+    """A finished run's resolved config, its saved weights folder and its trained policy (adapter
+    on; the reference is the same model with it off): ``(cfg, saved folder, policy)``."""
     from mixdpo_kit.model import build_policy
 
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
     saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
     if not saved.exists():
         raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
-    policy = build_policy(cfg.model, adapter_path=saved)
+    return cfg, saved, build_policy(cfg.model, adapter_path=saved)
+
+
+def load_run(run_dir: str | Path):
+    """A finished run's resolved config, its trained policy (adapter on; the reference is the same
+    model with it off) and its prepared pairs: ``(cfg, policy, prep)``."""
+    cfg, _, policy = load_policy(run_dir)
     return cfg, policy, analyze_data(cfg, policy=policy)
 
 

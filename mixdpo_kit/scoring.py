@@ -25,19 +25,22 @@ from mixdpo_kit.refcache import ReferenceCache, reference_logps
 from mixdpo_kit.tokenization import TokenizationSettings
 
 
+def conversation_text(tokenizer, prompt, response: str, templated: bool) -> str:
+    """What a reward model reads for one answer: the chat template's rendering of the conversation
+    when ``templated``, else the prompt and the answer joined."""
+    if templated:
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    if isinstance(prompt, list):
+        return "\n".join(m["content"] for m in prompt) + "\n" + response
+    return prompt + response
+
+
 def reward_texts(ds, tokenizer) -> tuple[list[str], list[str], bool]:
     """(chosen texts, rejected texts, rendered-with-template) for every pair."""
     templated = bool(getattr(tokenizer, "chat_template", None)) and len(ds) > 0 and isinstance(ds[0]["prompt"], list)
-    chosen, rejected = [], []
-    for row in ds:
-        for response, out in ((row["chosen"], chosen), (row["rejected"], rejected)):
-            if templated:
-                out.append(tokenizer.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": response}],
-                                                         tokenize=False))
-            elif isinstance(row["prompt"], list):
-                out.append("\n".join(m["content"] for m in row["prompt"]) + "\n" + response)
-            else:
-                out.append(row["prompt"] + response)
+    chosen = [conversation_text(tokenizer, row["prompt"], row["chosen"], templated) for row in ds]
+    rejected = [conversation_text(tokenizer, row["prompt"], row["rejected"], templated) for row in ds]
     return chosen, rejected, templated
 
 
@@ -56,28 +59,56 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int, max_length:
     return scores
 
 
+class RewardModelScorer:
+    """A reward model's scores of lists of texts, cached on disk per list (keyed by the model, its
+    weights and the exact texts); the model is loaded only when a list is not in the cache."""
+
+    def __init__(self, name: str, cache_dir: str | Path, batch_size: int = 16, max_length: int = 2048,
+                 trust_remote_code: bool = False, device=None):
+        from mixdpo_kit.model import resolve_model_path, weights_fingerprint
+
+        self.name, self.path = name, resolve_model_path(name)
+        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.cache = JsonCache(Path(cache_dir) / "reward_scores")
+        self.fingerprint = weights_fingerprint(self.path)
+        self.model = None
+
+    @property
+    def has_template(self) -> bool:
+        """Whether the reward model's tokenizer has a chat template."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def scores(self, texts: list[str], templated: bool) -> np.ndarray:
+        """One score per text (``templated``: rendered by the template, which adds its own special tokens)."""
+        key = digest([self.name, self.fingerprint, self.max_length, templated], texts)
+        stored = self.cache.get(key)
+        if stored is None:
+            stored = {"model": self.name, "scores": score_texts(self._model(), self.tokenizer, texts, self.batch_size,
+                                                                self.max_length, not templated).tolist()}
+            self.cache.put(key, stored)
+        return np.asarray(stored["scores"])
+
+    def _model(self):
+        from mixdpo_kit.model import default_device
+
+        if self.model is None:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                self.path, trust_remote_code=self.trust_remote_code)
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id  # finds each sequence's last token
+            self.model.to(self.device or default_device())
+        return self.model
+
+
 def reward_model_margins(ds, model_name: str, cache_dir: str | Path, batch_size: int, max_length: int,
                          trust_remote_code: bool = False, device=None) -> np.ndarray:
     """``score(chosen) − score(rejected)`` under a reward model, cached on disk."""
-    from mixdpo_kit.model import default_device, weights_fingerprint
-
-    tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
-    chosen, rejected, templated = reward_texts(ds, tokenizer)
-    cache = JsonCache(Path(cache_dir) / "reward_scores")
-    key = digest([model_name, weights_fingerprint(model_name), max_length], chosen, rejected)
-    stored = cache.get(key)
-    if stored is None:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(model_name, trust_remote_code=trust_remote_code)
-        model.config.pad_token_id = tokenizer.pad_token_id  # the model finds each sequence's last token by it
-        model.to(device or default_device())
-        # Rendered templates carry their own special tokens.
-        stored = {"model": model_name,
-                  "chosen": score_texts(model, tokenizer, chosen, batch_size, max_length, not templated).tolist(),
-                  "rejected": score_texts(model, tokenizer, rejected, batch_size, max_length, not templated).tolist()}
-        cache.put(key, stored)
-    return np.asarray(stored["chosen"]) - np.asarray(stored["rejected"])
+    scorer = RewardModelScorer(model_name, cache_dir, batch_size, max_length, trust_remote_code, device)
+    chosen, rejected, templated = reward_texts(ds, scorer.tokenizer)
+    return scorer.scores(chosen, templated) - scorer.scores(rejected, templated)
 
 
 @register_margin_source("reward_model", "a reward model's score gap (margins.reward_model: NAME_OR_PATH)",

@@ -187,3 +187,21 @@ def heldout_logps(curves: dict) -> go.Figure:
     fig.update_layout(title="Held-out log-probs during training (mean over seeds)", height=380,
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def judge_scatter(score_diff, length_diff, name_a: str = "A", name_b: str = "B") -> go.Figure:
+    """One point per prompt: the judge's score difference (A − B) against the answers' length
+    difference (A − B, characters). Points right of 0 and above 0 are longer answers that won:
+    a cloud along the diagonal is a judge that rewards length."""
+    s = np.asarray(score_diff, dtype=float)
+    d = np.asarray(length_diff, dtype=float)
+    colors = np.where(s > 0, EASY, np.where(s < 0, HARD, "gray"))
+    fig = go.Figure(go.Scatter(x=d, y=s, mode="markers", marker=dict(color=colors, size=6, opacity=0.7),
+                               hovertemplate="length diff %{x}<br>score diff %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=0, line_dash="dash", line_color="gray")
+    fig.add_vline(x=0, line_dash="dash", line_color="gray")
+    wins = int((s > 0).sum())
+    fig.update_layout(title=f"{name_a} vs {name_b}: {wins} of {len(s)} prompts won by {name_a} (blue)",
+                      xaxis_title=f"length difference ({name_a} − {name_b}, characters)",
+                      yaxis_title=f"reward-model score difference ({name_a} − {name_b})", showlegend=False)
+    return fig

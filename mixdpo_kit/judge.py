@@ -1,0 +1,215 @@
+"""Judge two sets of answers with a local reward model: win rate, length-controlled win rate.
+
+For every instruction answered in both files, the reward model scores A's and B's answer; A wins
+when its score is higher (a tie counts one half). Reported:
+
+- the **win rate** of A over B, with a percentile-bootstrap 95 % interval over prompts;
+- a **length-controlled win rate** in the spirit of AlpacaEval 2: a logistic model
+  ``P(A wins on prompt i) = σ(θ₀ + θ₁ · tanh(Δℓᵢ / s))``, with ``Δℓᵢ`` A's answer length minus
+  B's in characters and ``s`` the standard deviation of the ``Δℓᵢ``, fitted by maximum likelihood;
+  the LC win rate is ``σ(θ₀)``, the win rate the model predicts at equal lengths (bootstrap
+  interval too). Limits: it removes only the part of the judge's preference that a monotone
+  function of length difference explains, so a judge that rewards what longer answers also
+  contain (more steps, more detail) loses that too; with few prompts, or when length alone
+  separates wins from losses, ``θ`` is poorly determined (a small ridge keeps it finite) and the
+  interval is wide. AlpacaEval's own GLM also has an instruction-difficulty term, fitted across
+  many models; with one pair of models it cannot be fitted, so it is left out;
+- mean lengths (characters and words) and a plotly figure of score difference against length
+  difference.
+
+On the built-in task the ground-truth reward of each answer is known, so the judge's verdict on
+each prompt can be checked: ``builtin`` reports the true-reward win rate and the share of prompts
+(where the true rewards differ) on which the judge picked the truly better answer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mixdpo_kit.data import DataError
+
+RIDGE = 1e-3  # on θ₁ only, per prompt: keeps the fit finite when length separates wins from losses
+
+
+def read_answers(path: str | Path) -> list[dict]:
+    """Answer rows (instruction, output, generator) of an AlpacaEval JSON file, a JSONL file of such
+    rows, or a kit ``.generations.jsonl`` record."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"answers file not found: {path}")
+    text = path.read_text()
+    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines()
+                                                                    if line.strip()]
+    if path.name.endswith(".generations.jsonl"):
+        rows = rows[1:]  # the record's first line is its header
+    for i, r in enumerate(rows):
+        if not isinstance(r.get("instruction"), str) or not isinstance(r.get("output"), str):
+            raise DataError(f"{path}: row {i + 1} needs text fields 'instruction' and 'output'; it has {sorted(r)}")
+    return rows
+
+
+def match_answers(a: list[dict], b: list[dict]) -> tuple[list[str], list[str], list[str], dict]:
+    """(instructions, A's outputs, B's outputs) for the instructions both answered, in A's order,
+    and a count of what was left out and why."""
+    by_b = {}
+    for r in b:
+        by_b.setdefault(r["instruction"], r["output"])
+    seen, keep = set(), []
+    for r in a:
+        if r["instruction"] in by_b and r["instruction"] not in seen:
+            seen.add(r["instruction"])
+            keep.append(r)
+    report = {"only_in_a": len({r["instruction"] for r in a} - set(by_b)),
+              "only_in_b": len(set(by_b) - {r["instruction"] for r in a}),
+              "duplicates_in_a": len(a) - len({r["instruction"] for r in a}),
+              "duplicates_in_b": len(b) - len(by_b)}
+    if not keep:
+        raise DataError("the two answer files share no instruction; were they made on the same prompt set?")
+    return [r["instruction"] for r in keep], [r["output"] for r in keep], [by_b[r["instruction"]] for r in keep], report
+
+
+def wins_from_scores(score_a, score_b) -> np.ndarray:
+    """1 where A scored higher, 0 where lower, 0.5 on a tie."""
+    a, b = np.asarray(score_a, float), np.asarray(score_b, float)
+    return (a > b) + 0.5 * (a == b)
+
+
+def fit_length_logistic(wins, length_diff, ridge: float = RIDGE, iterations: int = 50) -> tuple[float, float]:
+    """``(θ₀, θ₁)`` of ``P(win) = σ(θ₀ + θ₁·tanh(Δℓ/s))`` by Newton's method on the (soft-label)
+    log-likelihood, with ``ridge · n · θ₁²/2`` added; ``s`` is the standard deviation of ``Δℓ``."""
+    y = np.asarray(wins, float)
+    d = np.asarray(length_diff, float)
+    s = d.std()
+    x = np.tanh(d / s) if s > 0 else np.zeros_like(d)
+    X = np.stack([np.ones_like(x), x], axis=1)
+    penalty = np.diag([0.0, ridge * len(y)])
+    theta = np.zeros(2)
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(X @ theta)))
+        grad = X.T @ (y - p) - penalty @ theta
+        hess = (X * (p * (1 - p))[:, None]).T @ X + penalty + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta + step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def length_controlled_win_rate(wins, length_diff) -> float:
+    """The win rate the length logistic predicts at equal lengths, ``σ(θ₀)``."""
+    theta0, _ = fit_length_logistic(wins, length_diff)
+    return float(1 / (1 + np.exp(-theta0)))
+
+
+def bootstrap_interval(statistic, *columns, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap 95 % interval of ``statistic(*columns)``, resampling prompts."""
+    rng = np.random.default_rng(seed)
+    cols = [np.asarray(c, float) for c in columns]
+    n = len(cols[0])
+    values = [statistic(*(c[idx] for c in cols)) for idx in (rng.integers(0, n, n) for _ in range(n_boot))]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def compare_answers(instructions, out_a, out_b, score_a, score_b, n_boot: int = 1000) -> dict:
+    """Every number of the verdict from the matched answers and their scores."""
+    wins = wins_from_scores(score_a, score_b)
+    len_a = np.array([len(o) for o in out_a], float)
+    len_b = np.array([len(o) for o in out_b], float)
+    theta0, theta1 = fit_length_logistic(wins, len_a - len_b)
+    result = {
+        "prompts": len(wins),
+        "win_rate": float(wins.mean()),
+        "win_rate_ci": bootstrap_interval(np.mean, wins, n_boot=n_boot),
+        "lc_win_rate": float(1 / (1 + np.exp(-theta0))),
+        "lc_win_rate_ci": bootstrap_interval(length_controlled_win_rate, wins, len_a - len_b, n_boot=n_boot),
+        "length_coefficient": theta1,
+        "ties": int((wins == 0.5).sum()),
+        "mean_length_chars": {"a": float(len_a.mean()), "b": float(len_b.mean())},
+        "mean_length_words": {"a": float(np.mean([len(o.split()) for o in out_a])),
+                              "b": float(np.mean([len(o.split()) for o in out_b]))},
+        "mean_score": {"a": float(np.mean(score_a)), "b": float(np.mean(score_b))},
+    }
+    truth = builtin_truth(instructions, out_a, out_b, wins, n_boot)
+    if truth:
+        result["builtin"] = truth
+    return result
+
+
+def builtin_truth(instructions, out_a, out_b, judge_wins, n_boot: int = 1000) -> dict | None:
+    """On built-in task prompts: the true-reward win rate and how often the judge agreed with it
+    (None when any prompt is not a built-in task prompt)."""
+    from mixdpo_kit import synthetic
+
+    try:
+        true_a = np.array([synthetic.true_reward(p, o) for p, o in zip(instructions, out_a)])
+        true_b = np.array([synthetic.true_reward(p, o) for p, o in zip(instructions, out_b)])
+    except ValueError:
+        return None
+    true_wins = wins_from_scores(true_a, true_b)
+    decided = true_a != true_b
+    agree = (judge_wins[decided] == true_wins[decided]).astype(float)
+    return {"true_win_rate": float(true_wins.mean()), "true_win_rate_ci": bootstrap_interval(np.mean, true_wins, n_boot=n_boot),
+            "mean_true_reward": {"a": float(true_a.mean()), "b": float(true_b.mean())},
+            "prompts_decided": int(decided.sum()),
+            "agreement": float(agree.mean()) if decided.any() else float("nan"),
+            "agreement_ci": bootstrap_interval(np.mean, agree, n_boot=n_boot) if decided.any() else (np.nan, np.nan)}
+
+
+def judge_files(a_path, b_path, reward_model: str, out_dir=None, cache_dir: str | Path = ".mixdpo_cache/judge",
+                batch_size: int = 16, max_length: int = 2048, n_boot: int = 1000, trust_remote_code: bool = False) -> dict:
+    """Judge answer file A against B with ``reward_model``; with ``out_dir``, write ``judgement.json``
+    (the verdict and every prompt's scores) and ``judgement.html`` (the figure and the verdict)."""
+    from mixdpo_kit.scoring import RewardModelScorer, conversation_text
+
+    a_rows, b_rows = read_answers(a_path), read_answers(b_path)
+    instructions, out_a, out_b, left_out = match_answers(a_rows, b_rows)
+    scorer = RewardModelScorer(reward_model, cache_dir, batch_size, max_length, trust_remote_code)
+    templated = scorer.has_template
+    texts = lambda outs: [conversation_text(scorer.tokenizer, p, o, templated)  # noqa: E731
+                          for p, o in zip(instructions, outs)]
+    score_a, score_b = scorer.scores(texts(out_a), templated), scorer.scores(texts(out_b), templated)
+    verdict = {"a": {"file": str(a_path), "generator": a_rows[0].get("generator", Path(a_path).stem)},
+               "b": {"file": str(b_path), "generator": b_rows[0].get("generator", Path(b_path).stem)},
+               "reward_model": reward_model, "left_out": left_out,
+               **compare_answers(instructions, out_a, out_b, score_a, score_b, n_boot)}
+    if out_dir is not None:
+        write_judgement(out_dir, verdict, instructions, out_a, out_b, score_a, score_b)
+    return verdict
+
+
+def verdict_lines(v: dict) -> list[str]:
+    """The verdict in a few sentences."""
+    a, b = v["a"]["generator"], v["b"]["generator"]
+    lines = [f"{a} vs {b} on {v['prompts']} prompts, judged by {v['reward_model']}:",
+             f"win rate {100 * v['win_rate']:.1f} % (95 % bootstrap interval {100 * v['win_rate_ci'][0]:.1f}–"
+             f"{100 * v['win_rate_ci'][1]:.1f}); length-controlled {100 * v['lc_win_rate']:.1f} % "
+             f"({100 * v['lc_win_rate_ci'][0]:.1f}–{100 * v['lc_win_rate_ci'][1]:.1f})",
+             f"mean length {v['mean_length_chars']['a']:.0f} vs {v['mean_length_chars']['b']:.0f} characters"]
+    left = {k: n for k, n in v["left_out"].items() if n}
+    if left:
+        lines.append("left out: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items()))
+    if "builtin" in v:
+        t = v["builtin"]
+        lines.append(f"true-reward win rate {100 * t['true_win_rate']:.1f} % ({100 * t['true_win_rate_ci'][0]:.1f}–"
+                     f"{100 * t['true_win_rate_ci'][1]:.1f}); the judge picked the truly better answer on "
+                     f"{100 * t['agreement']:.1f} % of the {t['prompts_decided']} prompts whose true rewards differ")
+    return lines
+
+
+def write_judgement(out_dir, verdict: dict, instructions, out_a, out_b, score_a, score_b) -> None:
+    """``judgement.json`` and ``judgement.html`` in ``out_dir``."""
+    from mixdpo_kit import viz
+    from mixdpo_kit.report import write_html
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"instruction": p, "score_a": float(sa), "score_b": float(sb), "length_a": len(oa), "length_b": len(ob)}
+            for p, oa, ob, sa, sb in zip(instructions, out_a, out_b, score_a, score_b)]
+    (out / "judgement.json").write_text(json.dumps({**verdict, "per_prompt": rows}, indent=1))
+    fig = viz.judge_scatter([r["score_a"] - r["score_b"] for r in rows], [r["length_a"] - r["length_b"] for r in rows],
+                            verdict["a"]["generator"], verdict["b"]["generator"])
+    write_html(out / "judgement.html", "mixdpo-kit judgement", [fig],
+               {"Verdict": [{"": line} for line in verdict_lines(verdict)]})
