@@ -78,6 +78,9 @@ def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
     tok = policy.tokenizer
     ids = {k: [tok(t, add_special_tokens=False)["input_ids"] for t in pairs[k]] for k in ("prompt", "chosen", "rejected")}
     eos = [tok.eos_token_id]
+    autocast = torch.autocast("cuda", dtype=policy.dtype, enabled=torch.cuda.is_available() and policy.dtype != torch.float32)
+    model.train()  # as the Trainer does before its first step
+    print("kit: gradient checkpointing", getattr(model, "is_gradient_checkpointing", None), flush=True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     loss = make_loss("dpo", {"beta": 0.01, "label_smoothing": 0.1})  # MixDPO's cDPO
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
@@ -93,9 +96,11 @@ def kit_steps(path: str, pairs: dict, steps: int, batch: int) -> dict:
         seqs_r = [ids["chosen"][i] + eos for i in idx] + [ids["rejected"][i] + eos for k, i in enumerate(idx)
                                                            if not hard[k]]
         input_ids, att, resp = (t.to(device) for t in pad_sequences(seqs_p, seqs_r, 0))
-        with torch.no_grad(), policy.reference() as ref:
-            ref_lp, _ = sequence_logps(ref, input_ids, att, resp)
-        lp, n = sequence_logps(model, input_ids, att, resp)
+        # Mixed precision as the kit's Trainer runs it (TrainingArguments bf16/fp16 = autocast).
+        with autocast:
+            with torch.no_grad(), policy.reference() as ref:
+                ref_lp, _ = sequence_logps(ref, input_ids, att, resp)
+            lp, n = sequence_logps(model, input_ids, att, resp)
         b = batch
         rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), lp[b:])
         ref_rej = torch.full_like(lp[:b], float("nan")).masked_scatter(~hard.to(device), ref_lp[b:])
@@ -168,9 +173,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--batches", default="1,2", help="pairs per step, one run each (does the 8B step fit at each?)")
+    ap.add_argument("--shapes", help="comma-separated names from SHAPES (default: all)")
     ap.add_argument("--tiny", action="store_true", help="a tiny config, to check the code path on a CPU")
     args = ap.parse_args(argv)
-    shapes = TINY if args.tiny else SHAPES
+    shapes = TINY if args.tiny else {k: v for k, v in SHAPES.items() if not args.shapes or k in args.shapes.split(",")}
     seq_len = 64 if args.tiny else args.seq_len
     results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "seq_len": seq_len}
     for name, shape in shapes.items():

@@ -6,7 +6,6 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.utils.notebook import NotebookProgressCallback
 
 _STATE = {"quiet": False}
 
@@ -47,6 +46,8 @@ def configure(trainer, show_bar: bool = True) -> None:
     ``show_bar`` is off, or when one of its callbacks has ``shows_progress``, e.g. a panel's bar)."""
     if not is_quiet():
         return
+    from transformers.utils.notebook import NotebookProgressCallback  # needs IPython: imported only here
+
     for printer in (PrinterCallback, ProgressCallback, NotebookProgressCallback):
         trainer.remove_callback(printer)
     has_own = any(getattr(cb, "shows_progress", False) for cb in trainer.callback_handler.callbacks)
