@@ -25,6 +25,8 @@ CONFIG_FLAGS = {
     "tau": "split.tau", "quantile": "split.quantile",
     "output_dir": "train.output_dir", "max_steps": "train.max_steps",
     "objectives": "compare.objectives", "seeds": "compare.seeds",
+    "judge_reward_model": "judge.reward_model", "judge_prompts": "judge.prompts",
+    "judge_max_prompts": "judge.max_prompts",
 }
 
 
@@ -204,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, help="seeds per objective (default: the config's compare.seeds)")
     c.add_argument("--out", required=True)
     c.add_argument("--max-steps", type=int, help="cap training steps (quick checks)")
+    c.add_argument("--judge-reward-model",
+                   help="also judge each run's answers against the SFT model's with this reward model")
+    c.add_argument("--judge-prompts", help="the prompt set the judge uses (default: alpaca_eval)")
+    c.add_argument("--judge-max-prompts", type=int, help="the first N prompts of it (default: 100)")
     c.set_defaults(func=_cmd_compare)
     g = sub.add_parser("generate", help="answer a prompt set (AlpacaEval, Arena-Hard, a file); resumable")
     who = g.add_mutually_exclusive_group(required=True)

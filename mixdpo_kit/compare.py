@@ -4,7 +4,9 @@ Each variant/seed trains into ``OUT/<variant>/seed<k>``; a finished run (its ``s
 exists) is read back instead of rerun, so an interrupted comparison resumes where it stopped.
 The table reports, as mean ± 95 % interval over seeds (Student's t): the ground-truth reward of
 greedy generations, the win rate against the SFT model judged by that reward, held-out
-implicit-reward accuracy, and the change of chosen and rejected log-probs.
+implicit-reward accuracy, and the change of chosen and rejected log-probs. With ``judge.reward_model``
+set (any data, not only the built-in task) it adds the win rate and length-controlled win rate
+against the SFT model's answers judged by that reward model (:func:`mixdpo_kit.judge.judge_policy`).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 METRICS = {
     "true_reward": "ground-truth reward",
     "win_rate_vs_sft": "win rate vs SFT",
+    "judge_win_rate": "judged win rate vs SFT",
+    "judge_lc_win_rate": "judged LC win rate vs SFT",
     "exact_match": "exact match",
     "pref_accuracy": "held-out pref. accuracy",
     "delta_logp_chosen": "Δ log p(chosen)",
@@ -58,6 +62,9 @@ def run_metrics(summary: dict) -> dict[str, float]:
         out["exact_match"] = after["exact_match"]
         out["win_rate_vs_sft"] = win_rate(after["rewards"], before["rewards"])
         out["sft_true_reward"] = before["mean_reward"]
+    if "judge" in ev:  # a local reward model's verdict against the SFT model's answers
+        for key, field in (("judge_win_rate", "win_rate"), ("judge_lc_win_rate", "lc_win_rate")):
+            out[key], out[f"{key}_bootstrap"] = ev["judge"][field], ev["judge"][f"{field}_ci"]
     if "preference" in ev:
         p = ev["preference"]
         out["pref_accuracy"] = p["reward_accuracy"]
@@ -131,8 +138,10 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
     rows = summarise(per_run, list(variants))
     (out / "results.json").write_text(json.dumps({"runs": per_run, "table": rows}, indent=2))
     (out / "results.md").write_text(markdown_table(rows, seeds))
-    key = "true_reward" if any("true_reward" in r for r in rows) else "pref_accuracy"
-    sft = next((r["sft_true_reward"] for r in rows if "sft_true_reward" in r), None) if key == "true_reward" else None
+    # The figure shows the best judge available: the exact reward, else the reward-model judge.
+    key = next((k for k in ("true_reward", "judge_win_rate") if any(k in r for r in rows)), "pref_accuracy")
+    sft = {"true_reward": next((r.get("sft_true_reward") for r in rows if "sft_true_reward" in r), None),
+           "judge_win_rate": 0.5}.get(key)
     fig = viz.compare_runs([r["variant"] for r in rows], [r[key] for r in rows],
                            [r[key] - r[f"{key}_ci"] for r in rows], [r[key] + r[f"{key}_ci"] for r in rows],
                            metric=METRICS[key], baseline=sft, baseline_name="SFT model")
@@ -150,6 +159,9 @@ def summarise(per_run: list[dict], order: list[str]) -> list[dict]:
             values = [r[key] for r in runs if key in r]
             if values:
                 row[key], row[f"{key}_ci"] = interval(values)
+            if len(values) == 1 and f"{key}_bootstrap" in runs[0]:
+                lo, hi = runs[0][f"{key}_bootstrap"]  # one seed: the interval over prompts instead
+                row[f"{key}_ci"] = (hi - lo) / 2
         rows.append(row)
     return rows
 
@@ -171,6 +183,10 @@ def markdown_table(rows: list[dict], seeds: int) -> str:
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
     sft = [r["sft_true_reward"] for r in rows if "sft_true_reward" in r]
     note = f"\nSFT model (the shared reference): ground-truth reward {sft[0]:.3f}.\n" if sft else "\n"
+    if any("judge_win_rate" in r for r in rows):
+        note += ("Judged win rates: the share of prompts on which a local reward model scored the run's answer "
+                 "above the SFT model's (0.5 = no change); " + ("with one seed, ± is half the 95 % bootstrap "
+                 "interval over prompts.\n" if seeds == 1 else "± is over seeds.\n"))
     return "\n".join(lines) + f"\n\n{seeds} seed(s) per variant; ± is the 95 % t-interval half-width.\n" + note
 
 

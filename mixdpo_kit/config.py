@@ -154,6 +154,20 @@ class CompareConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """Judge a run's answers against its SFT model (the reference, adapter off) with a local reward
+    model, as ``mixdpo-kit judge`` does; off while ``reward_model`` is None. See docs/evaluation.md."""
+
+    reward_model: str | None = None  # a sequence-classification reward model: path or hub name
+    prompts: str = "alpaca_eval"  # a prompt set name (alpaca_eval, arena_hard, builtin, ...) or file
+    max_prompts: int | None = 100  # the first N prompts (None: all)
+    max_new_tokens: int = 1024
+    batch_size: int = 8
+    max_length: int = 2048  # tokens the reward model reads per answer
+    bootstrap: int = 1000  # resamples for the 95 % intervals
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; serialisable to and from YAML."""
 
@@ -167,6 +181,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sft_warmup: SFTWarmupConfig = field(default_factory=SFTWarmupConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-ready); the loss parameters sit flat in ``loss``."""

@@ -213,3 +213,24 @@ def write_judgement(out_dir, verdict: dict, instructions, out_a, out_b, score_a,
                             verdict["a"]["generator"], verdict["b"]["generator"])
     write_html(out / "judgement.html", "mixdpo-kit judgement", [fig],
                {"Verdict": [{"": line} for line in verdict_lines(verdict)]})
+
+
+def judge_policy(cfg, policy, out_dir) -> dict:
+    """A run's judged verdict against its SFT model (``cfg.judge``): the policy answers the prompt
+    set into ``<out_dir>/answers/``, the reference (adapter off) into the shared cache (so every run
+    of a comparison reuses one set of SFT answers), and the reward model judges the two."""
+    from mixdpo_kit.cache import digest
+    from mixdpo_kit.generation import Decoding, generate_answers, run_name
+    from mixdpo_kit.prompt_sets import load_prompts
+
+    jc, out_dir = cfg.judge, Path(out_dir)
+    prompts = load_prompts(jc.prompts, jc.max_prompts)
+    decoding = Decoding(max_new_tokens=jc.max_new_tokens)
+    mine = out_dir / "answers" / f"{run_name(out_dir)}.json"
+    generate_answers(policy.model, policy.tokenizer, prompts, mine, run_name(out_dir), decoding, jc.batch_size)
+    key = digest(policy.identity(), [p["instruction"] for p in prompts], vars(decoding))
+    theirs = Path(cfg.train.cache_dir) / "sft_answers" / key / "sft.json"
+    with policy.reference() as ref:
+        generate_answers(ref, policy.tokenizer, prompts, theirs, "sft", decoding, jc.batch_size, policy.identity())
+    return judge_files(mine, theirs, jc.reward_model, out_dir / "judge", Path(cfg.train.cache_dir) / "judge",
+                       max_length=jc.max_length, n_boot=jc.bootstrap)

@@ -11,6 +11,7 @@ from mixdpo_kit import viz
 from mixdpo_kit.config import RunConfig, preset
 from mixdpo_kit.data import read_source
 from mixdpo_kit.explain import worked_pairs
+from mixdpo_kit.judge import judge_policy, verdict_lines
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
 from mixdpo_kit.curriculum import lr_mass_by_route
 from mixdpo_kit.model import Policy
@@ -95,6 +96,9 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
         tables["Ground-truth reward of greedy generations"] = [
             {"model": k, **{m: v for m, v in values.items() if m != "rewards"}}
             for k, values in evaluation["true_reward"].items()]
+    if "judge" in evaluation:
+        tables["Judged against the SFT model (a local reward model; see docs/evaluation.md)"] = [
+            {"verdict": line} for line in verdict_lines(evaluation["judge"])]
     write_html(out_dir / "report.html", f"mixdpo-kit run: {out_dir.name}", figures, tables)
     return summary
 
@@ -126,6 +130,9 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     sft_share = route_sft_share(trainer.train_dataset)
     extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
+    if cfg.judge.reward_model:
+        stage("judging the answers against the SFT model…")
+        evaluation["judge"] = judge_policy(cfg, policy, out_dir)
     extra["worked_pairs"] = worked_pairs(cfg, policy, prep)
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
@@ -189,6 +196,8 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     cfg, policy, prep = load_run(run_dir)
     evaluation = evaluate_policy(cfg, policy)
+    if cfg.judge.reward_model:
+        evaluation["judge"] = judge_policy(cfg, policy, run_dir)
     extra = {"worked_pairs": worked_pairs(cfg, policy, prep)}
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}

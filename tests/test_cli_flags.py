@@ -19,6 +19,8 @@ VALUES = {
     "split.tau": (2.0, "1.5", 1.5), "split.quantile": (0.2, "0.3", 0.3),
     "train.output_dir": ("file_out", "flag_out", "flag_out"), "train.max_steps": (7, "9", 9),
     "compare.objectives": (["dpo"], "mixdpo,sft", ["mixdpo", "sft"]), "compare.seeds": (5, "2", 2),
+    "judge.reward_model": ("file-rm", "flag-rm", "flag-rm"), "judge.prompts": ("arena_hard", "builtin", "builtin"),
+    "judge.max_prompts": (50, "20", 20),
 }
 
 

@@ -77,3 +77,30 @@ def test_runs_with_the_same_reference_share_its_evaluation(small_cfg, monkeypatc
     assert len(entered) == 4
     evaluate_policy(small_cfg, policy)  # without a memo, every call computes its own
     assert len(entered) == 6
+
+
+def test_compare_judges_runs_on_other_data_against_the_sft_model(small_cfg, chat_pairs, tmp_path):
+    """Not the built-in task, so no true reward: the table shows each objective's win rate vs the
+    SFT model's answers under a local reward model, with an interval; the SFT answers are made once."""
+    import json
+
+    from mixdpo_kit.tiny import build_tiny_reward_model
+
+    data = tmp_path / "pairs.jsonl"
+    chat_pairs.to_json(str(data))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"please sort {a} {b}"}) + "\n" for a, b in ["12", "34", "56", "78"]))
+    cfg = small_cfg.override(data={"source": str(data), "max_rows": None}, eval={"reward_prompts": 0},
+                             train={"max_steps": 2},
+                             judge={"reward_model": str(build_tiny_reward_model(tmp_path / "rm")),
+                                    "prompts": str(prompts), "max_new_tokens": 4, "bootstrap": 100})
+    rows = compare.run_comparison(cfg, compare.variants_for(["mixdpo", "dpo"]), 1, tmp_path / "cmp")
+    table = (tmp_path / "cmp" / "results.md").read_text()
+    assert "judged win rate vs SFT" in table and "ground-truth reward" not in table
+    assert "half the 95 % bootstrap interval" in table
+    assert all(0 <= r["judge_win_rate"] <= 1 and r["judge_win_rate_ci"] >= 0 for r in rows)
+    assert any(r["judge_win_rate_ci"] > 0 for r in rows)  # an interval, not a bare number
+    assert len(list((tmp_path / "cmp" / "cache" / "sft_answers").iterdir())) == 1
+    summary = json.loads((tmp_path / "cmp" / "mixdpo" / "seed0" / "summary.json").read_text())
+    assert summary["evaluation"]["judge"]["b"]["generator"] == "sft" and "builtin" not in summary["evaluation"]["judge"]
+    assert "Judged against the SFT model" in (tmp_path / "cmp" / "mixdpo" / "seed0" / "report.html").read_text()
