@@ -187,7 +187,8 @@ def verdict_lines(v: dict) -> list[str]:
              f"win rate {100 * v['win_rate']:.1f} % (95 % bootstrap interval {100 * v['win_rate_ci'][0]:.1f}–"
              f"{100 * v['win_rate_ci'][1]:.1f}); length-controlled {100 * v['lc_win_rate']:.1f} % "
              f"({100 * v['lc_win_rate_ci'][0]:.1f}–{100 * v['lc_win_rate_ci'][1]:.1f})",
-             f"mean length {v['mean_length_chars']['a']:.0f} vs {v['mean_length_chars']['b']:.0f} characters"]
+             f"mean length {v['mean_length_chars']['a']:.0f} vs {v['mean_length_chars']['b']:.0f} characters; "
+             f"{v['ties']} ties (equal scores, e.g. identical answers; each counts one half)"]
     left = {k: n for k, n in v["left_out"].items() if n}
     if left:
         lines.append("left out: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items()))

@@ -48,13 +48,15 @@ def use_gradient_checkpointing(cfg: ModelConfig, device: torch.device) -> bool:
 
 def resolve_model_path(name_or_path: str, workdir: str | Path = ".mixdpo_cache/models") -> str:
     """``tiny-<arch>`` names build (once) a local tiny model, ``tiny-reward`` a randomly initialised
-    tiny reward model; anything else is passed through."""
-    if name_or_path == "tiny-reward":
+    tiny reward model, ``tiny-reward-builtin`` one trained on the built-in task's pairs
+    (:mod:`mixdpo_kit.reward_model`); anything else is passed through."""
+    if name_or_path in ("tiny-reward", "tiny-reward-builtin"):
+        from mixdpo_kit.reward_model import build_builtin_reward_model
         from mixdpo_kit.tiny import build_tiny_reward_model
 
         target = Path(workdir) / name_or_path
         if not (target / "config.json").exists():
-            build_tiny_reward_model(target)
+            (build_tiny_reward_model if name_or_path == "tiny-reward" else build_builtin_reward_model)(target)
         return str(target)
     if name_or_path.startswith("tiny-"):
         from mixdpo_kit.tiny import build_tiny_model
