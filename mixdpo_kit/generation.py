@@ -167,6 +167,15 @@ def run_name(run: str | Path) -> str:
     return f"{path.parent.name}-{path.name}" if path.name.startswith("seed") else path.name
 
 
+def run_model_info(run: str | Path, policy, saved: Path | None) -> dict:
+    """What identifies a run's answers in the record: the run, its reference model and, for the
+    trained policy (``saved`` = its weights folder), the trained weights."""
+    from mixdpo_kit.model import weights_fingerprint
+
+    info = {"run": str(run), **policy.identity()}
+    return info if saved is None else {**info, "trained_weights": weights_fingerprint(str(saved))}
+
+
 @contextlib.contextmanager
 def generator_model(run: str | Path | None = None, model: str | None = None, reference: bool = False):
     """Yields ``(model, tokenizer, generator name, model info)`` to generate with: a finished run's
@@ -177,19 +186,46 @@ def generator_model(run: str | Path | None = None, model: str | None = None, ref
 
     if (run is None) == (model is None):
         raise ValueError("give exactly one of a run folder (--run) or a model (--model)")
-    if run is not None:
-        from mixdpo_kit.runs import load_policy
-
-        _, saved, policy = load_policy(run)
-        name = run_name(run) + ("-reference" if reference else "")
-        info = {"run": str(run), **policy.identity()}
-        if not reference:
-            info["trained_weights"] = weights_fingerprint(str(saved))
-    else:
+    if model is not None:
         policy = build_policy(ModelConfig(name_or_path=model, mode="full"), with_reference=False)
-        name, info = Path(model).name, {"model": model, "weights": weights_fingerprint(model)}
+        yield policy.model, policy.tokenizer, Path(model).name, {"model": model, "weights": weights_fingerprint(model)}
+        return
+    from mixdpo_kit.runs import load_policy
+
+    _, saved, policy = load_policy(run)
     if reference:
         with policy.reference() as ref:
-            yield ref, policy.tokenizer, name, info
+            yield ref, policy.tokenizer, run_name(run) + "-reference", run_model_info(run, policy, None)
     else:
-        yield policy.model, policy.tokenizer, name, info
+        yield policy.model, policy.tokenizer, run_name(run), run_model_info(run, policy, saved)
+
+
+def answer_with_run_and_reference(run: str | Path, prompts: str, out_dir: str | Path, max_prompts: int | None = None,
+                                  decoding: Decoding = Decoding(), batch_size: int = 8) -> tuple[Path, Path]:
+    """A finished run's answers and its SFT model's (the same model, adapter off) to a prompt set,
+    with one loaded model: ``(policy file, SFT file)`` in ``out_dir``. The same files as
+    ``mixdpo-kit generate --run RUN [--reference]``, so either resumes the other."""
+    from mixdpo_kit.prompt_sets import load_prompts
+    from mixdpo_kit.runs import load_policy
+
+    rows, out_dir, name = load_prompts(prompts, max_prompts), Path(out_dir), run_name(run)
+    files = (out_dir / f"{name}.json", out_dir / f"{name}-reference.json")
+    _, saved, policy = load_policy(run)
+    generate_answers(policy.model, policy.tokenizer, rows, files[0], name, decoding, batch_size,
+                     run_model_info(run, policy, saved))
+    with policy.reference() as ref:
+        generate_answers(ref, policy.tokenizer, rows, files[1], f"{name}-reference", decoding, batch_size,
+                         run_model_info(run, policy, None))
+    return files
+
+
+def export_commands(alpaca_eval_file: str | Path, generator: str) -> list[str]:
+    """How to hand the answers to the official AlpacaEval 2 and Arena-Hard-Auto evaluations."""
+    arena = arena_hard_path(alpaca_eval_file, generator)
+    return [
+        "# AlpacaEval 2 (needs OPENAI_API_KEY; the judge is a paid GPT-4 model; the LC win rate is its headline):",
+        f"alpaca_eval --model_outputs {alpaca_eval_file} --annotators_config weighted_alpaca_eval_gpt4_turbo",
+        "# Arena-Hard-Auto (answers must be on its questions: mixdpo-kit generate --prompts arena_hard ...):",
+        f"cp {arena} <arena-hard-auto>/data/arena-hard-v0.1/model_answer/",
+        f"# then add {generator} to model_list in its config/judge_config.yaml and run gen_judgment.py, show_result.py",
+    ]

@@ -202,7 +202,6 @@ def verdict_lines(v: dict) -> list[str]:
 
 def write_judgement(out_dir, verdict: dict, instructions, out_a, out_b, score_a, score_b) -> None:
     """``judgement.json`` and ``judgement.html`` in ``out_dir``."""
-    from mixdpo_kit import viz
     from mixdpo_kit.report import write_html
 
     out = Path(out_dir)
@@ -210,9 +209,7 @@ def write_judgement(out_dir, verdict: dict, instructions, out_a, out_b, score_a,
     rows = [{"instruction": p, "score_a": float(sa), "score_b": float(sb), "length_a": len(oa), "length_b": len(ob)}
             for p, oa, ob, sa, sb in zip(instructions, out_a, out_b, score_a, score_b)]
     (out / "judgement.json").write_text(json.dumps({**verdict, "per_prompt": rows}, indent=1))
-    fig = viz.judge_scatter([r["score_a"] - r["score_b"] for r in rows], [r["length_a"] - r["length_b"] for r in rows],
-                            verdict["a"]["generator"], verdict["b"]["generator"])
-    write_html(out / "judgement.html", "mixdpo-kit judgement", [fig],
+    write_html(out / "judgement.html", "mixdpo-kit judgement", [judgement_figure(out)],
                {"Verdict": [{"": line} for line in verdict_lines(verdict)]})
 
 
@@ -235,3 +232,13 @@ def judge_policy(cfg, policy, out_dir) -> dict:
         generate_answers(ref, policy.tokenizer, prompts, theirs, "sft", decoding, jc.batch_size, policy.identity())
     return judge_files(mine, theirs, jc.reward_model, out_dir / "judge", Path(cfg.train.cache_dir) / "judge",
                        max_length=jc.max_length, n_boot=jc.bootstrap)
+
+
+def judgement_figure(out_dir):
+    """The score-difference vs length-difference figure of a judgement written to ``out_dir``."""
+    from mixdpo_kit import viz
+
+    v = json.loads((Path(out_dir) / "judgement.json").read_text())
+    rows = v["per_prompt"]
+    return viz.judge_scatter([r["score_a"] - r["score_b"] for r in rows], [r["length_a"] - r["length_b"] for r in rows],
+                             v["a"]["generator"], v["b"]["generator"])

@@ -433,6 +433,13 @@ class TrainingLauncher:
         if blocking:
             self.thread.join()
 
+    def wait(self) -> dict | None:
+        """Wait for the run in progress to end (the kernel is busy meanwhile, so the Stop button is
+        not heard); returns its summary, or None if it failed or none was started."""
+        if self.thread is not None:
+            self.thread.join()
+        return self.summary
+
     def stop(self) -> None:
         """Ask training to stop after the current step; a checkpoint is saved there."""
         self.stop_requested.set()

@@ -139,7 +139,7 @@ def test_generate_refuses_to_mix_decoding_settings(tiny_llama, tmp_path, capsys)
     assert "made with other settings" in capsys.readouterr().err
 
 
-def test_generate_from_a_run_and_its_reference(small_cfg, tmp_path):
+def test_generate_from_a_run_and_its_reference(small_cfg, tmp_path, monkeypatch):
     """A trained run answers with its adapter on; --reference answers as the SFT model (adapter off):
     the same greedy answers the run's own evaluation recorded after and before training."""
     from mixdpo_kit.runs import run
@@ -147,14 +147,21 @@ def test_generate_from_a_run_and_its_reference(small_cfg, tmp_path):
     cfg = small_cfg.override(train={"learning_rate": 5e-2, "max_steps": 8})  # enough to move the answers
     summary = run(cfg, tmp_path / "run")
     common = ["--prompts", "builtin", "--max-prompts", "8", "--max-new-tokens", "6", "--batch-size", "8"]
-    assert main(["generate", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "policy.json"), *common]) == 0
-    assert main(["generate", "--run", str(tmp_path / "run"), "--reference", "--out", str(tmp_path / "sft.json"),
+    answers = tmp_path / "answers"
+    assert main(["generate", "--run", str(tmp_path / "run"), "--out", str(answers / "run.json"), *common]) == 0
+    assert main(["generate", "--run", str(tmp_path / "run"), "--reference", "--out", str(answers / "run-reference.json"),
                  *common]) == 0
-    policy, sft = (json.loads((tmp_path / f).read_text()) for f in ("policy.json", "sft.json"))
+    policy, sft = (json.loads((answers / f).read_text()) for f in ("run.json", "run-reference.json"))
     assert (policy[0]["generator"], sft[0]["generator"]) == ("run", "run-reference")
     shown = summary["evaluation"]["generations"]
     assert any(g["before"] != g["after"] for g in shown)
     assert [(g["before"], g["after"]) for g in shown] == [(s["output"], p["output"]) for s, p in zip(sft, policy)][:len(shown)]
+    # The notebook's one-load helper writes the same files with the same record headers: it resumes
+    # the CLI's answers and generates nothing.
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: pytest.fail("generated again"))
+    files = generation.answer_with_run_and_reference(tmp_path / "run", "builtin", answers, max_prompts=8,
+                                                     decoding=generation.Decoding(max_new_tokens=6), batch_size=8)
+    assert files == (answers / "run.json", answers / "run-reference.json")
 
 
 # --- the judge -------------------------------------------------------------------------------------
