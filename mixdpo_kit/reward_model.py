@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
+from mixdpo_kit import progress
 from mixdpo_kit.data import load_preferences
 from mixdpo_kit.scoring import conversation_text
 
@@ -65,8 +66,10 @@ def train_reward_model(base: str | Path, pairs, out_dir: str | Path, epochs: int
                              lr_scheduler_type="cosine", warmup_steps=0.05, seed=seed, report_to="none",
                              save_strategy="no", logging_steps=20, remove_unused_columns=False,
                              use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
-    PairwiseRewardTrainer(model=model, args=args, train_dataset=texts,
-                          data_collator=PairTextCollator(tokenizer, max_length)).train()
+    trainer = PairwiseRewardTrainer(model=model, args=args, train_dataset=texts,
+                                    data_collator=PairTextCollator(tokenizer, max_length))
+    progress.configure(trainer, show_bar=False)  # in a notebook: no logged dicts
+    trainer.train()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return Path(out_dir)
