@@ -114,6 +114,9 @@ def _read_record(path: Path, header: dict) -> dict[str, dict]:
         with path.open("r+b") as f:
             f.truncate(end)
     lines = raw[:end].decode().splitlines()
+    if not lines:  # killed before the header was whole
+        path.write_text(json.dumps(header) + "\n")
+        return {}
     stored = json.loads(lines[0])
     if stored != json.loads(json.dumps(header)):
         diff = {k: (stored.get(k), header[k]) for k in header if stored.get(k) != header[k]}

@@ -44,6 +44,8 @@ def read_answers(path: str | Path) -> list[dict]:
                                                                     if line.strip()]
     if path.name.endswith(".generations.jsonl"):
         rows = rows[1:]  # the record's first line is its header
+    if not rows:
+        raise DataError(f"{path}: no answers in the file")
     for i, r in enumerate(rows):
         if not isinstance(r.get("instruction"), str) or not isinstance(r.get("output"), str):
             raise DataError(f"{path}: row {i + 1} needs text fields 'instruction' and 'output'; it has {sorted(r)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import threading
 from pathlib import Path
 
@@ -386,8 +387,10 @@ class TrainingLauncher:
                    "output_dir": self.out_dir.value}))
 
     def export(self, path: str | Path | None = None) -> str:
-        """Show the config as YAML (and write it to ``path`` or ``<run folder>/config.yaml``)."""
-        path = Path(path or Path(self.out_dir.value) / "config.yaml")
+        """Show the config as YAML (and write it to ``path`` or ``<run folder>.yaml``). Not into the run
+        folder: its ``config.yaml`` records what actually ran (e.g. the SFT model the warm-up made),
+        which ``generate --run`` and ``evaluate --run`` reload."""
+        path = Path(path or f"{Path(self.out_dir.value)}.yaml")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.yaml.value = self.config().to_yaml(path)
         self.status.value = f"config written to <code>{html.escape(str(path))}</code>"
@@ -412,11 +415,16 @@ class TrainingLauncher:
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def run(self, blocking: bool = False) -> None:
+    def run(self, blocking: bool | None = None) -> None:
         """Start training in a background thread and return: the kernel stays free, so Stop works
         even under Run All. ``blocking`` waits for the end (scripts and tests; in a notebook it
-        would hold the kernel and Stop could not be heard). A real-data run with neither max rows
-        nor max steps is refused, with what the full run would cost."""
+        would hold the kernel and Stop could not be heard). By default it blocks only where
+        ``MIXDPO_KIT_BLOCKING_RUNS=1``: headless executions of the notebooks (the tests, the
+        rendered copies) have no one to press Stop, and their later cells need the finished run.
+        A real-data run with neither max rows nor max steps is refused, with what the full run
+        would cost."""
+        if blocking is None:
+            blocking = os.environ.get("MIXDPO_KIT_BLOCKING_RUNS") == "1"
         cfg = self.config()
         try:
             check_run_size(cfg)
@@ -432,13 +440,6 @@ class TrainingLauncher:
         self.thread.start()
         if blocking:
             self.thread.join()
-
-    def wait(self) -> dict | None:
-        """Wait for the run in progress to end (the kernel is busy meanwhile, so the Stop button is
-        not heard); returns its summary, or None if it failed or none was started."""
-        if self.thread is not None:
-            self.thread.join()
-        return self.summary
 
     def stop(self) -> None:
         """Ask training to stop after the current step; a checkpoint is saved there."""

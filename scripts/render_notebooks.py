@@ -41,6 +41,7 @@ def render(path: Path, work: Path) -> Path:
 
 def main(names: list[str]) -> None:
     os.environ["MIXDPO_KIT_STATIC_FIGURES"] = "1"  # read by setup_notebook() in the kernel
+    os.environ["MIXDPO_KIT_BLOCKING_RUNS"] = "1"  # no one presses Stop here: a launcher's run ends before the next cell
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     paths = [p for p in paths if not names or p.stem in names or p.name in names]
     with tempfile.TemporaryDirectory() as tmp:  # one working folder: 01 and 02 reuse 00's demo run

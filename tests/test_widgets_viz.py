@@ -116,6 +116,10 @@ def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
     assert launcher.summary is not None and "stopped early" in launcher.status.value
     assert 2 <= len(launcher.logs) < 40
     assert any(p.name.startswith("checkpoint-") for p in (tmp_path / "run" / "checkpoints").iterdir())
+    # Exporting after the run leaves the run's own record of what ran (reloaded by generate --run) alone.
+    ran = (tmp_path / "run" / "config.yaml").read_text()
+    launcher.export()
+    assert (tmp_path / "run" / "config.yaml").read_text() == ran and (tmp_path / "run.yaml").exists()
     assert launcher.figure.data and not launcher.run_button.disabled
 
 
