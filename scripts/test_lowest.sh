@@ -18,7 +18,8 @@ $py -m pip install --quiet "$(grep '^torch==' "$pins")"
 $py -m pip install --quiet -c "$pins.runtime" -e . pytest
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|peft|datasets|accelerate|bitsandbytes|plotly|ipywidgets|numpy)=='
 $py -m pytest -q -p no:cacheprovider tests/test_losses.py tests/test_objectives.py tests/test_trainer.py \
-  tests/test_data_and_tokens.py tests/test_cli_flags.py tests/test_cli.py::test_train_and_evaluate_from_yaml
+  tests/test_data_and_tokens.py tests/test_cli_flags.py tests/test_cli.py::test_train_and_evaluate_from_yaml \
+  tests/test_generate_judge.py tests/test_reward_model.py
 $py -m pip install --quiet "$(grep '^trl==' "$pins")"
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(trl|datasets|accelerate)=='
 $py -m pytest -q -p no:cacheprovider tests/test_trl_oracle.py
