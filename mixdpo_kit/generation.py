@@ -185,7 +185,7 @@ def generator_model(run: str | Path | None = None, model: str | None = None, ref
     policy (adapter on), its reference (``reference=True``: adapter off, i.e. the SFT model it
     started from), or any model path or hub name (``model``)."""
     from mixdpo_kit.config import ModelConfig
-    from mixdpo_kit.model import build_policy, weights_fingerprint
+    from mixdpo_kit.model import build_policy, load_trained_policy, weights_fingerprint
 
     if (run is None) == (model is None):
         raise ValueError("give exactly one of a run folder (--run) or a model (--model)")
@@ -193,9 +193,7 @@ def generator_model(run: str | Path | None = None, model: str | None = None, ref
         policy = build_policy(ModelConfig(name_or_path=model, mode="full"), with_reference=False)
         yield policy.model, policy.tokenizer, Path(model).name, {"model": model, "weights": weights_fingerprint(model)}
         return
-    from mixdpo_kit.runs import load_policy
-
-    _, saved, policy = load_policy(run)
+    _, saved, policy = load_trained_policy(run)
     if reference:
         with policy.reference() as ref:
             yield ref, policy.tokenizer, run_name(run) + "-reference", run_model_info(run, policy, None)
@@ -208,12 +206,12 @@ def answer_with_run_and_reference(run: str | Path, prompts: str, out_dir: str | 
     """A finished run's answers and its SFT model's (the same model, adapter off) to a prompt set,
     with one loaded model: ``(policy file, SFT file)`` in ``out_dir``. The same files as
     ``mixdpo-kit generate --run RUN [--reference]``, so either resumes the other."""
+    from mixdpo_kit.model import load_trained_policy
     from mixdpo_kit.prompt_sets import load_prompts
-    from mixdpo_kit.runs import load_policy
 
     rows, out_dir, name = load_prompts(prompts, max_prompts), Path(out_dir), run_name(run)
     files = (out_dir / f"{name}.json", out_dir / f"{name}-reference.json")
-    _, saved, policy = load_policy(run)
+    _, saved, policy = load_trained_policy(run)
     generate_answers(policy.model, policy.tokenizer, rows, files[0], name, decoding, batch_size,
                      run_model_info(run, policy, saved))
     with policy.reference() as ref:

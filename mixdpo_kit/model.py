@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from mixdpo_kit.config import ModelConfig
+from mixdpo_kit.config import ModelConfig, RunConfig
 
 MODES = ("qlora", "lora", "full")
 
@@ -213,3 +213,16 @@ def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_p
 def save_meta(path: str | Path, meta: dict) -> None:
     """Write a small JSON sidecar next to a saved model."""
     Path(path, "mixdpo_meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def load_trained_policy(run_dir: str | Path):
+    """A finished run's resolved config, its saved weights folder and its trained policy (adapter
+    on; the reference is the same model with it off): ``(cfg, saved folder, policy)``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
+    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
+    if not saved.exists():
+        raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
+    return cfg, saved, build_policy(cfg.model, adapter_path=saved)

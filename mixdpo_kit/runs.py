@@ -14,7 +14,7 @@ from mixdpo_kit.explain import worked_pairs
 from mixdpo_kit.judge import judge_policy, verdict_lines
 from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference_metrics
 from mixdpo_kit.curriculum import lr_mass_by_route
-from mixdpo_kit.model import Policy
+from mixdpo_kit.model import Policy, load_trained_policy
 from mixdpo_kit.objectives import resolve as resolve_objective
 from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, tokenized_pairs, train
 from mixdpo_kit.report import read_metrics, write_html, write_summary
@@ -169,25 +169,10 @@ def run_demo(out_dir: str | Path | None = None, on_stage=None, reuse: bool = Fal
     return run(cfg, cfg.train.output_dir, on_stage=on_stage)
 
 
-def load_policy(run_dir: str | Path):
-    """A finished run's resolved config, its saved weights folder and its trained policy (adapter
-    on; the reference is the same model with it off): ``(cfg, saved folder, policy)``."""
-    from mixdpo_kit.model import build_policy
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
-    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
-    saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
-    if not saved.exists():
-        raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
-    return cfg, saved, build_policy(cfg.model, adapter_path=saved)
-
-
 def load_run(run_dir: str | Path):
     """A finished run's resolved config, its trained policy (adapter on; the reference is the same
     model with it off) and its prepared pairs: ``(cfg, policy, prep)``."""
-    cfg, _, policy = load_policy(run_dir)
+    cfg, _, policy = load_trained_policy(run_dir)
     return cfg, policy, analyze_data(cfg, policy=policy)
 
 
