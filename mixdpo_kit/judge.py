@@ -89,7 +89,7 @@ def fit_length_logistic(wins, length_diff, ridge: float = RIDGE, iterations: int
     penalty = np.diag([0.0, ridge * len(y)])
     theta = np.zeros(2)
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-(X @ theta)))
+        p = _sigmoid(X @ theta)
         grad = X.T @ (y - p) - penalty @ theta
         hess = (X * (p * (1 - p))[:, None]).T @ X + penalty + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -101,8 +101,11 @@ def fit_length_logistic(wins, length_diff, ridge: float = RIDGE, iterations: int
 
 def length_controlled_win_rate(wins, length_diff) -> float:
     """The win rate the length logistic predicts at equal lengths, ``σ(θ₀)``."""
-    theta0, _ = fit_length_logistic(wins, length_diff)
-    return float(1 / (1 + np.exp(-theta0)))
+    return float(_sigmoid(fit_length_logistic(wins, length_diff)[0]))
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
 
 
 def bootstrap_interval(statistic, *columns, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -125,7 +128,7 @@ def compare_answers(instructions, out_a, out_b, score_a, score_b, n_boot: int = 
         "prompts": len(wins),
         "win_rate": float(wins.mean()),
         "win_rate_ci": bootstrap_interval(np.mean, wins, n_boot=n_boot),
-        "lc_win_rate": float(1 / (1 + np.exp(-theta0))),
+        "lc_win_rate": float(_sigmoid(theta0)),
         "lc_win_rate_ci": bootstrap_interval(length_controlled_win_rate, wins, len_a - len_b, n_boot=n_boot),
         "length_coefficient": theta1,
         "ties": int((wins == 0.5).sum()),
@@ -153,7 +156,8 @@ def builtin_truth(instructions, out_a, out_b, judge_wins, n_boot: int = 1000) ->
     true_wins = wins_from_scores(true_a, true_b)
     decided = true_a != true_b
     agree = (judge_wins[decided] == true_wins[decided]).astype(float)
-    return {"true_win_rate": float(true_wins.mean()), "true_win_rate_ci": bootstrap_interval(np.mean, true_wins, n_boot=n_boot),
+    return {"true_win_rate": float(true_wins.mean()),
+            "true_win_rate_ci": bootstrap_interval(np.mean, true_wins, n_boot=n_boot),
             "mean_true_reward": {"a": float(true_a.mean()), "b": float(true_b.mean())},
             "prompts_decided": int(decided.sum()),
             "agreement": float(agree.mean()) if decided.any() else float("nan"),
@@ -161,7 +165,8 @@ def builtin_truth(instructions, out_a, out_b, judge_wins, n_boot: int = 1000) ->
 
 
 def judge_files(a_path, b_path, reward_model: str, out_dir=None, cache_dir: str | Path = ".mixdpo_cache/judge",
-                batch_size: int = 16, max_length: int = 2048, n_boot: int = 1000, trust_remote_code: bool = False) -> dict:
+                batch_size: int = 16, max_length: int = 2048, n_boot: int = 1000,
+                trust_remote_code: bool = False) -> dict:
     """Judge answer file A against B with ``reward_model``; with ``out_dir``, write ``judgement.json``
     (the verdict and every prompt's scores) and ``judgement.html`` (the figure and the verdict)."""
     from mixdpo_kit.scoring import RewardModelScorer, conversation_text
@@ -196,9 +201,11 @@ def verdict_lines(v: dict) -> list[str]:
         lines.append("left out: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items()))
     if "builtin" in v:
         t = v["builtin"]
+        checked = (f"the judge picked the truly better answer on {100 * t['agreement']:.1f} % of the "
+                   f"{t['prompts_decided']} prompts whose true rewards differ" if t["prompts_decided"]
+                   else "the two answers have the same true reward on every prompt")
         lines.append(f"true-reward win rate {100 * t['true_win_rate']:.1f} % ({100 * t['true_win_rate_ci'][0]:.1f}–"
-                     f"{100 * t['true_win_rate_ci'][1]:.1f}); the judge picked the truly better answer on "
-                     f"{100 * t['agreement']:.1f} % of the {t['prompts_decided']} prompts whose true rewards differ")
+                     f"{100 * t['true_win_rate_ci'][1]:.1f}); {checked}")
     return lines
 
 

@@ -8,7 +8,7 @@ import torch
 from mixdpo_kit import generation, synthetic
 from mixdpo_kit.cli import main
 from mixdpo_kit.data import DataError
-from mixdpo_kit.judge import (bootstrap_interval, compare_answers, fit_length_logistic, judge_files,
+from mixdpo_kit.judge import (bootstrap_interval, compare_answers, fit_length_logistic, judge_files, verdict_lines,
                               length_controlled_win_rate, match_answers, wins_from_scores)
 from mixdpo_kit.prompt_sets import load_prompts
 from mixdpo_kit.tiny import build_tiny_reward_model
@@ -272,3 +272,12 @@ def test_compare_answers_outside_the_builtin_task_has_no_truth():
     v = compare_answers(["Write a poem"] * 3, ["aaa", "bb", "c"], ["a", "bb", "ccc"], [1.0, 0.0, 0.2], [0.0, 0.0, 0.5],
                         n_boot=50)
     assert "builtin" not in v and v["ties"] == 1 and v["win_rate"] == pytest.approx(0.5)
+
+
+def test_identical_answers_are_all_ties():
+    outs = [" ".join(synthetic.solve(p)) for p in TASKS]
+    v = compare_answers(TASKS, outs, outs, np.ones(10), np.ones(10), n_boot=50)
+    assert (v["win_rate"], v["ties"], v["builtin"]["prompts_decided"]) == (0.5, 10, 0)
+    assert v["lc_win_rate"] == pytest.approx(0.5)
+    lines = verdict_lines({"a": {"generator": "a"}, "b": {"generator": "b"}, "reward_model": "rm", "left_out": {}, **v})
+    assert "same true reward on every prompt" in lines[-1]
