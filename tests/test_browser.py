@@ -268,7 +268,8 @@ figures = [viz.margin_histogram(m, split), viz.margin_vs_length(m, rng.integers(
            viz.compare_runs(["mixdpo", "dpo"], [0.75, 0.74], [0.74, 0.73], [0.76, 0.75], metric="ground-truth reward",
                             baseline=0.74, baseline_name="SFT model"),
            viz.heldout_logps({"dpo": {"steps": [0, 5], "chosen": [-5, -4], "rejected": [-6, -6.5]},
-                              "mixdpo": {"steps": [0, 5], "chosen": [-5, -3.9], "rejected": [-6, -6.4]}})]
+                              "mixdpo": {"steps": [0, 5], "chosen": [-5, -3.9], "rejected": [-6, -6.4]}}),
+           viz.judge_scatter(rng.normal(0.1, 1, 100), rng.normal(40, 200, 100), "mixdpo", "sft")]
 for fig in figures:
     fig.show()
 """
@@ -315,7 +316,7 @@ def test_figures_have_axis_titles_and_legends_clear_of_text(tmp_path):
         with sync_playwright() as pw:
             browser, page = _browser_page(pw)
             _open_and_run_all(page, f"{url}/lab/tree/figures.ipynb")
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 8", timeout=120_000)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 9", timeout=120_000)
             time.sleep(2)
             n_plots = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
             problems = page.evaluate(FIGURE_PROBLEMS_JS)
@@ -326,5 +327,5 @@ def test_figures_have_axis_titles_and_legends_clear_of_text(tmp_path):
             browser.close()
     finally:
         _stop_jupyterlab()
-    assert n_plots == 8
+    assert n_plots == 9
     assert not problems, problems
