@@ -122,6 +122,12 @@ def _cmd_objectives(args) -> int:
     width = max(map(len, PREFERENCE_LOSSES))
     for name, spec in PREFERENCE_LOSSES.items():
         print(f"{name:<{width}}  {_params(spec.defaults())}  ({spec.paper})")
+    from mixdpo_kit.variants import VARIANTS
+
+    print("\nvariants for compare --objectives (besides every objective, and <objective>_tau_<T> for a τ sweep):")
+    width = max(map(len, VARIANTS))
+    for name, variant in VARIANTS.items():
+        print(f"{name:<{width}}  {variant.summary}")
     return 0
 
 
@@ -130,10 +136,11 @@ def _params(values: dict) -> str:
 
 
 def _cmd_compare(args) -> int:
-    from mixdpo_kit.compare import markdown_table, run_comparison, variants_for
+    from mixdpo_kit.compare import markdown_table, run_comparison
+    from mixdpo_kit.variants import variants_for
 
     cfg = command_config(args)
-    rows = run_comparison(cfg, variants_for(cfg.compare.objectives), cfg.compare.seeds, args.out)
+    rows = run_comparison(cfg, variants_for(cfg.compare.objectives, base=cfg), cfg.compare.seeds, args.out)
     print(markdown_table(rows, cfg.compare.seeds))
     return 0
 
@@ -202,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="objectives x seeds on the same data; table + figure (resumable)")
     c.add_argument("--config", required=True)
     c.add_argument("--objectives", type=_names,
-                   help="comma-separated registered objective names (default: the config's compare.objectives)")
+                   help="comma-separated objectives or variants, e.g. mixdpo,dpo,mixdpo_constant_lr,mixdpo_tau_3 "
+                        "(mixdpo-kit objectives lists them; default: the config's compare.objectives)")
     c.add_argument("--seeds", type=int, help="seeds per objective (default: the config's compare.seeds)")
     c.add_argument("--out", required=True)
     c.add_argument("--max-steps", type=int, help="cap training steps (quick checks)")

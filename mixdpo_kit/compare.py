@@ -20,7 +20,8 @@ import numpy as np
 from mixdpo_kit import viz
 from mixdpo_kit.config import LossConfig, RunConfig
 from mixdpo_kit.evaluate import win_rate
-from mixdpo_kit.objectives import get_objective, resolve
+from mixdpo_kit import progress
+from mixdpo_kit.objectives import resolve
 from mixdpo_kit.pipeline import sft_warmup
 from mixdpo_kit.report import read_metrics, write_html
 
@@ -80,21 +81,17 @@ def paired_difference(runs: list[dict], a: str, b: str, key: str = "true_reward"
     return interval(diffs)
 
 
-def verdict(runs: list[dict], a: str, b: str) -> str:
+def verdict(runs: list[dict], a: str, b: str, markdown: bool = False) -> str:
     """One sentence: is ``a`` better than, worse than or not distinguishable from ``b`` (its paired
-    95 % interval of the ground-truth reward difference excludes zero, or not)."""
+    95 % interval of the ground-truth reward difference excludes zero, or not). ``markdown``: the
+    verdict in bold, for a Markdown page (plain text otherwise, for printing)."""
     mean, half = paired_difference(runs, a, b)
     if math.isnan(half):
         return f"{a} − {b} = {mean:+.3f} ground-truth reward (one seed: no interval)"
     sign = "better than" if mean - half > 0 else "worse than" if mean + half < 0 else "not distinguishable from"
-    return f"{a} is **{sign}** {b}: {mean:+.3f} ± {half:.3f} ground-truth reward (paired over seeds, 95 %)"
-
-
-def variants_for(objectives: list[str]) -> dict[str, dict]:
-    """Plain objectives as variants: ``{name: {"loss": {"objective": name}}}`` (names are checked)."""
-    for name in objectives:
-        get_objective(name)
-    return {name: {"loss": {"objective": name}} for name in objectives}
+    if markdown:
+        sign = f"**{sign}**"
+    return f"{a} is {sign} {b}: {mean:+.3f} ± {half:.3f} ground-truth reward (paired over seeds, 95 %)"
 
 
 def variant_config(base: RunConfig, overrides: dict) -> RunConfig:
@@ -110,7 +107,7 @@ def variant_config(base: RunConfig, overrides: dict) -> RunConfig:
 def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_dir: str | Path) -> list[dict]:
     """Train and evaluate every variant × seed (resumable) and write the table and figure.
 
-    ``variants`` maps a name to config overrides (see :func:`variants_for`). With the config's
+    ``variants`` maps a name to config overrides (see :func:`mixdpo_kit.variants.variants_for`). With the config's
     SFT warm-up enabled, one SFT model is trained once and shared by every run, as are the
     reference-log-prob cache and the reference's evaluation (log-probs and generations).
     """
@@ -124,7 +121,7 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
         if not (sft_path / "config.json").exists():
             sft_path = sft_warmup(base, out)
         base = base.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
-    per_run, reference_memo = [], {}
+    per_run, reference_memo, total = [], {}, len(variants) * seeds
     for name, overrides in variants.items():
         for seed in range(seeds):
             run_dir = out / name / f"seed{seed}"
@@ -133,7 +130,8 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
                 summary = json.loads(summary_path.read_text())
             else:
                 run_cfg = variant_config(base, overrides).override(train={"seed": seed}, curriculum={"seed": seed})
-                summary = run(run_cfg, run_dir, reference_memo=reference_memo)
+                with progress.label(f"run {len(per_run) + 1} of {total}: {name}, seed {seed}"):
+                    summary = run(run_cfg, run_dir, reference_memo=reference_memo)
             per_run.append({"variant": name, "seed": seed, **run_metrics(summary)})
     rows = summarise(per_run, list(variants))
     (out / "results.json").write_text(json.dumps({"runs": per_run, "table": rows}, indent=2))

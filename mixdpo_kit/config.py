@@ -147,7 +147,8 @@ DEFAULT_COMPARISON = ["mixdpo", "dpo", "cdpo", "filtered_dpo", "sft", "dpo_nll",
 
 @dataclass
 class CompareConfig:
-    """What ``mixdpo-kit compare`` runs: registered objectives, each over this many seeds."""
+    """What ``mixdpo-kit compare`` runs: objectives or named variants (:mod:`mixdpo_kit.variants`),
+    each over this many seeds."""
 
     objectives: list[str] = field(default_factory=lambda: list(DEFAULT_COMPARISON))
     seeds: int = 3

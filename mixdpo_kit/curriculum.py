@@ -105,20 +105,26 @@ def lr_schedule(n_steps: int, scheduler: str, warmup_ratio: float) -> np.ndarray
     return np.asarray(lrs)
 
 
-def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg) -> dict:
+def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int | None = None) -> dict:
     """Where the learning rate goes: the share of the total learning-rate mass (the sum of the
     step learning rates) that the SFT and the preference route receive under ``train_cfg``
     (a :class:`~mixdpo_kit.config.TrainConfig`). ``sft_share``: each pair's SFT share of its
     loss weight (1 for a hard MixDPO pair, 0 for an easy one). With easy→hard order and a cosine
-    schedule to zero the last, hardest steps get almost nothing — this makes that visible."""
+    schedule to zero the last, hardest steps get almost nothing — this makes that visible.
+
+    ``steps_done``: for a run that stopped early, only its first ``steps_done`` steps count (the
+    mass it actually applied, and the share of the pairs it actually trained)."""
     t = train_cfg
     steps = optimizer_steps(plan, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
                             t.max_steps)
     lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
+    done = len(steps) if steps_done is None else max(0, min(int(steps_done), len(steps)))
     share = np.asarray(sft_share, float)
-    per_step_sft = np.array([share[idx].mean() if len(idx) else 0.0 for idx in steps])
-    total = lrs.sum()
-    sft = float((lrs * per_step_sft).sum() / total) if total > 0 else 0.0
-    pairs = float(share.mean()) if len(share) else 0.0
-    return {"sft": sft, "preference": 1.0 - sft, "sft_share_of_pairs": pairs, "steps": len(steps),
-            "schedule": t.lr_scheduler_type, "warmup_ratio": t.warmup_ratio}
+    per_step_sft = np.array([share[idx].mean() if len(idx) else 0.0 for idx in steps[:done]])
+    total = lrs[:done].sum()
+    sft = float((lrs[:done] * per_step_sft).sum() / total) if total > 0 else 0.0
+    trained = np.concatenate(steps[:done]) if done else np.zeros(0, int)
+    pairs = float(share[trained].mean()) if len(trained) else 0.0
+    return {"sft": sft, "preference": 1.0 - sft if done else 0.0, "sft_share_of_pairs": pairs, "steps": len(steps),
+            "steps_trained": done, "pairs_trained": int(len(trained)), "schedule": t.lr_scheduler_type,
+            "warmup_ratio": t.warmup_ratio}

@@ -14,6 +14,7 @@ import torch
 from mixdpo_kit.logprobs import eval_mode, score_pair_batch
 from mixdpo_kit.losses import PairLogps, routed_loss
 from mixdpo_kit.objectives import bound_loss, get_objective
+from mixdpo_kit.units import percent, threshold
 
 ROUTED_LOSS_MARKDOWN = r"""
 For a pair (prompt $x$, chosen $y_w$, rejected $y_l$) with margin $m$ (how much better $y_w$ was
@@ -99,13 +100,35 @@ def result_lines(summary: dict) -> list[str]:
                      f"-> {a['mean_reward']:.3f} after ({a['mean_reward'] - b['mean_reward']:+.3f})")
     if "preference" in ev:
         p = ev["preference"]
-        lines.append(f"held-out pairs where the policy moved chosen above rejected (z > 0): {p['reward_accuracy']:.1%} "
+        lines.append(f"held-out pairs where the policy moved chosen above rejected (z > 0): {percent(p['reward_accuracy'])} "
                      f"of {p['pairs']}; mean log p(chosen) {p['logps_chosen_before']:.2f} -> {p['logps_chosen_after']:.2f}")
     if "lr_mass" in summary:
-        m = summary["lr_mass"]
-        lines.append(f"hard pairs (SFT route): {m['sft_share_of_pairs']:.1%} of the pairs, {m['sft']:.2%} of the "
-                     "learning-rate mass")
+        lines.append(lr_mass_line(summary["lr_mass"]))
     return lines
+
+
+def report_lines(report: dict) -> list[str]:
+    """A data report (:func:`mixdpo_kit.pipeline.data_report`) as sentences: rows kept and dropped
+    by reason, the margins, the split."""
+    dropped = report.get("dropped", {})
+    drops = "; ".join(f"{n} {reason}" for reason, n in dropped.items() if n) or "none"
+    m, split = report["margins"], report["split"]
+    rule = (f"quantile {split['quantile']:g} of the margins, τ = {threshold(split['tau'])}"
+            if split.get("quantile") is not None else f"margin < τ = {threshold(split['tau'])}")
+    return [f"{report['rows_read']:,} rows read, {report['rows_kept']:,} kept; dropped: {drops}",
+            f"margins: median {m['median']:g}, from {m['min']:g} to {m['max']:g}; {m['ties']:,} exact ties (margin 0)",
+            f"hard pairs ({rule}): {split['n_hard']:,} of {split['n_pairs']:,} ({percent(split['hard_fraction'])})"]
+
+
+def lr_mass_line(mass: dict) -> str:
+    """The SFT route's share of the pairs and of the learning-rate mass, as one sentence; for a run
+    that stopped early, of what it actually trained."""
+    pairs, lr = percent(mass["sft_share_of_pairs"]), percent(mass["sft"], 2)
+    done, planned = mass.get("steps_trained", mass["steps"]), mass["steps"]
+    if done < planned:
+        return (f"stopped at step {done} of {planned}: the hard pairs (SFT route) were {pairs} of the "
+                f"{mass['pairs_trained']:,} pairs trained and got {lr} of the learning-rate mass applied")
+    return f"hard pairs (SFT route): {pairs} of the pairs, {lr} of the learning-rate mass"
 
 
 def _fmt(value):

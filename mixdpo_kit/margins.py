@@ -180,3 +180,12 @@ def rank_correlation(a, b) -> float:
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def correlation_strength(rho: float) -> str:
+    """A rank correlation in words, e.g. "weak, positive": how much one ordering tells about the other."""
+    r = abs(rho)
+    if not np.isfinite(r):
+        return "undefined"
+    strength = "very weak" if r < 0.1 else "weak" if r < 0.3 else "moderate" if r < 0.6 else "strong"
+    return f"{strength}, {'positive' if rho > 0 else 'negative'}" if r >= 0.1 else strength

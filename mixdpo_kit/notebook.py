@@ -26,6 +26,9 @@ def setup_notebook() -> None:
     transformers.utils.logging.disable_progress_bar()
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)  # tables of descriptions and answers show them whole
     from mixdpo_kit import progress
 
     progress.set_quiet(True)

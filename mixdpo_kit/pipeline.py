@@ -31,6 +31,10 @@ from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.trainer import JsonlLogger, MixDPOTrainer, PairCollator, training_dataset
 
 
+class RunStopped(RuntimeError):
+    """A run stopped on request before its main training took a step: nothing was trained."""
+
+
 @dataclass
 class PreparedPairs:
     """Pairs ready for training: tokenised rows aligned with their margins, split and plan."""
@@ -138,11 +142,12 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
     return trainer, prep
 
 
-def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
+def sft_warmup(cfg: RunConfig, out_dir: Path, callbacks=()) -> Path:
     """Supervised warm-up of the (tiny) base model on demonstrations; saves and returns the SFT model dir.
 
     Full fine-tuning through the routed trainer with every pair routed to SFT, i.e. the same
-    length-normalised NLL MixDPO applies to hard pairs.
+    length-normalised NLL MixDPO applies to hard pairs. ``callbacks``: ``TrainerCallback``s for it
+    (e.g. one that stops it on request).
     """
     w = cfg.sft_warmup
     sft_cfg = resolve(cfg.override(
@@ -158,12 +163,31 @@ def sft_warmup(cfg: RunConfig, out_dir: Path) -> Path:
     margins = np.zeros(len(ds))
     prep = PreparedPairs(ds, DataReport("sft"), margins, split_by_margin(margins, tau=1.0, warn=False),
                          CurriculumPlan(margins, "random", seed=cfg.train.seed))
-    trainer, _ = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", show_bar=False, save_strategy="no")
+    trainer, _ = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", callbacks=callbacks, show_bar=False,
+                               save_strategy="no")
     trainer.train()
     target = out_dir / "sft_model"
     policy.model.save_pretrained(target)
     policy.tokenizer.save_pretrained(target)
     return target
+
+
+def checkpoint_step(out_dir: Path, checkpoint: str | bool) -> int:
+    """The optimiser step a checkpoint was saved at (``True``: the latest in ``out_dir/checkpoints``)."""
+    if checkpoint is True:
+        found = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if not found:
+            return 0
+        checkpoint = found[-1]
+    state = Path(checkpoint) / "trainer_state.json"
+    return int(json.loads(state.read_text())["global_step"]) if state.exists() else int(Path(checkpoint).name.split("-")[-1])
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop logged rows after ``step``: a resumed run logs those steps again."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(row + "\n" for row in rows))
 
 
 def out_of_memory_advice(cfg: RunConfig) -> str:
@@ -177,8 +201,11 @@ def out_of_memory_advice(cfg: RunConfig) -> str:
             "notebooks/03_train_qlora shows a memory estimate for any setting.")
 
 
-def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | bool | None = None, callbacks=()):
-    """Train one run of a resolved config into ``out_dir``; returns (trainer, policy, prepared pairs)."""
+def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | bool | None = None, callbacks=(),
+          stop=None):
+    """Train one run of a resolved config into ``out_dir``; returns (trainer, policy, prepared pairs).
+    ``stop``: an event; when it is set before the first step (e.g. during the reference pass),
+    :class:`RunStopped` is raised instead of training."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
@@ -193,6 +220,10 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
                                               ec.track_every, out_dir / "metrics.jsonl")]
     trainer, prep = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)  # prep: after any filtering
     (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
+    if stop is not None and stop.is_set():
+        raise RunStopped("stopped before the first training step: nothing was trained")
+    if resume_from_checkpoint:
+        keep_metrics_until(out_dir / "metrics.jsonl", checkpoint_step(out_dir, resume_from_checkpoint))
     try:
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except torch.OutOfMemoryError as err:

@@ -3,11 +3,13 @@ notebook (after :func:`mixdpo_kit.notebook.setup_notebook`) a run shows one prog
 training and nothing else, because the metrics appear as figures instead of logged tables."""
 from __future__ import annotations
 
+import contextlib
+
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-_STATE = {"quiet": False}
+_STATE = {"quiet": False, "label": "training"}
 
 
 def set_quiet(on: bool = True) -> None:
@@ -20,6 +22,16 @@ def is_quiet() -> bool:
     return _STATE["quiet"]
 
 
+@contextlib.contextmanager
+def label(text: str):
+    """Name the training bars started inside this block (e.g. which run of a comparison is going)."""
+    old, _STATE["label"] = _STATE["label"], text
+    try:
+        yield
+    finally:
+        _STATE["label"] = old
+
+
 def bar(iterable, desc: str, **tqdm_kwargs):
     """A transient progress bar over ``iterable``, hidden in quiet mode."""
     return tqdm(iterable, desc=desc, **{"leave": False, **tqdm_kwargs}, disable=is_quiet())
@@ -28,8 +40,8 @@ def bar(iterable, desc: str, **tqdm_kwargs):
 class TrainingBar(TrainerCallback):
     """One bar over the optimiser steps, with no logged dicts or tables."""
 
-    def __init__(self, desc: str = "training"):
-        self.desc, self.bar = desc, None
+    def __init__(self, desc: str | None = None):
+        self.desc, self.bar = desc or _STATE["label"], None
 
     def on_train_begin(self, args, state, control, **kw):
         self.bar = tqdm(total=state.max_steps, desc=self.desc, initial=state.global_step)

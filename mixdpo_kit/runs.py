@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from mixdpo_kit.evaluate import builtin_reward, generate, pair_logps, preference
 from mixdpo_kit.curriculum import lr_mass_by_route
 from mixdpo_kit.model import Policy, load_trained_policy
 from mixdpo_kit.objectives import resolve as resolve_objective
-from mixdpo_kit.pipeline import PreparedPairs, analyze_data, data_report, sft_warmup, tokenized_pairs, train
+from mixdpo_kit.pipeline import (PreparedPairs, RunStopped, analyze_data, data_report, sft_warmup, tokenized_pairs,
+                                 train)
 from mixdpo_kit.report import read_metrics, write_html, write_summary
 from mixdpo_kit.tokenization import TokenizationSettings
 from mixdpo_kit.trainer import route_sft_share
@@ -103,32 +105,73 @@ def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evalua
     return summary
 
 
+# What a run writes into its folder (a new run in the same folder replaces all of it; caches stay).
+RUN_OUTPUTS = ("config.yaml", "data_report.json", "metrics.jsonl", "summary.json", "report.html", "checkpoints",
+               "adapter", "model", "sft_model", "sft_warmup", "answers", "judge")
+
+
+def clear_run_folder(out_dir: Path, keep: str | Path | None = None) -> bool:
+    """Remove a previous run's outputs from ``out_dir`` so that the folder holds one run; returns
+    whether there was one. ``keep``: a path the new run reads (its model): refused if it would go."""
+    found = [out_dir / name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if keep is not None:
+        keep = Path(keep).resolve()
+        for path in found:
+            if keep == path.resolve() or path.resolve() in keep.parents:
+                raise ValueError(f"{out_dir} holds {path.name}, which this run loads ({keep}); a new run there would "
+                                 "delete it. Train into another folder.")
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return bool(found)
+
+
+class StopOnRequest(TrainerCallback):
+    """Ends a training at the next optimiser step once ``stop.is_set()``; ``save``: keep a checkpoint there."""
+
+    def __init__(self, stop, save: bool = True):
+        self.stop, self.save = stop, save
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.stop.is_set():
+            control.should_training_stop = True
+            control.should_save = self.save
+
+
 def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callbacks=(),
-        reference_memo: dict | None = None, on_stage=None) -> dict:
+        reference_memo: dict | None = None, on_stage=None, stop=None) -> dict:
     """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it).
 
-    ``callbacks`` are transformers ``TrainerCallback``s for the main training (e.g. a live plot);
-    ``reference_memo`` is passed to :func:`evaluate_policy`; ``on_stage(text)`` hears which long
-    step starts (warm-up, data and reference log-probs, training, evaluation), so a panel can show
-    that something runs before the first training step.
+    A new run (not a resume) first removes a previous run from ``out_dir``, so the folder's curves,
+    metrics and summary are this run's alone. ``callbacks`` are transformers ``TrainerCallback``s for
+    the main training (e.g. a live plot); ``reference_memo`` is passed to :func:`evaluate_policy`;
+    ``on_stage(text)`` hears which long step starts (warm-up, data and reference log-probs,
+    training, evaluation). ``stop``: an event (``threading.Event``) that ends the run early — during
+    the warm-up or before training it raises :class:`~mixdpo_kit.pipeline.RunStopped` (nothing was
+    trained); during training it stops at the next step, keeps a checkpoint and evaluates what was trained.
     """
     stage = on_stage or (lambda text: None)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = resolve_objective(cfg)  # config.yaml and summary.json both record what actually ran
+    if not resume_from_checkpoint and clear_run_folder(out_dir, keep=_local_path(cfg.model.name_or_path)):
+        stage(f"replaced the previous run in {out_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     extra = {}
+    stoppers = [] if stop is None else [StopOnRequest(stop)]
     if cfg.sft_warmup.enabled:
         stage(f"SFT warm-up ({cfg.sft_warmup.max_steps} steps)…")
-        sft_path = sft_warmup(cfg, out_dir)
+        sft_path = sft_warmup(cfg, out_dir, callbacks=[StopOnRequest(stop, save=False)] if stop is not None else ())
+        if stop is not None and stop.is_set():
+            shutil.rmtree(sft_path)  # half warmed up: not an SFT model anything should start from
+            raise RunStopped("stopped during the SFT warm-up: nothing was trained")
         cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
         extra["sft_warmup_seconds"] = round(time.time() - start, 1)
     stage("loading the model and the pairs, computing margins and reference log-probs…")
     trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint,
-                                  callbacks=[StageCallback(stage), *callbacks])
+                                  callbacks=[StageCallback(stage), *callbacks, *stoppers], stop=stop)
     stage("evaluating on held-out data…")
     sft_share = route_sft_share(trainer.train_dataset)
-    extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train)
+    extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train, steps_done=trainer.state.global_step)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
     if cfg.judge.reward_model:
         stage("judging the answers against the SFT model…")
@@ -136,6 +179,10 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     extra["worked_pairs"] = worked_pairs(cfg, policy, prep)
     extra["wall_seconds"] = round(time.time() - start, 1)
     return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
+
+
+def _local_path(name_or_path: str) -> Path | None:
+    return Path(name_or_path) if Path(name_or_path).exists() else None
 
 
 class StageCallback(TrainerCallback):

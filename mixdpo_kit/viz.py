@@ -9,8 +9,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from mixdpo_kit.curriculum import CurriculumPlan, lr_mass_by_route, lr_schedule, optimizer_steps
-from mixdpo_kit.margins import rank_correlation
+from mixdpo_kit.margins import correlation_strength, rank_correlation
 from mixdpo_kit.split import Split
+from mixdpo_kit.units import percent, threshold
 
 HARD, EASY = "#d62728", "#1f77b4"
 
@@ -24,7 +25,7 @@ def margin_histogram(margins, split: Split, title: str = "Margins", unit: str = 
     fig.add_vrect(x0=split.tau, x1=max(hi, split.tau) + 0.25, fillcolor=EASY, opacity=0.05, line_width=0)
     fig.add_histogram(x=m[split.hard], name=f"hard → SFT ({split.n_hard})", marker_color=HARD, opacity=0.85)
     fig.add_histogram(x=m[~split.hard], name=f"easy → preference ({split.n_easy})", marker_color=EASY, opacity=0.85)
-    fig.add_vline(x=split.tau, line_dash="dash", annotation_text=f"τ = {split.tau:g}")
+    fig.add_vline(x=split.tau, line_dash="dash", annotation_text=f"τ = {threshold(split.tau)}")
     fig.update_layout(barmode="overlay", title=f"{title}: {split.n_hard} hard / {split.n_easy} easy",
                       xaxis_title=f"margin ({unit}; larger = easier)", yaxis_title="pairs",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
@@ -37,13 +38,17 @@ def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | N
     is difficulty confounded with length?"""
     m = np.asarray(margins, dtype=float)
     diff = np.asarray(chosen_lengths, dtype=float) - np.asarray(rejected_lengths, dtype=float)
-    colors = np.where(split.hard, HARD, EASY) if split is not None else EASY
     rho = rank_correlation(m, diff)
-    fig = go.Figure(go.Scatter(x=diff, y=m, mode="markers", marker=dict(size=4, color=colors, opacity=0.6),
-                               name="pairs"))
-    fig.update_layout(title=f"Margin vs length difference (Spearman ρ = {rho:.2f})",
+    fig = go.Figure()
+    groups = [(np.ones(len(m), bool), "pairs", EASY)] if split is None else \
+        [(split.hard, f"hard → SFT ({split.n_hard})", HARD), (~split.hard, f"easy → preference ({split.n_easy})", EASY)]
+    for mask, name, color in groups:
+        fig.add_scatter(x=diff[mask], y=m[mask], mode="markers", name=name,
+                        marker=dict(size=4, color=color, opacity=0.6))
+    fig.update_layout(title=f"Margin vs length difference (Spearman ρ = {rho:.2f}: {correlation_strength(rho)})",
                       xaxis_title=f"length of chosen − length of rejected ({length_unit})",
-                      yaxis_title=f"margin ({unit})")
+                      yaxis_title=f"margin ({unit})", showlegend=split is not None,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
 
 
@@ -92,7 +97,7 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, u
     fig.update_yaxes(title_text="SFT share", range=[-0.05, 1.05], tickformat=".0%", row=2, col=1)
     fig.update_yaxes(title_text="× peak lr", range=[0, 1.05], tickformat=".1f", row=3, col=1)
     fig.update_layout(height=720, title=f"Curriculum ({plan.order}), {len(steps)} optimiser steps: the SFT route gets "
-                                        f"{mass['sft_share_of_pairs']:.1%} of the pairs and {mass['sft']:.2%} of the "
+                                        f"{percent(mass['sft_share_of_pairs'])} of the pairs and {percent(mass['sft'], 2)} of the "
                                         "learning-rate mass", title_font_size=14)
     return fig
 
@@ -128,11 +133,12 @@ def training_curves(log_rows: list[dict]) -> go.Figure:
 def logprob_dynamics(log_rows: list[dict], eval_metrics: dict | None = None) -> go.Figure:
     """Policy log-probs of chosen and rejected responses during training (and held-out before/after)."""
     fig = go.Figure()
-    for key, color in (("logps/chosen", EASY), ("logps/rejected", HARD)):
-        pts = [(r["step"], r[key]) for r in log_rows if key in r]
+    for kind, color in (("chosen", EASY), ("rejected", HARD)):
+        pts = [(r["step"], r[f"logps/{kind}"]) for r in log_rows if f"logps/{kind}" in r]
         if pts:
             x, y = zip(*pts)
-            fig.add_scatter(x=x, y=y, name=f"train {key}", line=dict(color=color, width=1), opacity=0.5)
+            fig.add_scatter(x=x, y=y, name=f"{kind}, this step's training pairs", line=dict(color=color, width=1),
+                            opacity=0.5)
     tracked = [r for r in log_rows if "heldout/logps_chosen" in r]
     for kind, color in (("chosen", EASY), ("rejected", HARD)):
         if tracked:  # held-out pairs during training (eval.track_every)
@@ -201,7 +207,8 @@ def judge_scatter(score_diff, length_diff, name_a: str = "A", name_b: str = "B")
     fig.add_hline(y=0, line_dash="dash", line_color="gray")
     fig.add_vline(x=0, line_dash="dash", line_color="gray")
     wins = int((s > 0).sum())
-    fig.update_layout(title=f"{name_a} vs {name_b}: {wins} of {len(s)} prompts won by {name_a} (blue)",
-                      xaxis_title=f"length difference ({name_a} − {name_b}, characters)",
-                      yaxis_title=f"reward-model score difference ({name_a} − {name_b})", showlegend=False)
+    # The names can be long (a run and its reference): they go in the title, the axes say A and B.
+    fig.update_layout(title=f"A = {name_a}, B = {name_b}: A won {wins} of {len(s)} prompts (blue)",
+                      xaxis_title="length difference, A − B (characters)",
+                      yaxis_title="judge's score difference, A − B", showlegend=False)
     return fig

@@ -27,6 +27,8 @@ from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.margins import margin_source, margin_unit
 from mixdpo_kit.objectives import OBJECTIVES, resolve
 from mixdpo_kit.split import Split, split_by_margin
+from mixdpo_kit.model import MODES
+from mixdpo_kit.units import duration, percent, threshold
 
 
 SCHEDULES = ["cosine", "linear", "constant_with_warmup", "constant"]
@@ -65,9 +67,11 @@ def html_table(rows: list[dict]) -> str:
     if not rows:
         return "<i>none</i>"
     cols = list(rows[0])
-    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_text(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    # Cell borders and padding: short answers side by side ("6 5 6 2" | "6 5 6 2") must not read as one.
+    cell = "style='text-align:left;padding:2px 10px;border:1px solid #ddd;vertical-align:top'"
+    head = "".join(f"<th {cell}>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td {cell}>{_text(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
 
 
 def _registered_unit(source: str) -> str:
@@ -104,6 +108,7 @@ class MarginExplorer:
         self.examples = W.HTML()
         self._listeners = []
         self._split: Split | None = None
+        self._decimals = 2
         self._configure_slider(SplitConfig.tau if tau is None else tau)
         self.tau.observe(lambda _: self.refresh(), names="value")
         for w in (self.source, self.mode):
@@ -125,15 +130,22 @@ class MarginExplorer:
         # clamps the old value into the new range and sends that back (tau 5.5 -> quantile 1.00).
         with self.tau.hold_sync(), self.tau.hold_trait_notifications():
             if self.mode.value == "quantile":
+                self.tau.description = "quantile"
                 self.tau.min, self.tau.max, self.tau.step = 0.0, 1.0, 0.01
+                self._decimals = 2
                 self.tau.value = share if value is None else value
             else:
-                lo, hi = float(m.min()), float(m.max())
-                self.tau.max, self.tau.min = max(hi, lo + 1e-6), lo  # set max first: min may not exceed max
-                self.tau.step = 0.5 if np.allclose(m * 2, np.round(m * 2)) else (hi - lo) / 100 or 0.01
+                self.tau.description = "τ"
+                step = _slider_step(m)
+                # Round ends on the step, so every value the slider can take reads exactly as shown.
+                lo, hi = np.floor(m.min() / step) * step, np.ceil(m.max() / step) * step
+                self.tau.max, self.tau.min = max(hi, lo + step), lo  # set max first: min may not exceed max
+                self.tau.step = step
+                self._decimals = max(0, -int(np.floor(np.log10(step) + 1e-9)))
                 if value is None:
                     value = float(np.quantile(m, share))
-                self.tau.value = float(np.clip(value, lo, hi))
+                self.tau.value = round(float(np.clip(value, lo, hi)), self._decimals)
+            self.tau.readout_format = f".{self._decimals}f"
         self.refresh()
 
     @property
@@ -148,25 +160,52 @@ class MarginExplorer:
         self._listeners.append(callback)
 
     def border_examples(self) -> list[dict]:
-        """The pairs closest to τ on each side: the decisions the threshold actually makes."""
+        """The pairs closest to τ on each side: the decisions the threshold actually makes. The
+        margin is the chosen source's; ratings are shown (and labelled so) when the data has them."""
         m, split = self.margins, self.split
         below = [i for i in np.argsort(-m, kind="stable") if split.hard[i]][: self.n_examples]
         above = [i for i in np.argsort(m, kind="stable") if not split.hard[i]][: self.n_examples]
         rows = []
         for i in list(below) + list(above):
             row = self.dataset[int(i)]
-            rows.append({"side": "hard → SFT" if split.hard[i] else "easy → preference", "margin": f"{m[i]:g}",
-                         "prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"],
-                         "scores": f"{row.get('score_chosen', '')} / {row.get('score_rejected', '')}"})
+            shown = {"side": "hard → SFT" if split.hard[i] else "easy → preference",
+                     f"margin ({self.source.value})": f"{m[i]:.3g}",
+                     "prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
+            if row.get("score_chosen") is not None:
+                shown["ratings (chosen / rejected)"] = f"{row['score_chosen']:g} / {row['score_rejected']:g}"
+            rows.append(shown)
         return rows
+
+    def counts_text(self, split: Split) -> str:
+        """The split in words: counts, share, τ, and in quantile mode what the quantile became."""
+        share = split.hard.mean() if len(split.hard) else 0.0
+        head = f"<b>{split.n_hard}</b> hard → SFT, <b>{split.n_easy}</b> easy → preference ({percent(share)} hard; "
+        if self.mode.value == "absolute":
+            return head + f"τ = {self._tau_text(split.tau)})"
+        text = head + f"quantile {self.tau.value:.2f} → τ = {threshold(split.tau)})"
+        lo, hi = self._same_split_quantiles(split.n_hard)
+        if hi - lo >= 0.015:
+            text += (f". The margins sit on a grid (many pairs share a value), so every quantile from {lo:.2f} to "
+                     f"{hi:.2f} gives this same split.")
+        return text
+
+    def _tau_text(self, tau: float) -> str:
+        """τ as the slider reads it (its step's decimals), or to three digits when set off that grid."""
+        text = f"{tau:.{self._decimals}f}"
+        return text if abs(float(text) - tau) < 1e-9 else threshold(tau)
+
+    def _same_split_quantiles(self, n_hard: int) -> tuple[float, float]:
+        """The slider's quantiles (steps of 0.01) that give ``n_hard`` hard pairs."""
+        qs = [q for q in np.round(np.arange(0, 1.0001, 0.01), 2)
+              if split_by_margin(self.margins, quantile=float(q), warn=False).n_hard == n_hard]
+        return (min(qs), max(qs)) if qs else (self.tau.value, self.tau.value)
 
     def refresh(self) -> None:
         """Recompute the split, counts, figure and examples."""
         split = self._split = self.split
         self.figure = viz.margin_histogram(self.margins, split, title=f"Margins ({self.source.value})",
                                            unit=self.units[self.source.value])
-        self.counts.value = (f"<b>{split.n_hard}</b> hard → SFT, <b>{split.n_easy}</b> easy → preference "
-                             f"(τ = {split.tau:.3g}, {100 * split.n_hard / max(len(split.hard), 1):.1f} % hard)")
+        self.counts.value = self.counts_text(split)
         self.examples.value = html_table(self.border_examples())
         show_figure(self.plot, self.figure)
         for callback in self._listeners:
@@ -185,30 +224,43 @@ class MarginExplorer:
         display(self.widget)
 
 
+def _slider_step(margins: np.ndarray) -> float:
+    """0.5 for margins on UltraFeedback's half-point grid; else a round step (1, 2 or 5 × 10^k)
+    giving about a hundred positions over the range."""
+    if np.allclose(margins * 2, np.round(margins * 2)):
+        return 0.5
+    raw = (float(margins.max()) - float(margins.min())) / 100 or 0.01
+    power = 10.0 ** np.floor(np.log10(raw))
+    return float(next(k * power for k in (1, 2, 5, 10) if k * power >= raw))
+
+
 class CurriculumDesigner:
     """Order, stages, seed, batch size and accumulation → live timeline and first-steps preview."""
 
     def __init__(self, margins, hard=None, explorer: MarginExplorer | None = None, row_ids=None,
-                 preview_steps: int = 3, train: TrainConfig | None = None, unit: str = "rating points"):
-        """``train``: the training settings to start from (schedule, warm-up, epochs; default: the config's);
-        ``unit``: the margins' unit (followed from the explorer when one is given)."""
+                 preview_steps: int = 3, train: TrainConfig | None = None, unit: str = "rating points",
+                 curriculum: CurriculumConfig | None = None):
+        """``train`` / ``curriculum``: the settings to start from (schedule, warm-up, batch; order,
+        stages, seed; default: the config's); ``unit``: the margins' unit (followed from the
+        explorer when one is given)."""
         self.explorer, self._unit = explorer, unit
         self.margins = np.asarray(margins if explorer is None else explorer.margins, dtype=float)
         self.hard = np.asarray(hard if hard is not None else explorer.split.hard, dtype=bool)
         self.row_ids = np.arange(len(self.margins)) if row_ids is None else np.asarray(row_ids)
         self.preview_steps = preview_steps
-        self.order = W.Dropdown(options=list(ORDERS), value=CurriculumConfig.order, description="order")
-        self.n_stages = W.IntSlider(value=CurriculumConfig.n_stages, min=1, max=10, description="stages")
-        self.seed = W.IntText(value=CurriculumConfig.seed, description="seed")
-        self.batch_size = W.IntSlider(value=TrainConfig.per_device_train_batch_size, min=1, max=64, description="batch")
-        self.grad_accum = W.IntSlider(value=TrainConfig.gradient_accumulation_steps, min=1, max=32,
+        self.train, c = train or TrainConfig(), curriculum or CurriculumConfig()
+        self.order = W.Dropdown(options=list(ORDERS), value=c.order, description="order")
+        self.n_stages = W.IntSlider(value=c.n_stages, min=1, max=10, description="stages")
+        self.seed = W.IntText(value=c.seed, description="seed")
+        self.batch_size = W.IntSlider(value=self.train.per_device_train_batch_size, min=1, max=64, description="batch")
+        self.grad_accum = W.IntSlider(value=self.train.gradient_accumulation_steps, min=1, max=32,
                                       description="grad accum")
-        self.train = train or TrainConfig()
         self.schedule = W.Dropdown(options=SCHEDULES, value=self.train.lr_scheduler_type, description="lr schedule")
         self.warmup = W.FloatSlider(value=self.train.warmup_ratio, min=0.0, max=0.5, step=0.05, description="warm-up")
         self.plot = W.Output()
         self.lr_mass = W.HTML()
         self.preview = W.HTML()
+        self._listeners = []
         for w in (self.order, self.n_stages, self.seed, self.batch_size, self.grad_accum, self.schedule, self.warmup):
             w.observe(lambda _: self.refresh(), names="value")
         if explorer is not None:
@@ -222,12 +274,17 @@ class CurriculumDesigner:
         self.margins, self.hard = self.explorer.margins, split.hard
         self.refresh()
 
+    def on_change(self, callback) -> None:
+        """Call ``callback(designer)`` after every change (used by the training launcher)."""
+        self._listeners.append(callback)
+
     @property
     def plan(self) -> CurriculumPlan:
         return CurriculumPlan(self.margins, self.order.value, self.n_stages.value, self.seed.value)
 
     def first_steps(self) -> list[dict]:
-        """Which pairs (row ids, margins, routes) the first optimiser steps train on."""
+        """Which pairs the first optimiser steps train on: how many, their margins (first to last),
+        their routes, and the first few row ids."""
         order = self.plan.indices(0)
         per_step = self.batch_size.value * self.grad_accum.value
         rows = []
@@ -235,10 +292,11 @@ class CurriculumDesigner:
             idx = order[step * per_step: (step + 1) * per_step]
             if len(idx) == 0:
                 break
-            n_sft = int(self.hard[idx].sum())
-            rows.append({"step": step + 1, "rows": ", ".join(str(int(r)) for r in self.row_ids[idx]),
-                         "margins": ", ".join(f"{m:g}" for m in self.margins[idx]),
-                         "routes": f"{len(idx) - n_sft} preference, {n_sft} SFT"})
+            n_sft, m = int(self.hard[idx].sum()), self.margins[idx]
+            ids = ", ".join(str(int(r)) for r in self.row_ids[idx][:4]) + (", …" if len(idx) > 4 else "")
+            rows.append({"step": step + 1, "pairs": len(idx),
+                         "margins": f"{m.max():.3g} to {m.min():.3g}" if m.max() != m.min() else f"{m[0]:.3g}",
+                         "routes": f"{len(idx) - n_sft} preference, {n_sft} SFT", "rows": ids})
         return rows
 
     def train_settings(self) -> TrainConfig:
@@ -247,18 +305,27 @@ class CurriculumDesigner:
                                    gradient_accumulation_steps=self.grad_accum.value,
                                    lr_scheduler_type=self.schedule.value, warmup_ratio=self.warmup.value)
 
+    def mass_with(self, order: str | None = None, schedule: str | None = None) -> dict:
+        """The learning-rate mass per route under another order or schedule, without touching the
+        panel (what an exercise asks; the panel keeps what it shows and exports)."""
+        plan = dataclasses.replace(self.plan, order=order or self.order.value)
+        train = dataclasses.replace(self.train_settings(), lr_scheduler_type=schedule or self.schedule.value)
+        return lr_mass_by_route(plan, self.hard, train)
+
     def refresh(self) -> None:
         """Recompute the timeline, the learning-rate mass per route and the preview."""
         train = self.train_settings()
         self.mass = lr_mass_by_route(self.plan, self.hard, train)
-        self.lr_mass.value = (f"The SFT route gets <b>{self.mass['sft_share_of_pairs']:.1%}</b> of the pairs and "
-                              f"<b>{self.mass['sft']:.2%}</b> of the learning-rate mass (Σ lr over the "
+        self.lr_mass.value = (f"The SFT route gets <b>{percent(self.mass['sft_share_of_pairs'])}</b> of the pairs and "
+                              f"<b>{percent(self.mass['sft'], 2)}</b> of the learning-rate mass (Σ lr over the "
                               f"{self.mass['steps']} optimiser steps); the preference route gets "
-                              f"<b>{self.mass['preference']:.2%}</b>.")
+                              f"<b>{percent(self.mass['preference'], 2)}</b>.")
         unit = self._unit if self.explorer is None else self.explorer.units[self.explorer.source.value]
         self.figure = viz.curriculum_timeline(self.plan, self.hard, train, unit=unit)
         self.preview.value = html_table(self.first_steps())
         show_figure(self.plot, self.figure)
+        for callback in self._listeners:
+            callback(self)
 
     def apply_to(self, cfg: RunConfig) -> RunConfig:
         """``cfg`` with this panel's curriculum, batch and schedule settings."""
@@ -287,8 +354,24 @@ def with_panel_choices(cfg: RunConfig, path: str | Path) -> RunConfig:
     return cfg.override(**{section: {k: exported[section][k] for k in keys} for section, keys in PANEL_FIELDS.items()})
 
 
+def panel_choices_lines(cfg: RunConfig) -> list[str]:
+    """Every setting the two panels decide (``PANEL_FIELDS``), in words: what notebook 02 exports
+    and notebook 03 takes."""
+    s, c, t = cfg.split, cfg.curriculum, cfg.train
+    split = (f"the lowest {percent(s.quantile)} of the margins are hard (quantile {s.quantile:g})"
+             if s.quantile is not None else f"hard = margin < τ = {threshold(s.tau)}")
+    order = {"easy_to_hard": "easy→hard (the paper's)", "hard_to_easy": "hard→easy", "random": "random",
+             "staged": f"staged, {c.n_stages} margin buckets easy→hard, shuffled inside"}[c.order]
+    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    return [f"margins: {cfg.margins.source}; {split}",
+            f"order: {order} (stages {c.n_stages}, seed {c.seed})",
+            f"batch: {t.per_device_train_batch_size} pairs × {t.gradient_accumulation_steps} accumulation = "
+            f"{per_step} pairs per optimiser step",
+            f"learning rate: {t.lr_scheduler_type} schedule, warm-up {t.warmup_ratio:g} of the steps"]
+
+
 class _LiveCallback(TrainerCallback):
-    """Feeds the launcher: progress, live curves, and a clean stop that keeps a checkpoint."""
+    """Feeds the launcher: progress and live curves of the run in progress."""
 
     shows_progress = True  # the panel's bar is the run's one bar (mixdpo_kit.progress)
 
@@ -304,22 +387,23 @@ class _LiveCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.launcher.progress.value = state.global_step
-        if self.launcher.stop_requested.is_set():
-            control.should_training_stop = True
-            control.should_save = True  # keep a checkpoint at the step where we stopped
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
             self.launcher.logs.append({"step": state.global_step, **logs})
-            self.launcher.figure = viz.training_curves(self.launcher.logs)
-            show_figure(self.launcher.plot, self.launcher.figure)
+            self.launcher.show_curves(self.launcher.logs)
 
 
 class TrainingLauncher:
-    """A form bound to the run config, Run / Stop buttons, progress, live curves and YAML export."""
+    """A form bound to the run config, Run / Stop buttons, progress, live curves and YAML export.
+
+    The form holds every setting a learner changes between runs: objective and loss parameters,
+    the split, the order, the batch and the schedule, the learning rate and the caps. One run
+    folder holds one run: Run replaces what a previous run left there."""
 
     def __init__(self, cfg: RunConfig, panels=(), out_dir: str = "runs/notebook"):
-        """``panels``: objects with ``apply_to(cfg)`` (the margin explorer, the curriculum designer)."""
+        """``panels``: a margin explorer and/or a curriculum designer whose choices fill the form's
+        split, order, batch and schedule fields, now and whenever they change."""
         self.base, self.panels = resolve(cfg), list(panels)
         self.objective = W.Dropdown(options=list(OBJECTIVES), value=cfg.loss.objective, description="objective")
         self.preference = W.Dropdown(options=sorted(PREFERENCE_LOSSES), value=self.base.loss.preference,
@@ -328,11 +412,18 @@ class TrainingLauncher:
         self._show_params(self.base.loss.params)
         for w in (self.objective, self.preference):
             w.observe(lambda _: self._show_params(), names="value")
+        self.split_mode = W.Dropdown(options=["τ", "quantile"], description="hard if")
+        self.split_value = W.FloatText(description="below")
+        self.order = W.Dropdown(options=list(ORDERS), description="order")
+        self.schedule = W.Dropdown(options=SCHEDULES, description="lr schedule")
+        self.batch_size = W.BoundedIntText(min=1, max=4096, description="batch")
+        self.grad_accum = W.BoundedIntText(min=1, max=4096, description="grad accum")
+        self._set_plan_fields(self.base)
         self.learning_rate = W.FloatText(value=cfg.train.learning_rate, description="lr")
         self.max_steps = W.IntText(value=cfg.train.max_steps, description="max steps")
         self.max_rows = W.IntText(value=cfg.data.max_rows or 0, description="max rows")  # 0: all
         self.model = W.Text(value=cfg.model.name_or_path, description="model")
-        self.mode = W.Dropdown(options=["qlora", "lora", "full"], value=cfg.model.mode, description="mode")
+        self.mode = W.Dropdown(options=list(MODES), value=cfg.model.mode, description="mode")
         self.out_dir = W.Text(value=out_dir, description="run folder")
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -343,18 +434,48 @@ class TrainingLauncher:
         self.results = W.HTML()  # filled when a run finishes: numbers, generations, worked pairs
         self.plot = W.Output()
         self.yaml = W.Textarea(layout=W.Layout(width="100%", height="160px"))
+        self.exported = W.Accordion(children=[self.yaml], selected_index=None)  # folded until asked for
+        self.exported.set_title(0, "exported config (YAML)")
         self.stop_requested = threading.Event()
         self.logs: list[dict] = []
+        self.figure = None
         self.summary: dict | None = None
         self.thread: threading.Thread | None = None
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.export_button.on_click(lambda _: self.export())
+        for panel in self.panels:
+            panel.on_change(lambda *_: self._sync_from_panels())
+        self._sync_from_panels()
         form = W.VBox([W.HBox([self.objective, self.preference]), self.params,
+                       W.HBox([self.split_mode, self.split_value, self.order]),
+                       W.HBox([self.batch_size, self.grad_accum, self.schedule]),
                        W.HBox([self.learning_rate, self.max_steps, self.max_rows]), W.HBox([self.model, self.mode]),
                        self.out_dir])
         self.widget = W.VBox([form, W.HBox([self.run_button, self.stop_button, self.export_button]),
-                              W.HBox([self.progress, self.stage]), self.status, self.plot, self.results, self.yaml])
+                              W.HBox([self.progress, self.stage]), self.status, self.plot, self.results, self.exported])
+
+    def _set_plan_fields(self, cfg: RunConfig) -> None:
+        """Fill the split, order, batch and schedule fields from ``cfg``."""
+        quantile = cfg.split.quantile
+        self.split_mode.value = "τ" if quantile is None else "quantile"
+        self.split_value.value = cfg.split.tau if quantile is None else quantile
+        self.order.value, self.schedule.value = cfg.curriculum.order, cfg.train.lr_scheduler_type
+        self.batch_size.value = cfg.train.per_device_train_batch_size
+        self.grad_accum.value = cfg.train.gradient_accumulation_steps
+
+    def _sync_from_panels(self) -> None:
+        if not self.panels:
+            return
+        cfg = self.base
+        try:
+            for panel in self.panels:
+                cfg = panel.apply_to(cfg)
+        except ValueError as err:  # e.g. a margin source only the built-in task has: say so, keep the form
+            self.status.value = f"<span style='color:#d62728'>{html.escape(str(err))}</span>"
+            return
+        self.base = cfg
+        self._set_plan_fields(cfg)
 
     def _loss_config(self, params: dict) -> RunConfig:
         loss = dataclasses.replace(self.base.loss, objective=self.objective.value, preference=self.preference.value,
@@ -376,15 +497,17 @@ class TrainingLauncher:
                 for k, w in self.param_fields.items()}
 
     def config(self) -> RunConfig:
-        """The resolved run config: the base, then the panels' choices, then this form."""
-        cfg = self._loss_config(self.loss_params())
-        for panel in self.panels:
-            cfg = panel.apply_to(cfg)
-        return resolve(cfg.override(
+        """The resolved run config: the base (with the panels' choices), then this form."""
+        quantile = self.split_value.value if self.split_mode.value == "quantile" else None
+        return resolve(self._loss_config(self.loss_params()).override(
             model={"name_or_path": self.model.value, "mode": self.mode.value},
             data={"max_rows": self.max_rows.value or None},
+            split={"tau": self.base.split.tau if quantile is not None else self.split_value.value, "quantile": quantile},
+            curriculum={"order": self.order.value},
             train={"learning_rate": self.learning_rate.value, "max_steps": self.max_steps.value,
-                   "output_dir": self.out_dir.value}))
+                   "output_dir": self.out_dir.value, "lr_scheduler_type": self.schedule.value,
+                   "per_device_train_batch_size": self.batch_size.value,
+                   "gradient_accumulation_steps": self.grad_accum.value}))
 
     def export(self, path: str | Path | None = None) -> str:
         """Show the config as YAML (and write it to ``path`` or ``<run folder>.yaml``). Not into the run
@@ -393,10 +516,21 @@ class TrainingLauncher:
         path = Path(path or f"{Path(self.out_dir.value)}.yaml")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.yaml.value = self.config().to_yaml(path)
-        self.status.value = f"config written to <code>{html.escape(str(path))}</code>"
+        self.status.value = (f"config written to <code>{html.escape(str(path))}</code> (for <code>mixdpo-kit train "
+                             "--config</code>; open “exported config” below to read it)")
         return self.yaml.value
 
+    def show_curves(self, rows: list[dict]) -> None:
+        """Draw ``rows`` (logged metrics of the current run) in the panel; none: clear it."""
+        self.figure = viz.training_curves(rows) if rows else None
+        if self.figure is None:
+            self.plot.outputs = ()
+        else:
+            show_figure(self.plot, self.figure)
+
     def _train(self, cfg: RunConfig) -> None:
+        from mixdpo_kit.pipeline import RunStopped
+        from mixdpo_kit.report import read_metrics
         from mixdpo_kit.runs import run
 
         def on_stage(text: str) -> None:
@@ -404,11 +538,18 @@ class TrainingLauncher:
                 self.stage.value = text
 
         try:
-            self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)], on_stage=on_stage)
+            self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)], on_stage=on_stage,
+                               stop=self.stop_requested)
             stopped = " (stopped early; checkpoint kept)" if self.stop_requested.is_set() else ""
-            self.stage.value = ""
-            self.status.value = f"finished{stopped}: report at <code>{html.escape(cfg.train.output_dir)}/report.html</code>"
+            if not stopped:
+                self.stage.value = ""
+            self.status.value = (f"finished{stopped} in {duration(self.summary['wall_seconds'])}: report at "
+                                 f"<code>{html.escape(cfg.train.output_dir)}/report.html</code>")
+            self.show_curves([r for r in read_metrics(cfg.train.output_dir) if "loss" in r])  # exactly this run's
             self.results.value = results_html(self.summary)
+        except RunStopped as err:
+            self.stage.value = ""
+            self.status.value = f"{html.escape(str(err))}; the folder holds no finished run"
         except Exception as err:  # shown in the panel: a background thread has nowhere else to report
             self.status.value = f"<span style='color:#d62728'>failed: {html.escape(repr(err))}</span>"
             raise
@@ -422,16 +563,22 @@ class TrainingLauncher:
         ``MIXDPO_KIT_BLOCKING_RUNS=1``: headless executions of the notebooks (the tests, the
         rendered copies) have no one to press Stop, and their later cells need the finished run.
         A real-data run with neither max rows nor max steps is refused, with what the full run
-        would cost."""
+        would cost; so is a second run while one is going. A new run replaces what the run folder held."""
         if blocking is None:
             blocking = os.environ.get("MIXDPO_KIT_BLOCKING_RUNS") == "1"
+        if self.thread is not None and self.thread.is_alive():
+            self.status.value = "a run is going: press Stop and wait for it to end before starting another"
+            return
         cfg = self.config()
         try:
             check_run_size(cfg)
         except RunTooLarge as err:
             self.status.value = f"<span style='color:#d62728'>not started: {html.escape(str(err))}</span>"
             return
+        # Nothing of a previous run stays on screen: its curves, numbers and stage line go now.
         self.logs.clear()
+        self.show_curves([])
+        self.results.value, self.stage.value, self.summary = "", "", None
         self.stop_requested.clear()
         self.progress.value = 0
         self.run_button.disabled, self.stop_button.disabled = True, False
@@ -442,9 +589,13 @@ class TrainingLauncher:
             self.thread.join()
 
     def stop(self) -> None:
-        """Ask training to stop after the current step; a checkpoint is saved there."""
+        """Ask the run to stop: during training after the current step (a checkpoint is saved
+        there); during the SFT warm-up or the reference pass before training starts."""
+        if self.thread is None or not self.thread.is_alive():
+            self.status.value = "nothing is running"
+            return
         self.stop_requested.set()
-        self.status.value = "stop requested: training ends after the current step"
+        self.status.value = "stop requested: the run ends after the current step"
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -21,6 +21,7 @@ import numpy as np
 
 from mixdpo_kit.compare import T_975, heldout_curves, markdown_table, run_comparison, verdict
 from mixdpo_kit.config import preset
+from mixdpo_kit.variants import hard_share, variants_for
 from mixdpo_kit.viz import heldout_logps
 
 GRID = {"beta": (0.1, 0.3, 1.0), "learning_rate": (1e-4, 3e-4)}
@@ -50,35 +51,22 @@ def choose_settings(cfg, out: Path, seeds: int) -> dict:
     return chosen
 
 
-def study_variants(chosen: dict, hard_fraction: float) -> dict[str, dict]:
-    """Every variant with its settings (see the module docstring)."""
-    def with_(objective, family, **extra):
-        s = chosen[family]
-        out = {"loss": {"objective": objective, "beta": s["beta"]}, "train": {"learning_rate": s["learning_rate"]}}
-        for key, value in extra.items():
-            out.setdefault(key, {}).update(value)
-        return out
+ABLATIONS = ["mixdpo_constant_lr", "curriculum_dpo_constant_lr", "mixdpo_shuffled", "mixdpo_sorted_by_chosen_score",
+             "mixdpo_sorted_by_rejected_score", "mixdpo_tau_1.5", "mixdpo_tau_3"]  # mixdpo_kit.variants, MixDPO's choice
 
-    v = {name: with_(name, "mixdpo") for name in MIXDPO_FAMILY}
-    v.update({name: with_(name, "dpo") for name in DPO_FAMILY})
+
+def study_variants(chosen: dict, base) -> dict[str, dict]:
+    """Every variant (from :mod:`mixdpo_kit.variants`, as ``compare`` and the notebooks name them)
+    with the settings of the module docstring."""
+    def settings(family: str, beta: bool = True) -> dict:
+        s = chosen[family]
+        return {"loss": {"beta": s["beta"]} if beta else {}, "train": {"learning_rate": s["learning_rate"]}}
+
+    v = {**variants_for(MIXDPO_FAMILY, base, settings("mixdpo")), **variants_for(DPO_FAMILY, base, settings("dpo")),
+         **variants_for(["sft", *OWN_PARAMS], base, settings("dpo", beta=False)),
+         **variants_for(ABLATIONS, base, settings("mixdpo"))}
     for name in TRACKED:
         v[name]["eval"] = {"track_every": 5}
-    v["sft"] = {"loss": {"objective": "sft"}, "train": {"learning_rate": chosen["dpo"]["learning_rate"]}}
-    v.update({name: {"loss": {"objective": name}, "train": {"learning_rate": chosen["dpo"]["learning_rate"]}}
-              for name in OWN_PARAMS})
-    same_share = {"quantile": hard_fraction}  # as many hard pairs as tau = 0.5 on the rating margin
-    constant = {"lr_scheduler_type": "constant_with_warmup"}
-    v.update({
-        "mixdpo_constant_lr": with_("mixdpo", "mixdpo", train=constant),
-        "curriculum_dpo_constant_lr": with_("curriculum_dpo", "mixdpo", train=constant),
-        "mixdpo_shuffled": with_("mixdpo", "mixdpo", curriculum={"order": "random"}),
-        "mixdpo_sorted_by_chosen_score": with_("mixdpo", "mixdpo", margins={"source": "score_chosen"},
-                                               split=same_share),
-        "mixdpo_sorted_by_rejected_score": with_("mixdpo", "mixdpo", margins={"source": "score_rejected"},
-                                                 split=same_share),
-        "mixdpo_tau_1.5": with_("mixdpo", "mixdpo", split={"tau": 1.5}),
-        "mixdpo_tau_3": with_("mixdpo", "mixdpo", split={"tau": 3.0}),
-    })
     return v
 
 
@@ -145,10 +133,10 @@ def main(argv=None) -> int:
         cfg = cfg.override(train={"max_steps": 20}, eval={"reward_prompts": 32, "max_pairs": 32})
         args.seeds = 1
         chosen = {k: {"beta": 1.0, "learning_rate": 3e-4, "dev_reward": math.nan} for k in ("dpo", "mixdpo")}
-        variants = {k: v for k, v in study_variants(chosen, 0.13).items() if k in ("mixdpo", "dpo", "filtered_dpo")}
+        variants = variants_for(["mixdpo", "dpo", "filtered_dpo"], cfg, {"loss": {"beta": 1.0}, "train": {"learning_rate": 3e-4}})
     else:
         chosen = choose_settings(cfg, out, args.grid_seeds)
-        variants = study_variants(chosen, hard_fraction=0.1295)
+        variants = study_variants(chosen, cfg)
     rows = run_comparison(cfg, variants, args.seeds, out)
     runs = json.loads((out / "results.json").read_text())["runs"]
     curves, changes = heldout_curves(out, [v for v in TRACKED if v in variants])
@@ -162,7 +150,7 @@ def main(argv=None) -> int:
     if args.doc:
         doc = Path(args.doc)
         figure_note = write_figure(curves, doc)
-        doc.write_text(render(args, chosen, rows, runs, table, changes, figure_note, minutes))
+        doc.write_text(render(args, chosen, rows, runs, table, changes, figure_note, minutes, hard_share(cfg)))
     return 0
 
 
@@ -194,7 +182,7 @@ def grid_table(chosen: dict) -> list[str]:
     return lines + [""]
 
 
-def render(args, chosen, rows, runs, table, changes, figure_note, minutes) -> str:
+def render(args, chosen, rows, runs, table, changes, figure_note, minutes, share) -> str:
     by = {r["variant"]: r for r in rows}
     lines = [
         "# Results on the built-in task", "",
@@ -224,7 +212,6 @@ def render(args, chosen, rows, runs, table, changes, figure_note, minutes) -> st
         "## Where the learning rate goes", "",
     ]
     if "mixdpo" in by and "lr_mass_sft" in by["mixdpo"]:
-        share = 0.1295
         lines += [
             f"With the paper's easy→hard order and a cosine schedule, MixDPO's hard pairs ({share:.1%} of the "
             f"pairs) receive **{by['mixdpo']['lr_mass_sft']:.2%}** of the learning-rate mass: they arrive last, when "
@@ -242,7 +229,7 @@ def render(args, chosen, rows, runs, table, changes, figure_note, minutes) -> st
              ("mixdpo_tau_1.5", "mixdpo"), ("mixdpo_tau_3", "mixdpo"), ("mixdpo", "mixdpo_shuffled"),
              ("dpo", "sft")]
     pairs = [(a, b) for a, b in pairs if a in by and b in by]
-    lines += ["- " + verdict(runs, a, b) for a, b in pairs]
+    lines += ["- " + verdict(runs, a, b, markdown=True) for a, b in pairs]
     sd, half, mdd = power(runs, pairs, args.seeds)
     lines += ["", "## Power", "",
               f"{args.seeds} seed(s) per variant. The median standard deviation of a paired difference across these "

@@ -126,3 +126,32 @@ def test_lr_mass_by_route_hand_values_and_the_papers_run():
                             TrainConfig(per_device_train_batch_size=160, warmup_ratio=0.1))
     assert mass["sft_share_of_pairs"] == pytest.approx(0.1208, abs=1e-4)
     assert 0.002 < mass["sft"] < 0.005  # about 0.35 % of the learning-rate mass
+
+
+def test_lr_mass_of_a_stopped_run_counts_only_the_steps_it_trained():
+    """A run stopped before the hard pairs reached them trained none of them: its SFT mass is 0,
+    not the planned share."""
+    from mixdpo_kit.config import TrainConfig
+    from mixdpo_kit.curriculum import lr_mass_by_route
+    from mixdpo_kit.explain import lr_mass_line
+
+    margins = np.array([5.0] * 8 + [0.0] * 2)
+    plan = CurriculumPlan(margins, "easy_to_hard")
+    const = TrainConfig(per_device_train_batch_size=1, lr_scheduler_type="constant", warmup_ratio=0.0)
+    stopped = lr_mass_by_route(plan, margins < 0.5, const, steps_done=6)
+    assert (stopped["sft"], stopped["sft_share_of_pairs"], stopped["steps_trained"], stopped["pairs_trained"]) == \
+        (0.0, 0.0, 6, 6)
+    assert lr_mass_by_route(plan, margins < 0.5, const, steps_done=9)["sft"] == pytest.approx(1 / 9)
+    line = lr_mass_line(stopped)
+    assert line.startswith("stopped at step 6 of 10") and "0.0 % of the 6 pairs trained" in line
+    assert lr_mass_line(lr_mass_by_route(plan, margins < 0.5, const)) == \
+        "hard pairs (SFT route): 20.0 % of the pairs, 20.00 % of the learning-rate mass"
+
+
+def test_units_read_as_people_read_them():
+    from mixdpo_kit import units
+
+    assert units.percent(259 / 2000) == "13.0 %" and units.percent(0.004825, 2) == "0.48 %"
+    assert units.size(8.1) == "8.1 GiB" and units.size(0.74) == "758 MiB" and units.size(0.0003) == "0.31 MiB"
+    assert units.duration(0.42) == "0.42 s" and units.duration(75) == "75 s" and units.duration(600) == "10.0 min"
+    assert units.threshold(2.73525) == "2.74" and units.threshold(0.183333) == "0.183"

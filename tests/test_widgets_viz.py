@@ -34,7 +34,7 @@ def test_curriculum_timeline_sft_fraction_per_step_and_stage_lines():
     frac = [t for t in fig.data if t.name == "SFT fraction"][0]
     assert list(frac.y) == [0.0, 0.5, 1.0]
     assert list([t for t in fig.data if t.name == "learning rate"][0].y) == [1.0, 1.0, 1.0]
-    assert "50.0% of the pairs and 50.00% of the learning-rate mass" in fig.layout.title.text
+    assert "50.0 % of the pairs and 50.00 % of the learning-rate mass" in fig.layout.title.text
     assert sum(1 for s in fig.layout.shapes if s.type == "line") == 1  # one stage boundary
 
 
@@ -56,7 +56,9 @@ def test_margin_explorer_slider_and_quantile(builtin):
     assert counts["hard → SFT"] == int((builtin.margins < 2.0).sum()) and str(counts["hard → SFT"]) in ex.counts.value
     examples = ex.border_examples()
     assert [r["side"] for r in examples] == ["hard → SFT"] * 3 + ["easy → preference"] * 3
-    assert all(float(r["margin"]) < 2.0 for r in examples[:3]) and all(float(r["margin"]) >= 2.0 for r in examples[3:])
+    margin = "margin (ratings)"  # the column names its source; the ratings column says it holds ratings
+    assert all(float(r[margin]) < 2.0 for r in examples[:3]) and all(float(r[margin]) >= 2.0 for r in examples[3:])
+    assert all("ratings (chosen / rejected)" in r for r in examples)
     shown = ex.plot.outputs
     assert len(shown) == 1 and "application/vnd.plotly.v1+json" in shown[0]["data"]
     assert "2 hard" not in str(shown) and f"{counts['hard → SFT']} hard" in str(shown)  # the current figure only
@@ -74,7 +76,8 @@ def test_designer_follows_explorer_and_previews_steps(builtin):
     d = CurriculumDesigner(None, explorer=ex, row_ids=builtin.dataset["row_id"])
     d.batch_size.value, d.grad_accum.value = 8, 2
     steps = d.first_steps()
-    assert len(steps) == 3 and len(steps[0]["rows"].split(", ")) == 16
+    assert len(steps) == 3 and steps[0]["pairs"] == 16
+    assert steps[0]["rows"].endswith(", …") and len(steps[0]["rows"].split(", ")) == 5  # a glimpse, not 16 ids
     assert steps[0]["routes"] == "16 preference, 0 SFT"
     d.order.value = "hard_to_easy"
     assert d.first_steps()[0]["routes"] == "0 preference, 16 SFT"
@@ -82,7 +85,7 @@ def test_designer_follows_explorer_and_previews_steps(builtin):
     # Where the learning rate goes: with the hard pairs last, cosine gives them far less than their
     # share of pairs; a constant schedule gives them exactly their share.
     cosine = d.mass["sft"]
-    assert cosine < 0.2 * d.mass["sft_share_of_pairs"] and f"{cosine:.2%}" in d.lr_mass.value
+    assert cosine < 0.2 * d.mass["sft_share_of_pairs"] and f"{100 * cosine:.2f} %" in d.lr_mass.value
     d.schedule.value, d.warmup.value = "constant", 0.0
     assert d.mass["sft"] == pytest.approx(d.mass["sft_share_of_pairs"], abs=0.01)
     ex.tau.value = 0.0  # no hard pairs: the designer follows the explorer
@@ -170,3 +173,96 @@ def test_restart_note_names_packages_upgraded_under_the_kernel(monkeypatch):
     assert notebook.upgraded_while_loaded(["fakepkg"]) == ["fakepkg 1.0 -> 2.0"]
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0+cu121")
     assert notebook.upgraded_while_loaded(["fakepkg"]) == []  # a local build tag is not an upgrade
+
+
+def test_explorer_and_designer_report_one_split_the_same_way(builtin):
+    """One split, one number: the explorer said 12.9 % where the designer said 13.0 % (259 of 2,000)."""
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    d = CurriculumDesigner(None, explorer=ex)
+    share = ex.split.n_hard / len(builtin.margins)
+    assert share == pytest.approx(0.1295)
+    assert "13.0 % hard" in ex.counts.value and "<b>13.0 %</b> of the pairs" in d.lr_mass.value
+
+
+def test_quantile_mode_names_its_slider_and_says_when_the_grid_makes_quantiles_coincide(builtin):
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    assert ex.tau.description == "τ" and ex.tau.readout_format == ".1f" and "τ = 0.5)" in ex.counts.value
+    ex.mode.value = "quantile"
+    assert ex.tau.description == "quantile" and ex.tau.readout_format == ".2f"
+    ex.tau.value = 0.2
+    # Ratings sit on a 0.5 grid: every quantile in a range gives the same split, and the panel says which range.
+    lo, hi = ex._same_split_quantiles(ex.split.n_hard)
+    assert lo < 0.2 < hi and f"every quantile from {lo:.2f} to {hi:.2f}" in ex.counts.value
+    assert "quantile 0.20 → τ = 0.5" in ex.counts.value
+    ex.mode.value = "absolute"
+    assert ex.tau.description == "τ" and "grid" not in ex.counts.value
+
+
+def test_explorer_slider_steps_are_round_so_slider_and_text_agree(builtin):
+    """A continuous source (here the ratings × 0.0937) gets a round step, ends on that step and a
+    readout with its decimals: the slider never reads 0.20 while the text says 0.195."""
+    m = builtin.margins * 0.0937
+    ex = MarginExplorer(builtin.dataset, {"scaled": m})
+    step = ex.tau.step
+    assert step in (0.005, 0.01) and ex.tau.readout_format == (".3f" if step == 0.005 else ".2f")
+    assert abs(ex.tau.min / step - round(ex.tau.min / step)) < 1e-6
+    ex.tau.value = round(ex.tau.min + 37 * step, 6)
+    shown = f"{ex.tau.value:{ex.tau.readout_format}}"
+    assert f"τ = {shown})" in ex.counts.value
+    assert "τ = 0.5" in viz.margin_histogram(builtin.margins, split_by_margin(builtin.margins, tau=0.5)).layout.annotations[0].text
+    odd = split_by_margin(builtin.margins, tau=2.73525)
+    assert viz.margin_histogram(builtin.margins, odd).layout.annotations[0].text == "τ = 2.74"
+
+
+def test_designer_exercises_leave_the_panel_as_it_was(builtin):
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    d = CurriculumDesigner(None, explorer=ex)
+    before = d.apply_to(preset("demo")).to_dict()
+    constant, shuffled = d.mass_with(schedule="constant_with_warmup"), d.mass_with(order="random")
+    assert constant["sft"] > 10 * d.mass["sft"] and shuffled["sft"] > 10 * d.mass["sft"]
+    assert d.apply_to(preset("demo")).to_dict() == before  # nothing the panel exports changed
+    from mixdpo_kit.config import CurriculumConfig
+
+    staged = CurriculumDesigner(None, explorer=ex, curriculum=CurriculumConfig(order="staged", n_stages=4),
+                                train=TrainConfig(per_device_train_batch_size=16, gradient_accumulation_steps=2))
+    assert staged.order.value == "staged" and staged.first_steps()[0]["pairs"] == 32
+    assert d.order.value == "easy_to_hard" and d.batch_size.value == TrainConfig.per_device_train_batch_size
+
+
+def test_panel_choices_lines_name_every_exported_setting(tmp_path, builtin):
+    from mixdpo_kit.widgets import PANEL_FIELDS, panel_choices_lines, with_panel_choices
+
+    ex = MarginExplorer(builtin.dataset, builtin.margins)
+    ex.mode.value, ex.tau.value = "quantile", 0.2
+    d = CurriculumDesigner(None, explorer=ex)
+    d.order.value, d.n_stages.value, d.batch_size.value, d.grad_accum.value = "staged", 4, 16, 2
+    d.apply_to(ex.apply_to(preset("demo"))).to_yaml(tmp_path / "panels.yaml")
+    cfg = with_panel_choices(preset("demo"), tmp_path / "panels.yaml")
+    text = "\n".join(panel_choices_lines(cfg))
+    for needle in ("ratings", "quantile 0.2", "staged, 4 margin buckets", "stages 4, seed 0",
+                   "16 pairs × 2 accumulation = 32 pairs per optimiser step", "cosine schedule", "warm-up 0.1"):
+        assert needle in text, (needle, text)
+    assert "τ = 0.5" not in text  # a quantile export is not reported as the default tau
+    assert sum(len(keys) for keys in PANEL_FIELDS.values()) == 10  # a new panel field needs a line above
+
+
+def test_figures_label_what_they_show():
+    m = np.array([0, 0.5, 2, 3.0, 5, 8])
+    split = split_by_margin(m, tau=1.0)
+    fig = viz.margin_vs_length(m, [1, 2, 3, 4, 5, 6], [2, 2, 2, 2, 2, 2], split)
+    assert fig.layout.showlegend and {t.name for t in fig.data} == {"hard → SFT (2)", "easy → preference (4)"}
+    assert "strong, positive" in fig.layout.title.text
+    rows = [{"step": 1, "logps/chosen": -5.0, "logps/rejected": -6.0}]
+    names = {t.name for t in viz.logprob_dynamics(rows).data}
+    assert names == {"chosen, this step's training pairs", "rejected, this step's training pairs"}
+    assert not any("/" in n for n in names)
+    judge = viz.judge_scatter([0.1, -0.2], [3, -4], "notebook03", "notebook03-reference")
+    assert len(judge.layout.yaxis.title.text) <= 40 and len(judge.layout.xaxis.title.text) <= 40
+    assert "notebook03-reference" in judge.layout.title.text
+
+
+def test_answer_tables_separate_their_cells():
+    from mixdpo_kit.widgets import html_table
+
+    table = html_table([{"before": "6 5 6 2", "after": "6 5 6 2"}])
+    assert table.count("border:1px solid") == 4 and "padding" in table
