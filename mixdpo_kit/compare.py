@@ -94,6 +94,21 @@ def verdict(runs: list[dict], a: str, b: str, markdown: bool = False) -> str:
     return f"{a} is {sign} {b}: {mean:+.3f} ± {half:.3f} ground-truth reward (paired over seeds, 95 %)"
 
 
+def table_lines(rows: list[dict]) -> list[str]:
+    """A comparison's ground-truth rewards in words, from its own table: each variant with its
+    interval, its distance from the SFT model, and which came out highest."""
+    rows = [r for r in rows if "true_reward" in r]
+    if not rows:
+        return []
+    sft = rows[0]["sft_true_reward"]
+    lines = [f"SFT model (the reference of every run): {sft:.3f} ground-truth reward"]
+    for r in sorted(rows, key=lambda r: -r["true_reward"]):
+        ci = "" if math.isnan(r["true_reward_ci"]) else f" ± {r['true_reward_ci']:.3f}"
+        lines.append(f"{r['variant']}: {r['true_reward']:.3f}{ci} ({r['true_reward'] - sft:+.3f} vs the SFT model, "
+                     f"{r['seeds']} seed(s))")
+    return lines
+
+
 def variant_config(base: RunConfig, overrides: dict) -> RunConfig:
     """The resolved config of one variant. A variant that switches the objective starts from that
     objective's own loss parameters (its paper's), not the base objective's, unless it sets them."""

@@ -72,6 +72,21 @@ def estimate_run(cfg: RunConfig, n_pairs: int, n_params: int, flops_per_second: 
             "assumed_flops_per_second": flops_per_second}
 
 
+def cost_line(cfg: RunConfig, on_gpu: bool) -> str:
+    """What the configured run trains and, on a GPU, about how long it takes on a T4. On a CPU the
+    FLOP estimate says nothing about the machine at hand, so the line says so instead of a number."""
+    from mixdpo_kit.units import duration
+
+    n_pairs = count_pairs(cfg.data.source, cfg.data.split) or 0
+    est = estimate_run(cfg, n_pairs, model_parameters(cfg.model.name_or_path))
+    head = f"{est['pairs_trained']:,} of {n_pairs:,} pairs in {est['optimizer_steps']} optimiser steps"
+    t4 = duration(3600 * est["hours"])
+    if on_gpu:
+        return f"{head}; on a T4 about {t4} (an estimate from FLOPs, see mixdpo_kit/cost.py)"
+    return (f"{head}. The FLOP estimate is for a T4 GPU ({t4}) and says little about this CPU: the launcher "
+            "reports the measured time when the run ends.")
+
+
 def check_run_size(cfg: RunConfig, n_params: int | None = None) -> None:
     """Refuse a real-data run with neither ``data.max_rows`` nor ``train.max_steps``; the message
     says what the full run would cost. The built-in task is always allowed."""

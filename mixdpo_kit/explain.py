@@ -107,6 +107,37 @@ def result_lines(summary: dict) -> list[str]:
     return lines
 
 
+# The five-seed study's spread of a paired difference in ground-truth reward (docs/results.md, "Power"):
+# what one seed of a learner's own comparison can be read against. The study's number, not the learner's.
+STUDY_HALF_WIDTH = 0.003
+
+
+def difference_line(a: dict, b: dict, name_a: str, name_b: str) -> str:
+    """Two finished runs' ground-truth rewards and their difference, read against the study's seed
+    noise: the sentence a one-seed comparison in a notebook can honestly say."""
+    ra, rb = (s["evaluation"]["true_reward"]["after"]["mean_reward"] for s in (a, b))
+    d = ra - rb
+    reading = (f"within the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH} for one difference): "
+               "one seed cannot tell these apart" if abs(d) <= STUDY_HALF_WIDTH else
+               f"larger than the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH}), but one seed "
+               "is one draw: the study's five seeds are the test")
+    return f"{name_a} − {name_b} = {d:+.3f} ground-truth reward ({ra:.3f} vs {rb:.3f}); {reading}"
+
+
+def settings_lines(config: dict) -> list[str]:
+    """The settings a run used (``summary["config"]``), as the few lines a learner checks first:
+    objective and loss parameters, split, order, optimiser schedule and batch."""
+    loss, split, t = config["loss"], config["split"], config["train"]
+    skip = {"objective", "preference", "sft_weight", "preference_weight", "nll_weight", "soft_temperature"}
+    params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in loss.items()
+                       if k not in skip and v is not None)
+    rule = (f"quantile {split['quantile']:g}" if split.get("quantile") is not None else f"margin < τ = {split['tau']:g}")
+    return [f"objective {loss['objective']} ({loss['preference']} loss: {params})",
+            f"hard pairs: {rule} on {config['margins']['source']} margins; order {config['curriculum']['order']}",
+            f"learning rate {t['learning_rate']:g}, {t['lr_scheduler_type']} schedule, warm-up {t['warmup_ratio']:g}; "
+            f"batch {t['per_device_train_batch_size']} × {t['gradient_accumulation_steps']} accumulation"]
+
+
 def report_lines(report: dict) -> list[str]:
     """A data report (:func:`mixdpo_kit.pipeline.data_report`) as sentences: rows kept and dropped
     by reason, the margins, the split."""
@@ -125,6 +156,8 @@ def lr_mass_line(mass: dict) -> str:
     that stopped early, of what it actually trained."""
     pairs, lr = percent(mass["sft_share_of_pairs"]), percent(mass["sft"], 2)
     done, planned = mass.get("steps_trained", mass["steps"]), mass["steps"]
+    if mass["sft_share_of_pairs"] == 0 and done == planned:
+        return "no pair is routed to SFT: all of the learning-rate mass goes to the preference loss"
     if done < planned:
         return (f"stopped at step {done} of {planned}: the hard pairs (SFT route) were {pairs} of the "
                 f"{mass['pairs_trained']:,} pairs trained and got {lr} of the learning-rate mass applied")

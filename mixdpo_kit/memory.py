@@ -117,3 +117,12 @@ def estimate_for_model(name_or_path: str, **kwargs) -> dict[str, float]:
 
     return estimate_gpu_memory(ModelShape.from_config(AutoConfig.from_pretrained(resolve_model_path(name_or_path))),
                                **kwargs)
+
+
+def estimate_table(name_or_path: str, seq_lens=(512, 1024, 2048), **kwargs) -> dict[str, dict[str, str]]:
+    """:func:`estimate_for_model` at several sequence lengths, each size readable (GiB, or MiB
+    for a small model, never a column of 0.00): ``{"1024 tokens": {"weights": "12 MiB", ...}}``."""
+    from mixdpo_kit.units import size
+
+    return {f"{n} tokens": {k: size(v) for k, v in estimate_for_model(name_or_path, seq_len=n, **kwargs).items()}
+            for n in seq_lens}

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-_STATE = {"quiet": False, "label": "training"}
+_STATE = {"quiet": False, "label": "training", "leave": True}
 
 
 def set_quiet(on: bool = True) -> None:
@@ -23,13 +23,15 @@ def is_quiet() -> bool:
 
 
 @contextlib.contextmanager
-def label(text: str):
-    """Name the training bars started inside this block (e.g. which run of a comparison is going)."""
-    old, _STATE["label"] = _STATE["label"], text
+def label(text: str, leave: bool = False):
+    """Name the training bars started inside this block (e.g. which run of a comparison is going);
+    ``leave``: keep each bar when its training ends (off: only the running one shows)."""
+    old = dict(_STATE)
+    _STATE.update(label=text, leave=leave)
     try:
         yield
     finally:
-        _STATE["label"] = old
+        _STATE.update(label=old["label"], leave=old["leave"])
 
 
 def bar(iterable, desc: str, **tqdm_kwargs):
@@ -44,7 +46,7 @@ class TrainingBar(TrainerCallback):
         self.desc, self.bar = desc or _STATE["label"], None
 
     def on_train_begin(self, args, state, control, **kw):
-        self.bar = tqdm(total=state.max_steps, desc=self.desc, initial=state.global_step)
+        self.bar = tqdm(total=state.max_steps, desc=self.desc, initial=state.global_step, leave=_STATE["leave"])
 
     def on_step_end(self, args, state, control, **kw):
         self.bar.update(state.global_step - self.bar.n)

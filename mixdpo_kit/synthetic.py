@@ -215,6 +215,11 @@ def true_reward_margins(dataset) -> list[float]:
     return out
 
 
+def chosen_rewards(dataset) -> list[float]:
+    """Ground-truth reward of every pair's chosen response: is a pair's chosen answer a good demonstration?"""
+    return [true_reward(response_text(row["prompt"]), response_text(row["chosen"])) for row in dataset]
+
+
 def agreement_by_margin(margins, true_margins, edges=(0.0, 0.5, 1.5, 3.0, 5.0, 11.0)) -> list[dict]:
     """Per margin bin: pairs, and the share whose chosen response truly is better (true margin > 0)."""
     import numpy as np

@@ -364,7 +364,7 @@ def panel_choices_lines(cfg: RunConfig) -> list[str]:
              "staged": f"staged, {c.n_stages} margin buckets easy→hard, shuffled inside"}[c.order]
     per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
     return [f"margins: {cfg.margins.source}; {split}",
-            f"order: {order} (stages {c.n_stages}, seed {c.seed})",
+            f"order: {order}; stages {c.n_stages}, seed {c.seed}",
             f"batch: {t.per_device_train_batch_size} pairs × {t.gradient_accumulation_steps} accumulation = "
             f"{per_step} pairs per optimiser step",
             f"learning rate: {t.lr_scheduler_type} schedule, warm-up {t.warmup_ratio:g} of the steps"]

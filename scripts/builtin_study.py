@@ -215,7 +215,7 @@ def render(args, chosen, rows, runs, table, changes, figure_note, minutes, share
         lines += [
             f"With the paper's easy→hard order and a cosine schedule, MixDPO's hard pairs ({share:.1%} of the "
             f"pairs) receive **{by['mixdpo']['lr_mass_sft']:.2%}** of the learning-rate mass: they arrive last, when "
-            "the rate has decayed to almost zero (the paper's own run gives its 12 % hard pairs about 0.35 %). "
+            "the rate has decayed to almost zero (the paper's own run gives its 12 % hard pairs about 0.39 %). "
             "Routing them to SFT or to DPO can only matter as much as those steps do."
             + (f" With a constant rate after warm-up (`mixdpo_constant_lr`) they receive "
                f"{by['mixdpo_constant_lr']['lr_mass_sft']:.1%}, and shuffling (`mixdpo_shuffled`) spreads them "

@@ -55,32 +55,117 @@ def _output_text(output) -> str:
     return output.get("data", {}).get("text/plain", "")
 
 
+# Run after "Run All" in the notebook's kernel: every control of every panel set to each of its
+# options (selections), both ends and the middle (sliders), and a changed number (number fields),
+# then put back; then Export, Stop with nothing running, and the exercise the prose sets in the
+# launcher (schedule -> constant_with_warmup, Run). An exception in any handler fails the cell.
+WIDGET_PASS = """
+import ipywidgets as W
+from mixdpo_kit.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
+
+_panels = [v for k, v in list(globals().items()) if not k.startswith("_")
+           and isinstance(v, (MarginExplorer, CurriculumDesigner, TrainingLauncher))]
+_touched = 0
+for _panel in _panels:
+    _controls = [w for w in vars(_panel).values() if isinstance(w, W.Widget)]
+    _controls += list(getattr(_panel, "param_fields", {}).values())
+    for _w in _controls:
+        if isinstance(_w, (W.Dropdown, W.ToggleButtons)):
+            _old, _values = _w.value, list(_w.options)
+        elif isinstance(_w, (W.FloatSlider, W.IntSlider)):
+            _old, _values = _w.value, [_w.min, _w.max, type(_w.value)((_w.min + _w.max) / 2)]
+        elif isinstance(_w, (W.FloatText, W.IntText, W.BoundedIntText)) and _w.value:
+            _old, _values = _w.value, [_w.value * 2]
+        else:
+            continue
+        for _v in _values:
+            _w.value = _v
+            _touched += 1
+        if isinstance(_panel, TrainingLauncher) and _w is _panel.objective:
+            _panel.preference.value = _panel.base.loss.preference  # the objective's own loss, as before
+        _w.value = _old
+for _panel in _panels:
+    if isinstance(_panel, TrainingLauncher):
+        _panel.export_button.click()
+        _panel.stop_button.click()
+        assert "nothing is running" in _panel.status.value, _panel.status.value
+        _panel.schedule.value = "constant_with_warmup"  # the exercise, as the prose sets it
+        _panel.run_button.click()
+        assert _panel.summary is not None, _panel.status.value
+        assert _panel.summary["config"]["train"]["lr_scheduler_type"] == "constant_with_warmup"
+        _steps = [r["step"] for r in _panel.logs]
+        assert _panel.figure is not None and max(max(t.x) for t in _panel.figure.data) == max(_steps), "stale curves"
+        assert _panel.summary["lr_mass"]["schedule"] == "constant_with_warmup", "stale numbers"
+print(f"widget pass: {len(_panels)} panel(s), {_touched} values set")
+"""
+
+# After the widget pass and the exercises: every run folder holds one run (its logged steps rise).
+ONE_RUN_PER_FOLDER = """
+import json, pathlib
+for _metrics in pathlib.Path(".").rglob("metrics.jsonl"):
+    _steps = [json.loads(l)["step"] for l in _metrics.read_text().splitlines() if '"loss"' in l]
+    assert _steps == sorted(set(_steps)), f"{_metrics} holds more than one run: {_steps}"
+"""
+
+
+def exercise_cells(nb) -> list[int]:
+    """Code cells that follow a markdown cell announcing an exercise (up to the next markdown cell)."""
+    out, inside = [], False
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            inside = "Exercise" in cell.source
+        elif inside:
+            out.append(i)
+    return out
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_quietly(path, tmp_path, monkeypatch):
+def test_learner_pass(path, tmp_path, monkeypatch):
+    """As a learner: Run All, then every widget, then every exercise cell again. Fails on an
+    exception, a noisy or long output, a printed markdown marker, or a run folder holding two runs."""
     # Headless: no one can press Stop, so the launcher's run ends before the next cell (the kernel
     # inherits this); tests/test_browser.py runs notebook 03 live, where it does not block.
     monkeypatch.setenv("MIXDPO_KIT_BLOCKING_RUNS", "1")
     work = tmp_path / path.name
     shutil.copy(path, work)
     nb = nbformat.read(work, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    n_cells, exercises = len(nb.cells), exercise_cells(nb)
+    assert exercises or path.stem == "03_train_qlora", path.stem  # 03's exercise is done in the launcher
+    extra = [WIDGET_PASS] + [nb.cells[i].source for i in exercises] + [ONE_RUN_PER_FOLDER]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in extra]
+    NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs]
     assert not [o for _, o in outputs if o.output_type == "error"]
     noisy = [(i, _output_text(o)[:200]) for i, o in outputs
              if re.search(r"Warning|warn\(|kernels-community", _output_text(o))]
     assert not noisy, noisy
-    for i, cell in enumerate(nb.cells):
+    markers = [(i, _output_text(o)[:200]) for i, o in outputs if re.search(r"\*\*|<b>|\]\(", _output_text(o))]
+    assert not markers, markers  # printed text is plain: markdown belongs in markdown cells
+    widget_pass = "".join(_output_text(o) for o in nb.cells[n_cells].outputs)
+    assert "widget pass" in widget_pass
+    if path.stem in ("01_margins", "02_split_and_curriculum", "03_train_qlora"):
+        assert "0 panel(s)" not in widget_pass and "0 values set" not in widget_pass, widget_pass
+    for i, cell in enumerate(nb.cells[:n_cells]):
         if cell.cell_type == "code":
             lines = sum(len(_output_text(o).splitlines()) for o in cell.outputs)
             assert lines <= MAX_OUTPUT_LINES, (path.stem, i, lines)
             # One progress bar per training, no logged-metric tables or printed log dicts.
             bars = [o for o in cell.outputs if re.search(r"\d+/\d+ \[", _output_text(o))]
             assert len(bars) <= max(cell.source.count("run("), cell.source.count("run_demo("),
-                                    9 * cell.source.count("run_comparison(")), (path.stem, i, len(bars))
+                                    2 * cell.source.count("run(variant_config"),
+                                    15 * cell.source.count("run_comparison(")), (path.stem, i, len(bars))
             assert not any("'loss':" in _output_text(o) or "Training Loss" in str(o.get("data", {}))
                            for o in cell.outputs), (path.stem, i)
+    text = "".join(_output_text(o) for _, o in outputs)
+    if path.stem == "02_split_and_curriculum":
+        # The export is what the prose says it is: the demo's settings, untouched by the exercises.
+        from mixdpo_kit.config import RunConfig, preset
+        from mixdpo_kit.widgets import PANEL_FIELDS
+
+        exported, demo = RunConfig.from_yaml(tmp_path / "runs" / "panels.yaml").to_dict(), preset("demo").to_dict()
+        assert {s: {k: exported[s][k] for k in keys} for s, keys in PANEL_FIELDS.items()} == \
+            {s: {k: demo[s][k] for k in keys} for s, keys in PANEL_FIELDS.items()}
     if path.stem == "03_train_qlora":
-        text = "".join(_output_text(o) for _, o in outputs)
         assert "falling back to the built-in task" in text
         # The "evaluate like the paper" section judged the run on the built-in task, against the truth.
         assert "judged by tiny-reward-builtin" in text and "picked the truly better answer" in text
