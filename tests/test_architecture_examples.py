@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixdpo_kit import losses, margins, objectives
+from mixdpo_kit import losses, margins, objectives, variants
 from mixdpo_kit.config import RunConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
@@ -15,11 +15,12 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
 
 @pytest.fixture
 def registered():
-    before = (dict(losses.PREFERENCE_LOSSES), dict(objectives.OBJECTIVES), dict(margins.MARGIN_SOURCES))
+    registries = (losses.PREFERENCE_LOSSES, objectives.OBJECTIVES, margins.MARGIN_SOURCES, variants.VARIANTS)
+    before = tuple(dict(r) for r in registries)
     for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S):
         exec(compile(block, str(DOC), "exec"), {})
     yield
-    for registry, saved in zip((losses.PREFERENCE_LOSSES, objectives.OBJECTIVES, margins.MARGIN_SOURCES), before):
+    for registry, saved in zip(registries, before):
         registry.clear()
         registry.update(saved)
 
@@ -37,3 +38,5 @@ def test_doc_examples_register_a_loss_an_objective_and_a_margin_source(registere
     ds = datasets.Dataset.from_list([{"chosen": "a b c", "rejected": "a"}, {"chosen": "a", "rejected": "a b"}])
     assert margins.compute_margins(ds, "length_gap").tolist() == [2.0, -1.0]
     assert np.isfinite(margins.compute_margins(ds, "length_gap")).all()
+    linear = variants.variants_for(["mixdpo_linear_lr"])["mixdpo_linear_lr"]
+    assert linear == {"loss": {"objective": "mixdpo"}, "train": {"lr_scheduler_type": "linear"}}

@@ -329,3 +329,193 @@ def test_figures_have_axis_titles_and_legends_clear_of_text(tmp_path):
         _stop_jupyterlab()
     assert n_plots == 9
     assert not problems, problems
+
+
+# --- A learner's pass, in the browser: the four places trust broke (issue: notebooks 02 -> 03,
+# Run -> Stop -> Run, Stop during the warm-up, 04's exercise). Each of these failed on the code before
+# the fix: 02 exported the staged order its last cell had left, 03 did not say the batch or the
+# quantile; a second run's curves and metrics mixed with the first's; Stop waited out the warm-up;
+# 04's exercise raised "unknown objective" and its verdicts printed **markdown**.
+
+RUN_ALL_DONE_JS = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  if (!w || !w.content || !w.content.model || !w.sessionContext.session) return false;
+  const cells = w.content.model.cells;
+  for (let i = 0; i < cells.length; i++) {
+    const c = cells.get(i);
+    if (c.type === 'code' && c.executionCount === null && c.sharedModel.getSource().trim()) return false;
+  }
+  return w.sessionContext.session.kernel.status === 'idle';
+}"""
+
+OUTPUTS_JS = """() => {
+  const cells = window.jupyterapp.shell.currentWidget.content.model.cells, out = [];
+  for (let i = 0; i < cells.length; i++) {
+    const c = cells.get(i);
+    out.push(c.type !== 'code' ? '' : c.outputs.toJSON().map(o => o.text ? [].concat(o.text).join('') :
+      o.data && o.data['text/plain'] ? [].concat(o.data['text/plain']).join('') :
+      o.traceback ? 'ERROR ' + o.ename + ': ' + o.evalue : '').join('\\n'));
+  }
+  return out;
+}"""
+
+PLOT_STEPS_JS = """() => {
+  const plots = [...document.querySelectorAll('.widget-output .js-plotly-plot')];
+  const xs = plots.flatMap(p => (p.data || []).flatMap(t => [...(t.x || [])]));
+  return {plots: plots.length, max: xs.length ? Math.max(...xs) : null};
+}"""
+
+
+def _run_all_and_wait(page, url: str, timeout_ms: int) -> list[str]:
+    _open_and_run_all(page, url)
+    page.wait_for_function(RUN_ALL_DONE_JS, timeout=timeout_ms)
+    return page.evaluate(OUTPUTS_JS)
+
+
+def _run_cell(page, index: int, timeout_ms: int = 120_000) -> str:
+    page.evaluate(f"""() => {{ const w = window.jupyterapp.shell.currentWidget;
+        w.content.activeCellIndex = {index}; return window.jupyterapp.commands.execute('notebook:run-cell'); }}""")
+    time.sleep(1)
+    page.wait_for_function(RUN_ALL_DONE_JS, timeout=timeout_ms)
+    return page.evaluate(OUTPUTS_JS)[index]
+
+
+def _status_text(page, needle: str, timeout_ms: int = 240_000) -> str:
+    loc = page.locator(".widget-html-content", has_text=needle).first
+    loc.wait_for(timeout=timeout_ms)
+    return loc.inner_text()
+
+
+def test_02_exports_what_it_says_and_03_says_everything_it_took(tmp_path):
+    """Run All in 02, switch the split to a quantile in the panel, run the export cell again; then
+    Run All in 03: its message lists every exported setting (quantile, order, batch, schedule) and
+    the launcher's form starts from them."""
+    _requirements_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    from mixdpo_kit.config import RunConfig
+
+    for name in ("02_split_and_curriculum.ipynb", "03_train_qlora.ipynb"):
+        shutil.copy(ROOT / "notebooks" / name, tmp_path)
+    url = _start_jupyterlab(tmp_path)
+    try:
+        with sync_playwright() as pw:
+            browser, page = _browser_page(pw)
+            outputs = _run_all_and_wait(page, f"{url}/lab/tree/02_split_and_curriculum.ipynb", 600_000)
+            assert not [o for o in outputs if "ERROR" in o], outputs
+            export_cell = next(i for i, o in enumerate(outputs) if "wrote runs/panels.yaml" in o)
+            # Run All leaves the exported settings at the demo's: the paper's order, the demo's batch.
+            ran = RunConfig.from_yaml(tmp_path / "runs" / "panels.yaml")
+            assert (ran.curriculum.order, ran.train.per_device_train_batch_size, ran.train.gradient_accumulation_steps,
+                    ran.split.quantile) == ("easy_to_hard", 16, 1, None)
+            assert "order: easy→hard" in outputs[export_cell] and "16 pairs × 1 accumulation" in outputs[export_cell]
+            # The learner switches the explorer to a quantile split and exports again.
+            counts = _counts(page).inner_text()
+            page.locator(".widget-toggle-buttons button", has_text="quantile").first.click()
+            _wait_for_change(page, counts)
+            exported = _run_cell(page, export_cell)
+            assert "quantile" in exported, exported
+            page.screenshot(path=str(SCREENSHOTS / "02_export_quantile.png"))
+            quantile = RunConfig.from_yaml(tmp_path / "runs" / "panels.yaml").split.quantile
+            assert quantile is not None
+            # ?reset: a fresh workspace, so 02 is not restored beside 03 (and Run All is 03's).
+            outputs = _run_all_and_wait(page, f"{url}/lab/tree/03_train_qlora.ipynb?reset", 600_000)
+            assert page.evaluate("window.jupyterapp.shell.currentWidget.context.path") == "03_train_qlora.ipynb"
+            message = next(o for o in outputs if "taken from notebook 02" in o)
+            selected = page.evaluate("[...document.querySelectorAll('.widget-dropdown select')].map(s => s.value)")
+            page.screenshot(path=str(SCREENSHOTS / "03_from_02.png"))
+            browser.close()
+    finally:
+        _stop_jupyterlab()
+    for needle in (f"quantile {quantile:g}", "order: easy→hard", "16 pairs × 1 accumulation", "cosine schedule"):
+        assert needle in message, (needle, message)
+    assert "quantile" in selected and "easy_to_hard" in selected  # the launcher's form starts from them
+
+
+def test_03_run_stop_run_and_stop_during_the_warmup(tmp_path):
+    """Notebook 03 under Run All: Stop during training keeps a checkpoint and the panel shows only
+    that run; Run clears the panel at once; Stop during the SFT warm-up stops there; a third run's
+    metrics are its own."""
+    _requirements_or_skip()
+    import json
+
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.read(ROOT / "notebooks" / "03_train_qlora.ipynb", as_version=4)
+    for cell in nb.cells:  # a CPU run long enough to stop by hand
+        cell.source = cell.source.replace('data={"max_rows": 800})', 'data={"max_rows": 800}, train={"max_steps": 100000})')
+    assert any("100000" in c.source for c in nb.cells)
+    nbformat.write(nb, tmp_path / "03_train_qlora.ipynb")
+    run_dir = tmp_path / "runs" / "notebook03"
+
+    def stop_when(page, stage_text: str) -> None:
+        _status_text(page, stage_text)
+        page.locator("button", has_text="Stop").first.click()
+
+    def loss_steps() -> list[int]:
+        return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in line]
+
+    url = _start_jupyterlab(tmp_path)
+    try:
+        with sync_playwright() as pw:
+            browser, page = _browser_page(pw)
+            _open_and_run_all(page, f"{url}/lab/tree/03_train_qlora.ipynb")
+            page.locator(".widget-html-content", has_text="training (").first.wait_for(timeout=300_000)
+            time.sleep(4)  # a few logged steps
+            page.locator("button", has_text="Stop").first.click()
+            stopped = _status_text(page, "stopped at step")
+            first_stop = int(stopped.split("stopped at step ")[1].split()[0])
+            _status_text(page, "stopped early")
+            plot = page.evaluate(PLOT_STEPS_JS)
+            results = _status_text(page, "learning-rate mass")
+            page.screenshot(path=str(SCREENSHOTS / "03_stopped.png"))
+            first_steps = loss_steps()
+            # Run again: the previous run's curves and numbers leave the panel at once.
+            page.locator("button", has_text="Run").first.click()
+            _status_text(page, "SFT warm-up")
+            cleared = page.evaluate(PLOT_STEPS_JS)
+            shown = page.evaluate("[...document.querySelectorAll('.widget-html-content')].map(e => e.textContent).join(' ')")
+            page.locator("button", has_text="Stop").first.click()  # during the warm-up
+            warm_stop = _status_text(page, "stopped during the SFT warm-up", timeout_ms=120_000)
+            left_after_warm_stop = sorted(p.name for p in run_dir.iterdir())
+            # A third run trains afresh; its metrics are its own.
+            page.locator("button", has_text="Run").first.click()
+            stop_when(page, "training (")
+            _status_text(page, "stopped early")
+            third_stop = int(_status_text(page, "stopped at step").split("stopped at step ")[1].split()[0])
+            page.screenshot(path=str(SCREENSHOTS / "03_third_run.png"))
+            browser.close()
+    finally:
+        _stop_jupyterlab()
+    assert plot["plots"] == 1 and plot["max"] is not None and plot["max"] <= first_stop, (plot, first_stop)
+    assert f"stopped at step {first_stop} of" in results  # the mass it actually applied
+    assert first_steps and max(first_steps) <= first_stop
+    assert cleared["plots"] == 0 and "stopped at step" not in shown, (cleared, shown)
+    assert "nothing was trained" in warm_stop
+    assert not set(left_after_warm_stop) & {"checkpoints", "summary.json", "data_report.json", "sft_model"}, \
+        left_after_warm_stop
+    steps = loss_steps()
+    assert steps == sorted(set(steps)) and max(steps) <= third_stop, steps  # one run, not three
+
+
+def test_04_runs_its_exercise_and_prints_plain_text(tmp_path):
+    """Run All in 04, the exercise included: no error, the named variants run, and the printed
+    verdicts are plain text (no **markdown**)."""
+    _requirements_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    shutil.copy(ROOT / "notebooks" / "04_compare_objectives.ipynb", tmp_path)
+    url = _start_jupyterlab(tmp_path)
+    try:
+        with sync_playwright() as pw:
+            browser, page = _browser_page(pw)
+            outputs = _run_all_and_wait(page, f"{url}/lab/tree/04_compare_objectives.ipynb", 1_500_000)
+            page.screenshot(path=str(SCREENSHOTS / "04_exercise.png"))
+            browser.close()
+    finally:
+        _stop_jupyterlab()
+    assert not [o for o in outputs if "ERROR" in o], [o for o in outputs if "ERROR" in o]
+    assert any("mixdpo_constant_lr is " in o and "curriculum_dpo_constant_lr" in o for o in outputs), outputs
+    assert not [o for o in outputs if "**" in o]
