@@ -541,8 +541,8 @@ class TrainingLauncher:
             self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)], on_stage=on_stage,
                                stop=self.stop_requested)
             stopped = " (stopped early; checkpoint kept)" if self.stop_requested.is_set() else ""
-            if not stopped:
-                self.stage.value = ""
+            mass = self.summary.get("lr_mass", {})
+            self.stage.value = (f"stopped at step {mass.get('steps_trained')} of {mass.get('steps')}" if stopped else "")
             self.status.value = (f"finished{stopped} in {duration(self.summary['wall_seconds'])}: report at "
                                  f"<code>{html.escape(cfg.train.output_dir)}/report.html</code>")
             self.show_curves([r for r in read_metrics(cfg.train.output_dir) if "loss" in r])  # exactly this run's

@@ -98,7 +98,7 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         counts = page.locator(".widget-html-content", has_text="hard → SFT").first
         counts.wait_for(timeout=240_000)
-        # The last cell sets tau = 1.0 from code; wait for the notebook to finish running.
+        # The exercise cell moves tau from code and puts it back; wait for the notebook to finish running.
         page.wait_for_function("document.querySelectorAll('.jp-InputPrompt').length > 0 && "
                                "![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))",
                                timeout=240_000)
@@ -169,7 +169,9 @@ def _hard(text: str) -> int:
 
 
 def _tau(text: str) -> float:
-    return float(text.split("τ = ")[1].split(",")[0])
+    import re
+
+    return float(re.search(r"τ = (-?[\d.]+)", text).group(1))
 
 
 def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
@@ -187,11 +189,11 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
                                " && document.querySelectorAll('.jp-InputPrompt').length > 0", timeout=240_000)
         time.sleep(1)
         start = _counts(page).inner_text()
-        assert _tau(start) == 1.0, start
+        assert _tau(start) == 0.5, start  # the exercise puts the paper's tau back
         handle = page.locator(".widget-slider .noUi-handle").first
         handle.scroll_into_view_if_needed()
         handle.click()
-        for _ in range(9):  # 1.0 -> 5.5 in steps of 0.5
+        for _ in range(10):  # 0.5 -> 5.5 in steps of 0.5
             handle.press("ArrowRight")
         page.mouse.click(5, 5)
         at_55 = _wait_for_change(page, start)
@@ -470,6 +472,7 @@ def test_03_run_stop_run_and_stop_during_the_warmup(tmp_path):
             _status_text(page, "stopped early")
             plot = page.evaluate(PLOT_STEPS_JS)
             results = _status_text(page, "learning-rate mass")
+            page.locator(".widget-html-content", has_text="stopped early").first.scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOTS / "03_stopped.png"))
             first_steps = loss_steps()
             # Run again: the previous run's curves and numbers leave the panel at once.
@@ -485,6 +488,7 @@ def test_03_run_stop_run_and_stop_during_the_warmup(tmp_path):
             stop_when(page, "training (")
             _status_text(page, "stopped early")
             third_stop = int(_status_text(page, "stopped at step").split("stopped at step ")[1].split()[0])
+            page.locator(".widget-html-content", has_text="stopped early").first.scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOTS / "03_third_run.png"))
             browser.close()
     finally:
