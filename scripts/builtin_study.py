@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         cfg = cfg.override(train={"max_steps": 20}, eval={"reward_prompts": 32, "max_pairs": 32})
         args.seeds = 1
         chosen = {k: {"beta": 1.0, "learning_rate": 3e-4, "dev_reward": math.nan} for k in ("dpo", "mixdpo")}
-        variants = variants_for(["mixdpo", "dpo", "filtered_dpo"], cfg, {"loss": {"beta": 1.0}, "train": {"learning_rate": 3e-4}})
+        variants = {k: v for k, v in study_variants(chosen, cfg).items() if k in ("mixdpo", "dpo", "filtered_dpo")}
     else:
         chosen = choose_settings(cfg, out, args.grid_seeds)
         variants = study_variants(chosen, cfg)

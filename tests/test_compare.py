@@ -9,6 +9,7 @@ import pytest
 
 from mixdpo_kit import compare
 from mixdpo_kit.cli import main
+from mixdpo_kit.variants import variants_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +54,7 @@ def test_quick_study_writes_table_and_verdicts_and_resumes(tmp_path, monkeypatch
     import builtin_study
 
     cfg = builtin_study.study_config().override(train={"max_steps": 20})
-    rows = compare.run_comparison(cfg, compare.variants_for(["mixdpo", "dpo", "filtered_dpo"]), 1, out)
+    rows = compare.run_comparison(cfg, variants_for(["mixdpo", "dpo", "filtered_dpo"]), 1, out)
     assert [r["variant"] for r in rows] == ["mixdpo", "dpo", "filtered_dpo"]
 
 
@@ -94,7 +95,7 @@ def test_compare_judges_runs_on_other_data_against_the_sft_model(small_cfg, chat
                              train={"max_steps": 2},
                              judge={"reward_model": str(build_tiny_reward_model(tmp_path / "rm")),
                                     "prompts": str(prompts), "max_new_tokens": 4, "bootstrap": 100})
-    rows = compare.run_comparison(cfg, compare.variants_for(["mixdpo", "dpo"]), 1, tmp_path / "cmp")
+    rows = compare.run_comparison(cfg, variants_for(["mixdpo", "dpo"]), 1, tmp_path / "cmp")
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert "judged win rate vs SFT" in table and "ground-truth reward" not in table
     assert "half the 95 % bootstrap interval" in table
