@@ -11,6 +11,7 @@ Widgets (the panels) show as text there: they need a live kernel.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,8 @@ def render(path: Path, work: Path) -> Path:
     NotebookClient(nb, timeout=1800, kernel_name="python3", store_widget_state=False,
                    resources={"metadata": {"path": str(work)}}).execute()
     for cell in nb.cells:  # a panel needs a live kernel: say so instead of a widget stub
+        if cell.cell_type == "code":  # a bar's static text is its first frame ("0/125"): leave bars out
+            cell.outputs = [o for o in cell.outputs if not _is_progress_bar(o)]
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if data.pop("application/vnd.jupyter.widget-view+json", None) is not None:
@@ -37,6 +40,11 @@ def render(path: Path, work: Path) -> Path:
     target = OUT / path.name
     nbformat.write(nb, target)
     return target
+
+
+def _is_progress_bar(output) -> bool:
+    data = output.get("data", {})
+    return "application/vnd.jupyter.widget-view+json" in data and re.search(r"\d+/\d+ \[", str(data.get("text/plain")))
 
 
 def main(names: list[str]) -> None:
