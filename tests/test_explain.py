@@ -26,3 +26,17 @@ def test_worked_pair_library_matches_hand_formulas_on_both_routes(small_cfg):
     for pair in (h, e):
         assert pair["loss (library)"] == pytest.approx(pair["loss (by hand)"], rel=1e-4)
         assert pair["margin m"] == pytest.approx(float(prep.margins[hard if pair is h else easy]))
+
+
+def test_the_study_noise_quoted_to_learners_is_the_studys_own():
+    """difference_line reads a one-seed difference against the study's seed noise: the constant must
+    be what docs/results.md reports, and the sentence must say whose number it is."""
+    from pathlib import Path
+
+    from mixdpo_kit.explain import STUDY_HALF_WIDTH, difference_line
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
+    assert f"a 95 % interval is about ±{STUDY_HALF_WIDTH}" in doc
+    run = lambda r: {"evaluation": {"true_reward": {"after": {"mean_reward": r}}}}  # noqa: E731
+    assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b")
+    assert difference_line(run(0.760), run(0.750), "a", "b").startswith("a − b = +0.010")
