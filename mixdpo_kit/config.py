@@ -222,6 +222,43 @@ class RunConfig:
         return RunConfig.from_dict(_deep_merge(self.to_dict(), sections))
 
 
+# Fields that may hold a local path: in a run folder's config.yaml, a path inside the folder is
+# written relative to it, so the folder can be moved or copied and still reloaded.
+PATH_FIELDS = (("model", "name_or_path"), ("train", "output_dir"), ("train", "cache_dir"), ("data", "source"),
+               ("data", "eval_source"))
+
+
+def write_run_config(cfg: RunConfig, run_dir: str | Path) -> Path:
+    """Write ``run_dir/config.yaml``: paths inside the run folder relative to it (``sft_model``,
+    ``cache``, ``.``), other local paths absolute, names (hub ids, ``builtin``) as they are."""
+    run_dir = Path(run_dir).resolve()
+    data = cfg.to_dict()
+    for section, key in PATH_FIELDS:
+        value = data[section][key]
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value).resolve()
+        if path.is_relative_to(run_dir):  # also what the run has not made yet (its cache)
+            data[section][key] = str(path.relative_to(run_dir))
+        elif Path(value).exists():
+            data[section][key] = str(path)
+    target = run_dir / "config.yaml"
+    target.write_text("# A run's record. Paths are relative to this folder.\n" + yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """A run folder's ``config.yaml`` with its folder-relative paths resolved against where the
+    folder is now (from any working directory, after a move or a copy to another machine)."""
+    run_dir = Path(run_dir)
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for section, key in PATH_FIELDS:
+        value = data.get(section, {}).get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (run_dir / value).exists():
+            data[section][key] = str(run_dir / value)
+    return RunConfig.from_dict(data)
+
+
 def _from_dict(cls, data: dict[str, Any], where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if cls is LossConfig:  # the loss's own parameters: collected here, checked against the loss later

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from mixdpo_kit.config import ModelConfig, RunConfig
+from mixdpo_kit.config import ModelConfig, read_run_config
 
 MODES = ("qlora", "lora", "full")
 
@@ -221,7 +221,7 @@ def load_trained_policy(run_dir: str | Path):
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
-    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    cfg = read_run_config(run_dir)
     saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
     if not saved.exists():
         raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")

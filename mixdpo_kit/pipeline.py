@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 
 from mixdpo_kit import progress
 from mixdpo_kit import scoring  # noqa: F401  (registers the model-based margin sources)
-from mixdpo_kit.config import RunConfig
+from mixdpo_kit.config import RunConfig, write_run_config
 from mixdpo_kit.curriculum import CurriculumPlan
 from mixdpo_kit.data import DataReport, is_conversational, load_demonstrations, load_preferences
 from mixdpo_kit.evaluate import HeldoutLogps
@@ -211,7 +211,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     torch.manual_seed(cfg.train.seed)
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
-    cfg.to_yaml(out_dir / "config.yaml")
+    write_run_config(cfg, out_dir)
     ec = cfg.eval
     if ec.track_every > 0 and cfg.data.eval_source:
         tracked = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.track_pairs,

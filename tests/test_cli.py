@@ -56,3 +56,28 @@ def test_train_and_evaluate_from_yaml(small_cfg, tmp_path):
         assert abs(first["evaluation"]["preference"][key] - again["evaluation"]["preference"][key]) < 1e-3, key
     assert again["config"] == first["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (first["config"]["loss"]["label_smoothing"], first["config"]["curriculum"]["order"]) == (0.0, "random")
+
+
+def test_a_run_folder_works_after_a_move_from_any_directory(small_cfg, tmp_path, monkeypatch):
+    """Made with relative paths (as `mixdpo-kit demo --out runs/demo` does), moved to another place,
+    then used from another working directory: generate --run and evaluate --run still load it."""
+    import shutil
+
+    from mixdpo_kit.runs import run
+
+    made, elsewhere = tmp_path / "made", tmp_path / "elsewhere"
+    made.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(made)
+    cfg = small_cfg.override(train={"output_dir": "runs/r", "cache_dir": "runs/r/cache"},
+                             sft_warmup={"enabled": True, "max_steps": 3, "batch_size": 4})
+    run(cfg, "runs/r")
+    text = (made / "runs" / "r" / "config.yaml").read_text()
+    assert "name_or_path: sft_model" in text and "cache_dir: cache" in text and "output_dir: ." in text
+    shutil.move(made / "runs" / "r", tmp_path / "moved")
+    shutil.rmtree(made)
+    monkeypatch.chdir(elsewhere)
+    assert main(["generate", "--run", str(tmp_path / "moved"), "--prompts", "builtin", "--max-prompts", "3",
+                 "--max-new-tokens", "4", "--out", "answers.json"]) == 0
+    assert main(["evaluate", "--run", "../moved"]) == 0
+    assert (tmp_path / "moved" / "summary.json").exists()
