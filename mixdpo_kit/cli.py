@@ -3,17 +3,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before anything imports it: see progress.py
 
-def _brief(evaluation: dict) -> dict:
-    """The evaluation without generations and per-prompt rewards, for printing."""
-    out = {k: v for k, v in evaluation.items() if k != "generations"}
-    if "true_reward" in out:
-        out["true_reward"] = {model: {k: v for k, v in values.items() if k != "rewards"}
-                              for model, values in out["true_reward"].items()}
-    return out
+
+def _say(lines) -> None:
+    print("\n".join(lines))
+
+
+def _run_summary(summary: dict, out: str | Path) -> list[str]:
+    """What a finished run prints: its headline numbers, its time and the files it wrote."""
+    from mixdpo_kit.explain import result_lines
+    from mixdpo_kit.judge import verdict_lines
+    from mixdpo_kit.units import duration
+
+    lines = result_lines(summary)
+    if "judge" in summary["evaluation"]:
+        lines += verdict_lines(summary["evaluation"]["judge"])
+    out = Path(out)
+    took = f" in {duration(summary['wall_seconds'])}" if "wall_seconds" in summary else ""
+    return lines + [f"finished{took}; written: {out / 'report.html'}, {out / 'summary.json'}, {out / 'metrics.jsonl'}"]
 
 
 # Flags that set a config field (argparse dest -> "section.field"). Their argparse default is
@@ -63,17 +75,17 @@ def _cmd_demo(args) -> int:
     from mixdpo_kit.runs import run
 
     cfg = command_config(args)
-    summary = run(cfg, cfg.train.output_dir)
-    tr = _brief(summary["evaluation"]).get("true_reward", {})
-    print(json.dumps({"out": cfg.train.output_dir, "split": summary["split"], "true_reward": tr,
-                      "wall_seconds": summary.get("wall_seconds")}, indent=2))
+    summary = run(cfg, cfg.train.output_dir, on_stage=print)
+    _say(_run_summary(summary, cfg.train.output_dir))
     return 0
 
 
 def _cmd_analyze(args) -> int:
     from mixdpo_kit import viz
+    from mixdpo_kit.explain import report_lines
     from mixdpo_kit.pipeline import analyze_data, data_report
     from mixdpo_kit.report import write_html
+    from mixdpo_kit.split import paper_comparison
 
     cfg = command_config(args)
     policy = None
@@ -89,7 +101,8 @@ def _cmd_analyze(args) -> int:
     figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit),
             viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit)]
     write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
-    print(json.dumps({k: report[k] for k in ("rows_read", "rows_kept", "rows_dropped", "dropped", "split")}, indent=2))
+    paper = [paper_comparison(prep.split)] if cfg.margins.source == "ratings" and prep.split.tau == 0.5 else []
+    _say(report_lines(report) + paper + [f"written: {out / 'data_report.json'}, {out / 'margins.html'}"])
     return 0
 
 
@@ -97,8 +110,8 @@ def _cmd_train(args) -> int:
     from mixdpo_kit.runs import run
 
     cfg = command_config(args)
-    summary = run(cfg, cfg.train.output_dir, resume_from_checkpoint=args.resume or None)
-    print(json.dumps({"out": cfg.train.output_dir, "evaluation": _brief(summary["evaluation"])}, indent=2))
+    summary = run(cfg, cfg.train.output_dir, resume_from_checkpoint=args.resume or None, on_stage=print)
+    _say(_run_summary(summary, cfg.train.output_dir))
     return 0
 
 
@@ -106,7 +119,7 @@ def _cmd_evaluate(args) -> int:
     from mixdpo_kit.runs import evaluate_saved_run
 
     summary = evaluate_saved_run(args.run)
-    print(json.dumps(_brief(summary["evaluation"]), indent=2))
+    _say(_run_summary({k: v for k, v in summary.items() if k != "wall_seconds"}, args.run))
     return 0
 
 
@@ -141,7 +154,9 @@ def _cmd_compare(args) -> int:
 
     cfg = command_config(args)
     rows = run_comparison(cfg, variants_for(cfg.compare.objectives, base=cfg), cfg.compare.seeds, args.out)
+    out = Path(args.out)
     print(markdown_table(rows, cfg.compare.seeds))
+    _say([f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'compare.html'}"])
     return 0
 
 
@@ -156,8 +171,8 @@ def _cmd_generate(args) -> int:
     with generator_model(args.run, args.model, args.reference) as (model, tokenizer, name, info):
         generator = args.generator or name
         generate_answers(model, tokenizer, prompts, args.out, generator, decoding, args.batch_size, info)
-    print(json.dumps({"answers": len(prompts), "alpaca_eval": args.out,
-                      "arena_hard": str(arena_hard_path(args.out, generator)), "generator": generator}, indent=2))
+    _say([f"{len(prompts)} answers by {generator}", f"written: {args.out} (AlpacaEval model_outputs), "
+           f"{arena_hard_path(args.out, generator)} (Arena-Hard answers)"])
     return 0
 
 
@@ -166,8 +181,7 @@ def _cmd_judge(args) -> int:
 
     verdict = judge_files(args.a, args.b, args.reward_model, args.out, args.cache_dir, args.batch_size,
                           args.max_length, args.bootstrap)
-    print("\n".join(verdict_lines(verdict)))
-    print(f"written: {Path(args.out) / 'judgement.json'}, {Path(args.out) / 'judgement.html'}")
+    _say(verdict_lines(verdict) + [f"written: {Path(args.out) / 'judgement.json'}, {Path(args.out) / 'judgement.html'}"])
     return 0
 
 
@@ -179,12 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs). Flags that set a config field default to
     None: see ``CONFIG_FLAGS``."""
     p = argparse.ArgumentParser(prog="mixdpo-kit", description="Difficulty-aware preference optimisation (MixDPO).")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="the libraries' own logs and transformers' per-step log lines (default: one bar per "
+                             "long stage and a short summary)")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="the whole pipeline on the built-in task (CPU, minutes)")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    d = command("demo", "the whole pipeline on the built-in task (CPU, minutes)")
     d.add_argument("--out", dest="output_dir", help="run folder (default: the demo preset's, runs/demo)")
     d.set_defaults(func=_cmd_demo)
-    a = sub.add_parser("analyze", help="load, validate, compute margins and split; write a data report")
-    a.add_argument("--data", help="'builtin', a .jsonl/.json/.parquet/.csv file, or a hub dataset (default: the config's)")
+    a = command("analyze", "load, validate, compute margins and split; write a data report")
+    a.add_argument("--data", help="'builtin', 'ultrafeedback-sample' (real rated pairs, shipped), a .jsonl[.gz]/.json/"
+                   ".parquet/.csv file, or a hub dataset (default: the config's)")
     a.add_argument("--split")
     a.add_argument("--out", required=True, help="folder for data_report.json and margins.html")
     a.add_argument("--config", help="optional YAML config; the flags given override it")
@@ -196,17 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--quantile", type=float, help="tau = this quantile of the margins")
     a.add_argument("--max-rows", type=int)
     a.set_defaults(func=_cmd_analyze)
-    t = sub.add_parser("train", help="train, evaluate and report from a YAML config")
+    t = command("train", "train, evaluate and report from a YAML config")
     t.add_argument("--config", required=True)
     t.add_argument("--out", dest="output_dir", help="run folder (default: the config's train.output_dir)")
     t.add_argument("--resume", help="a checkpoint folder to resume from")
     t.set_defaults(func=_cmd_train)
-    e = sub.add_parser("evaluate", help="re-evaluate a finished run folder")
+    e = command("evaluate", "re-evaluate a finished run folder")
     e.add_argument("--run", required=True)
     e.set_defaults(func=_cmd_evaluate)
-    o = sub.add_parser("objectives", help="list the registered objectives and preference losses")
+    o = command("objectives", "list the registered objectives and preference losses")
     o.set_defaults(func=_cmd_objectives)
-    c = sub.add_parser("compare", help="objectives x seeds on the same data; table + figure (resumable)")
+    c = command("compare", "objectives x seeds on the same data; table + figure (resumable)")
     c.add_argument("--config", required=True)
     c.add_argument("--objectives", type=_names,
                    help="comma-separated objectives or variants, e.g. mixdpo,dpo,mixdpo_constant_lr,mixdpo_tau_3 "
@@ -219,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--judge-prompts", help="the prompt set the judge uses (default: alpaca_eval)")
     c.add_argument("--judge-max-prompts", type=int, help="the first N prompts of it (default: 100)")
     c.set_defaults(func=_cmd_compare)
-    g = sub.add_parser("generate", help="answer a prompt set (AlpacaEval, Arena-Hard, a file); resumable")
+    g = command("generate", "answer a prompt set (AlpacaEval, Arena-Hard, a file); resumable")
     who = g.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", help="a finished run folder: its trained policy (or, with --reference, its SFT model)")
     who.add_argument("--model", help="any causal LM: a local path or a hub name")
@@ -236,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--generator", help="the name written in the files (default: the run folder or model name)")
     g.add_argument("--no-chat-template", action="store_true", help="feed instructions as plain text")
     g.set_defaults(func=_cmd_generate)
-    j = sub.add_parser("judge", help="win rate of answers A over B under a local reward model")
+    j = command("judge", "win rate of answers A over B under a local reward model")
     j.add_argument("--a", required=True, help="answers file A (AlpacaEval JSON from generate, or JSONL)")
     j.add_argument("--b", required=True, help="answers file B, on the same prompts (e.g. the SFT model's)")
     j.add_argument("--reward-model", required=True, help="a sequence-classification reward model: path or hub name")
@@ -254,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     from mixdpo_kit.data import DataError
 
     args = build_parser().parse_args(argv)
+    from mixdpo_kit import progress
+
+    if args.verbose:
+        progress.set_quiet(False)
+    else:
+        progress.quiet_libraries()
+        progress.set_quiet(True, stage_bars=True)
     try:
         return args.func(args)
     except (DataError, ValueError, FileNotFoundError) as err:

@@ -89,9 +89,11 @@ def cost_line(cfg: RunConfig, on_gpu: bool) -> str:
 
 def check_run_size(cfg: RunConfig, n_params: int | None = None) -> None:
     """Refuse a real-data run with neither ``data.max_rows`` nor ``train.max_steps``; the message
-    says what the full run would cost. The built-in task is always allowed."""
+    says what the full run would cost. The built-in task and the shipped samples are always allowed."""
+    from mixdpo_kit.data import SAMPLES
+
     capped = bool(cfg.data.max_rows) or (cfg.train.max_steps or 0) > 0
-    if cfg.data.source == "builtin" or capped:
+    if cfg.data.source == "builtin" or cfg.data.source in SAMPLES or capped:
         return
     n_pairs = count_pairs(cfg.data.source, cfg.data.split)
     if n_pairs is None:

@@ -30,6 +30,34 @@ class DataError(ValueError):
     """Preference data that cannot be used, with what is wrong and where."""
 
 
+# Real data that ships with the kit, by name (data/<folder>/, with its licence and source beside it).
+SAMPLES = {"ultrafeedback-sample": "ultrafeedback-sample/ultrafeedback-binarized-sample.jsonl.gz"}
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def sample_path(name: str) -> Path:
+    """A shipped sample's file: in a source checkout the committed one; in an installed package
+    (e.g. on Colab) a copy fetched once from the repository into the user cache."""
+    local = DATA_DIR / SAMPLES[name]
+    if local.exists():
+        return local
+    cache = Path.home() / ".cache" / "mixdpo_kit" / SAMPLES[name]
+    if not cache.exists():
+        import importlib.metadata
+        import urllib.request
+
+        urls = dict(u.split(", ", 1) for u in importlib.metadata.metadata("mixdpo-kit").get_all("Project-URL") or [])
+        repo = urls.get("Repository", "").removeprefix("https://github.com/")
+        url = f"https://raw.githubusercontent.com/{repo}/main/data/{SAMPLES[name]}"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            urllib.request.urlretrieve(url, cache.with_suffix(".part"))
+        except OSError as err:
+            raise DataError(f"{name}: not in this installation and not downloadable from {url} ({err})") from None
+        cache.with_suffix(".part").rename(cache)
+    return cache
+
+
 @dataclass
 class DataReport:
     """What happened to every row: read, kept, dropped (by reason, with example row ids)."""
@@ -67,6 +95,8 @@ def read_source(source: str | datasets.Dataset, split: str | None = None) -> dat
         raise DataError(f"got a DatasetDict with splits {list(source)}; pass one split")
     if source == "builtin":
         return _read_local(synthetic.builtin_path(split or "train_prefs"))
+    if source in SAMPLES:
+        return _read_local(sample_path(source))
     path = Path(source)
     if path.exists():
         return _read_local(path)

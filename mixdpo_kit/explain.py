@@ -148,7 +148,8 @@ def report_lines(report: dict) -> list[str]:
             if split.get("quantile") is not None else f"margin < τ = {threshold(split['tau'])}")
     return [f"{report['rows_read']:,} rows read, {report['rows_kept']:,} kept; dropped: {drops}",
             f"margins: median {m['median']:g}, from {m['min']:g} to {m['max']:g}; {m['ties']:,} exact ties (margin 0)",
-            f"hard pairs ({rule}): {split['n_hard']:,} of {split['n_pairs']:,} ({percent(split['hard_fraction'])})"]
+            f"hard pairs ({rule}): {split['n_hard']:,} of {split['n_pairs']:,} ({percent(split['hard_fraction'])})"] + \
+        ([split["grid_note"]] if split.get("grid_note") else [])
 
 
 def lr_mass_line(mass: dict) -> str:

@@ -6,7 +6,6 @@ import importlib.metadata
 import logging
 import os
 import sys
-import warnings
 
 WATCHED = ("torch", "transformers", "peft", "datasets", "accelerate", "plotly", "ipywidgets", "numpy")
 
@@ -14,23 +13,14 @@ WATCHED = ("torch", "transformers", "peft", "datasets", "accelerate", "plotly", 
 def setup_notebook() -> None:
     """Quiet the libraries (errors still show), switch runs to one progress bar, and on Colab turn
     on the widget manager. Prints a restart note when an install upgraded a loaded package."""
-    # Before anything imports bitsandbytes: its CPU backend logs a harmless warning about an
-    # optional kernels package at import.
+    # Before anything imports bitsandbytes (see progress.silence_bitsandbytes).
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|peft|bitsandbytes|accelerate)")
-    import datasets
-    import transformers
+    from mixdpo_kit import progress
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+    progress.quiet_libraries()
     import pandas as pd
 
     pd.set_option("display.max_colwidth", None)  # tables of descriptions and answers show them whole
-    from mixdpo_kit import progress
-
     progress.set_quiet(True)
     if os.environ.get("MIXDPO_KIT_STATIC_FIGURES"):  # scripts/render_notebooks.py: PNGs the code host can show
         import plotly.io as pio

@@ -26,7 +26,7 @@ from mixdpo_kit.margins import (MarginContext, compute_margins, margin_source, m
 from mixdpo_kit.model import Policy, build_policy
 from mixdpo_kit.objectives import bound_loss, get_objective, resolve
 from mixdpo_kit.refcache import ReferenceCache, reference_logps
-from mixdpo_kit.split import Split, split_by_margin
+from mixdpo_kit.split import Split, grid_note, split_by_margin
 from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.trainer import JsonlLogger, MixDPOTrainer, PairCollator, training_dataset
 
@@ -75,7 +75,8 @@ def tokenized_pairs(source: str, split: str, max_rows: int | None, settings: Tok
 
 def data_report(prep: PreparedPairs) -> dict:
     """The JSON data report: rows read/kept/dropped by reason, margin stats, split counts."""
-    return {**prep.report.to_dict(), "margins": margin_stats(prep.margins), "split": prep.split.summary(),
+    split = {**prep.split.summary(), "grid_note": grid_note(prep.margins, prep.split.tau)}
+    return {**prep.report.to_dict(), "margins": margin_stats(prep.margins), "split": split,
             "conversational": is_conversational(prep.dataset)}
 
 
@@ -163,9 +164,10 @@ def sft_warmup(cfg: RunConfig, out_dir: Path, callbacks=()) -> Path:
     margins = np.zeros(len(ds))
     prep = PreparedPairs(ds, DataReport("sft"), margins, split_by_margin(margins, tau=1.0, warn=False),
                          CurriculumPlan(margins, "random", seed=cfg.train.seed))
-    trainer, _ = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", callbacks=callbacks, show_bar=False,
-                               save_strategy="no")
-    trainer.train()
+    trainer, _ = build_trainer(sft_cfg, policy, prep, out_dir / "sft_warmup", callbacks=callbacks,
+                               show_bar=progress.stage_bars(), save_strategy="no")
+    with progress.label("SFT warm-up"):
+        trainer.train()
     target = out_dir / "sft_model"
     policy.model.save_pretrained(target)
     policy.tokenizer.save_pretrained(target)

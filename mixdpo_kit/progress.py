@@ -1,25 +1,60 @@
-"""How much a run prints. The CLI shows transformers' usual progress and logged metrics; in a
-notebook (after :func:`mixdpo_kit.notebook.setup_notebook`) a run shows one progress bar per
-training and nothing else, because the metrics appear as figures instead of logged tables."""
+"""How much a run prints. Three modes:
+
+- verbose (the library's default, ``mixdpo-kit --verbose``): transformers' usual progress and logged metrics;
+- terminal (the CLI): one transient bar per long stage (warm-up, reference log-probs, training,
+  generation, scoring), no logged dicts; the command ends with a short summary of its own;
+- notebook (:func:`mixdpo_kit.notebook.setup_notebook`): one bar per training and nothing else,
+  because the metrics appear as figures.
+
+:func:`quiet_libraries` turns the libraries' own logs, warnings and bars down for the last two."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-_STATE = {"quiet": False, "label": "training", "leave": True}
+_STATE = {"quiet": False, "stage_bars": False, "label": "training", "leave": True}
 
 
-def set_quiet(on: bool = True) -> None:
-    """Quiet mode on or off for every run started afterwards in this process."""
-    _STATE["quiet"] = bool(on)
+def set_quiet(on: bool = True, stage_bars: bool = False) -> None:
+    """Quiet mode on or off for every run started afterwards in this process; ``stage_bars``: in
+    quiet mode, also show a bar for each long stage besides training (the terminal does)."""
+    _STATE["quiet"], _STATE["stage_bars"] = bool(on), bool(on and stage_bars)
 
 
 def is_quiet() -> bool:
-    """Whether runs print only one bar per training."""
+    """Whether runs print bars only, no logged dicts or tables."""
     return _STATE["quiet"]
+
+
+def stage_bars() -> bool:
+    """Whether the stages besides training (warm-up, reference log-probs, ...) show bars."""
+    return not _STATE["quiet"] or _STATE["stage_bars"]
+
+
+def silence_bitsandbytes() -> None:
+    """bitsandbytes' CPU backend logs a harmless warning about an optional ``kernels`` package when
+    it is imported; call this before anything imports it."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def quiet_libraries() -> None:
+    """transformers, datasets and bitsandbytes at error level, their bars off, their Future- and
+    UserWarnings filtered: what a notebook and the terminal show is the kit's own output."""
+    silence_bitsandbytes()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|peft|bitsandbytes|accelerate)")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
 
 
 @contextlib.contextmanager
@@ -35,8 +70,8 @@ def label(text: str, leave: bool = False):
 
 
 def bar(iterable, desc: str, **tqdm_kwargs):
-    """A transient progress bar over ``iterable``, hidden in quiet mode."""
-    return tqdm(iterable, desc=desc, **{"leave": False, **tqdm_kwargs}, disable=is_quiet())
+    """A transient progress bar over ``iterable`` for a stage besides training (hidden in a notebook)."""
+    return tqdm(iterable, desc=desc, **{"leave": False, **tqdm_kwargs}, disable=not stage_bars())
 
 
 class TrainingBar(TrainerCallback):

@@ -26,7 +26,7 @@ from mixdpo_kit.explain import result_lines, worked_pairs_table
 from mixdpo_kit.losses import PREFERENCE_LOSSES
 from mixdpo_kit.margins import margin_source, margin_unit
 from mixdpo_kit.objectives import OBJECTIVES, resolve
-from mixdpo_kit.split import Split, split_by_margin
+from mixdpo_kit.split import Split, grid_note, split_by_margin
 from mixdpo_kit.model import MODES
 from mixdpo_kit.units import duration, percent, threshold
 
@@ -181,7 +181,8 @@ class MarginExplorer:
         share = split.hard.mean() if len(split.hard) else 0.0
         head = f"<b>{split.n_hard}</b> hard → SFT, <b>{split.n_easy}</b> easy → preference ({percent(share)} hard; "
         if self.mode.value == "absolute":
-            return head + f"τ = {self._tau_text(split.tau)})"
+            note = grid_note(self.margins, split.tau)
+            return head + f"τ = {self._tau_text(split.tau)})" + (f"<br><i>{html.escape(note)}</i>" if note else "")
         text = head + f"quantile {self.tau.value:.2f} → τ = {threshold(split.tau)})"
         lo, hi = self._same_split_quantiles(split.n_hard)
         if hi - lo >= 0.015:
