@@ -113,51 +113,66 @@ def _read_local(path: Path) -> datasets.Dataset:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(FILE_BUILDERS)}")
     builder = FILE_BUILDERS[suffix]
     # datasets' own messages for these cases name neither the file nor the problem.
-    if builder != "parquet":
-        lines = _non_blank_lines(path, stop_after=2)
+    if builder == "json":
+        read_records(path)  # a malformed line, a truncated gzip, a non-object row: named here
+    elif builder == "csv":
+        lines = sum(1 for line in path.read_text().splitlines() if line.strip())
         if lines == 0:
             raise DataError(f"{path}: the file is empty")
-        if builder == "csv" and lines == 1:
+        if lines == 1:
             raise DataError(f"{path}: only a header line, no data rows")
-    if builder == "json":
-        _check_json_lines(path)
     ds = datasets.load_dataset(builder, data_files=str(path), split="train")
     if len(ds) == 0:
         raise DataError(f"{path}: no data rows")
     return ds
 
 
-def _non_blank_lines(path: Path, stop_after: int) -> int:
-    """How many non-blank lines a text (or gzipped text) file has, counting at most ``stop_after``."""
+def read_records(path: str | Path) -> list[dict]:
+    """The rows of a JSON-lines file or of a JSON list, gzipped or not, each a JSON object. Bad
+    input is a one-line :class:`DataError` naming the file and the line or row: a malformed line,
+    a gzip stream that ends early, a JSON document that is not a list, a row that is not an object."""
     import gzip
+    import zlib
 
-    opener = gzip.open if path.suffix == ".gz" else open
-    count = 0
-    with opener(path, "rt") as f:
-        for line in f:
-            count += bool(line.strip())
-            if count >= stop_after:
-                break
-    return count
+    path = Path(path)
+    lines: list[str] = []
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
+            for line in f:
+                lines.append(line)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"{path}: the gzip data breaks off after line {len(lines)} ({err}); a truncated "
+                        "download?") from None
+    text = "".join(lines)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    rows = _json_document(path, text) if text.lstrip().startswith("[") else []
+    for number, line in enumerate([] if rows else lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if rows:  # a bad line in JSON lines
+                raise DataError(f"{path}: line {number} is not valid JSON ({err.msg}): {line[:80]!r}") from None
+            rows = _json_document(path, text)  # one JSON document over several lines
+            break
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: row {number} is a {type(row).__name__}, not a JSON object")
+    return rows
 
 
-def _check_json_lines(path: Path) -> None:
-    # datasets' JSON reader reports a malformed line deep inside pyarrow without its number;
-    # a quick pass finds it so the user can fix the file.
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        first = f.read(1)
-        if first == "[":  # a JSON array file, not JSON lines
-            return
-        f.seek(0)
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}: line {lineno} is not valid JSON ({err.msg}): {line[:80]!r}") from None
+def _json_document(path: Path, text: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: line {err.lineno} is not valid JSON ({err.msg})") from None
+    if not isinstance(value, list):
+        keys = f" with keys {sorted(value)[:6]}" if isinstance(value, dict) else ""
+        raise DataError(f"{path}: a JSON {type(value).__name__}{keys}, not a list of rows (a JSON list or one JSON "
+                        "object per line)")
+    return value
 
 
 def _is_messages(value: Any) -> bool:

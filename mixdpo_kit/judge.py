@@ -28,48 +28,78 @@ from pathlib import Path
 
 import numpy as np
 
-from mixdpo_kit.data import DataError
+from mixdpo_kit.data import DataError, read_records
 
 RIDGE = 1e-3  # on θ₁ only, per prompt: keeps the fit finite when length separates wins from losses
 
 
 def read_answers(path: str | Path) -> list[dict]:
-    """Answer rows (instruction, output, generator) of an AlpacaEval JSON file, a JSONL file of such
-    rows, or a kit ``.generations.jsonl`` record."""
+    """Answer rows ``{instruction, output, id}`` of any answer file the evaluations use, as
+    published: an AlpacaEval ``model_outputs`` JSON list (``instruction``, ``output``), an
+    Arena-Hard answer file (v2.0: ``uid`` and ``messages``, the answer in ``{"answer": ...}``;
+    v0.1: ``question_id`` and ``choices``), JSONL or gzipped, or a kit ``.generations.jsonl``
+    record. ``id`` is the row's ``uid`` / ``question_id`` / ``id`` (None without one); a repeated id
+    is an error naming the rows."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"answers file not found: {path}")
-    text = path.read_text()
-    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines()
-                                                                    if line.strip()]
+    rows = read_records(path)
     if path.name.endswith(".generations.jsonl"):
         rows = rows[1:]  # the record's first line is its header
     if not rows:
         raise DataError(f"{path}: no answers in the file")
-    for i, r in enumerate(rows):
-        if not isinstance(r.get("instruction"), str) or not isinstance(r.get("output"), str):
-            raise DataError(f"{path}: row {i + 1} needs text fields 'instruction' and 'output'; it has {sorted(r)}")
-    return rows
+    out, first_row = [], {}
+    for number, row in enumerate(rows, start=1):
+        answer = _answer_row(row, f"{path}: row {number}")
+        if answer["id"] is not None:
+            if answer["id"] in first_row:
+                raise DataError(f"{path}: row {number} repeats the id {answer['id']!r} of row {first_row[answer['id']]}")
+            first_row[answer["id"]] = number
+        out.append(answer)
+    return out
+
+
+def _answer_row(row: dict, where: str) -> dict:
+    key = next((k for k in ("uid", "question_id", "id") if k in row), None)
+    if "messages" in row:  # Arena-Hard v2.0 (also its v0.1 data in the current repository)
+        users = [m["content"] for m in row["messages"] if m.get("role") == "user"]
+        answers = [m["content"] for m in row["messages"] if m.get("role") == "assistant"]
+        instruction = users[0] if users else None
+        output = answers[-1].get("answer") if answers and isinstance(answers[-1], dict) else \
+            (answers[-1] if answers else None)
+    elif "choices" in row:  # Arena-Hard v0.1 as gen_answer.py wrote it
+        instruction, output = row.get("instruction"), row["choices"][0]["turns"][-1]["content"]
+    else:
+        instruction, output = row.get("instruction"), row.get("output")
+    if not isinstance(output, str) or (not isinstance(instruction, str) and key is None):
+        raise DataError(f"{where}: no answer text with an instruction or an id (instruction/output, Arena-Hard "
+                        f"messages or choices); it has {sorted(row)}")
+    return {"instruction": instruction if isinstance(instruction, str) else None, "output": output,
+            "id": None if key is None else str(row[key]),
+            "generator": row.get("generator") or row.get("model") or row.get("model_id")}
 
 
 def match_answers(a: list[dict], b: list[dict]) -> tuple[list[str], list[str], list[str], dict]:
-    """(instructions, A's outputs, B's outputs) for the instructions both answered, in A's order,
-    and a count of what was left out and why."""
+    """(instructions, A's outputs, B's outputs) for the prompts both answered, in A's order, and a
+    count of what was left out and why. Rows are matched by id (Arena-Hard's ``uid``) when every
+    row of both files has one, else by instruction text, exactly as written."""
+    by_id = all(r.get("id") is not None for r in a + b)
+    key = (lambda r: r["id"]) if by_id else (lambda r: r["instruction"])
     by_b = {}
     for r in b:
-        by_b.setdefault(r["instruction"], r["output"])
+        by_b.setdefault(key(r), r)
     seen, keep = set(), []
     for r in a:
-        if r["instruction"] in by_b and r["instruction"] not in seen:
-            seen.add(r["instruction"])
+        if key(r) in by_b and key(r) not in seen:
+            seen.add(key(r))
             keep.append(r)
-    report = {"only_in_a": len({r["instruction"] for r in a} - set(by_b)),
-              "only_in_b": len(set(by_b) - {r["instruction"] for r in a}),
-              "duplicates_in_a": len(a) - len({r["instruction"] for r in a}),
-              "duplicates_in_b": len(b) - len(by_b)}
+    report = {"matched_by": "id" if by_id else "instruction", "matched": len(keep),
+              "only_in_a": len({key(r) for r in a} - set(by_b)), "only_in_b": len(set(by_b) - {key(r) for r in a}),
+              "duplicates_in_a": len(a) - len({key(r) for r in a}), "duplicates_in_b": len(b) - len(by_b)}
     if not keep:
-        raise DataError("the two answer files share no instruction; were they made on the same prompt set?")
-    return [r["instruction"] for r in keep], [r["output"] for r in keep], [by_b[r["instruction"]] for r in keep], report
+        raise DataError(f"the two answer files share no {report['matched_by']}; were they made on the same prompt set?")
+    instructions = [r.get("instruction") or by_b[key(r)]["instruction"] for r in keep]
+    return instructions, [r["output"] for r in keep], [by_b[key(r)]["output"] for r in keep], report
 
 
 def wins_from_scores(score_a, score_b) -> np.ndarray:
@@ -178,8 +208,8 @@ def judge_files(a_path, b_path, reward_model: str, out_dir=None, cache_dir: str 
     texts = lambda outs: [conversation_text(scorer.tokenizer, p, o, templated)  # noqa: E731
                           for p, o in zip(instructions, outs)]
     score_a, score_b = scorer.scores(texts(out_a), templated), scorer.scores(texts(out_b), templated)
-    verdict = {"a": {"file": str(a_path), "generator": a_rows[0].get("generator", Path(a_path).stem)},
-               "b": {"file": str(b_path), "generator": b_rows[0].get("generator", Path(b_path).stem)},
+    verdict = {"a": {"file": str(a_path), "generator": a_rows[0].get("generator") or Path(a_path).stem},
+               "b": {"file": str(b_path), "generator": b_rows[0].get("generator") or Path(b_path).stem},
                "reward_model": reward_model, "left_out": left_out,
                **compare_answers(instructions, out_a, out_b, score_a, score_b, n_boot)}
     if out_dir is not None:
@@ -196,8 +226,13 @@ def verdict_lines(v: dict) -> list[str]:
              f"({100 * v['lc_win_rate_ci'][0]:.1f}–{100 * v['lc_win_rate_ci'][1]:.1f})",
              f"mean length {v['mean_length_chars']['a']:.0f} vs {v['mean_length_chars']['b']:.0f} characters; "
              f"{v['ties']} ties (equal scores, e.g. identical answers; each counts one half)"]
-    left = {k: n for k, n in v["left_out"].items() if n}
-    if left:
+    m = v["left_out"]
+    left = {k: n for k, n in m.items() if k not in ("matched", "matched_by") and n}
+    if "matched" in m:
+        lines.append(f"matched {m['matched']} prompts of the two files by {m['matched_by']}" +
+                     ("; left out: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items()) if left else
+                      "; none left out"))
+    elif left:
         lines.append("left out: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in left.items()))
     if "builtin" in v:
         t = v["builtin"]

@@ -8,10 +8,9 @@ the id is the row's ``question_id`` / ``uid`` / ``prompt_id`` / ``id`` (else its
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from mixdpo_kit.data import DataError
+from mixdpo_kit.data import DataError, read_records
 
 # name -> (hub dataset repository, file in it, what it is). Read with huggingface_hub, so the
 # files are cached like any hub download and no dataset loading script is needed.
@@ -36,21 +35,22 @@ def load_prompts(name_or_file: str, limit: int | None = None) -> list[dict]:
     if name_or_file == BUILTIN_PROMPT_SET:
         from mixdpo_kit.synthetic import builtin_path
 
-        rows, dataset = _read_file(builtin_path("eval_prompts")), "builtin-eval"
+        rows, dataset = read_records(builtin_path("eval_prompts")), "builtin-eval"
     elif name_or_file in HUB_PROMPT_SETS:
-        rows, dataset = _read_file(_download(name_or_file)), name_or_file
+        rows, dataset = read_records(_download(name_or_file)), name_or_file
         if name_or_file.startswith("arena_hard"):
             dataset = Path(HUB_PROMPT_SETS[name_or_file][1]).parent.name  # arena-hard-v0.1 / -v2.0
     elif Path(name_or_file).exists():
-        rows, dataset = _read_file(Path(name_or_file)), Path(name_or_file).stem
+        rows, dataset = read_records(Path(name_or_file)), Path(name_or_file).stem
     else:
         raise FileNotFoundError(f"{name_or_file!r} is neither a prompt file nor a known prompt set "
                                 f"({', '.join(prompt_set_names())})")
     prompts = [_prompt_row(row, i, dataset, name_or_file) for i, row in enumerate(rows)]
-    ids = [p["id"] for p in prompts]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise DataError(f"{name_or_file}: prompt id {dup!r} appears more than once")
+    first_row: dict[str, int] = {}
+    for number, p in enumerate(prompts, start=1):
+        if p["id"] in first_row:
+            raise DataError(f"{name_or_file}: row {number} repeats the id {p['id']!r} of row {first_row[p['id']]}")
+        first_row[p["id"]] = number
     return prompts[:limit] if limit else prompts
 
 
@@ -64,25 +64,6 @@ def _download(name: str) -> Path:
         raise FileNotFoundError(
             f"could not download prompt set {name!r} ({repo}/{filename}): {type(err).__name__}. Offline? "
             "Download that file on a machine with internet and pass its path to --prompts.") from err
-
-
-def _read_file(path: Path) -> list[dict]:
-    text = path.read_text()
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty")
-    if text.lstrip().startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}: line {number} is not JSON ({err.msg})") from None
-    if not all(isinstance(r, dict) for r in rows):
-        raise DataError(f"{path}: expected JSON objects, one per prompt")
-    return rows
 
 
 def _prompt_row(row: dict, index: int, dataset: str, source: str) -> dict:

@@ -57,7 +57,7 @@ def test_prompt_files_of_every_layout(tmp_path):
     ([{"text": "no prompt field"}], "row 1: no prompt field"),
     ([{"prompt": "a"}, {"prompt": "  "}], "row 2: the prompt is empty"),
     ([{"turns": [{"content": "one"}, {"content": "two"}]}], "multi-turn"),
-    ([{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}], "appears more than once"),
+    ([{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}], "row 2 repeats the id .1. of row 1"),
 ])
 def test_bad_prompt_files_are_refused_with_the_row(tmp_path, rows, message):
     with pytest.raises(DataError, match=message):
@@ -226,7 +226,8 @@ def test_match_answers_counts_what_it_leaves_out():
     b = [{"instruction": "p2", "output": "b2"}, {"instruction": "p3", "output": "b3"}]
     prompts, out_a, out_b, left = match_answers(a, b)
     assert (prompts, out_a, out_b) == (["p2"], ["a2"], ["b2"])
-    assert left == {"only_in_a": 1, "only_in_b": 1, "duplicates_in_a": 1, "duplicates_in_b": 0}
+    assert left == {"matched_by": "instruction", "matched": 1, "only_in_a": 1, "only_in_b": 1, "duplicates_in_a": 1,
+                    "duplicates_in_b": 0}
     with pytest.raises(DataError, match="share no instruction"):
         match_answers(a, [{"instruction": "other", "output": "o"}])
 
