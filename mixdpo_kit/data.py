@@ -96,7 +96,11 @@ def read_source(source: str | datasets.Dataset, split: str | None = None) -> dat
     if source == "builtin":
         return _read_local(synthetic.builtin_path(split or "train_prefs"))
     if source in SAMPLES:
-        return _read_local(sample_path(source))
+        # The sample's texts are chat turns (an UltraFeedback instruction and two answers to it), as the
+        # hub's message lists have them: in TRL's conversational form a chat model sees them through its template.
+        return _read_local(sample_path(source)).map(lambda row: {
+            "prompt": [{"role": "user", "content": row["prompt"]}],
+            **{k: [{"role": "assistant", "content": row[k]}] for k in ("chosen", "rejected")}})
     path = Path(source)
     if path.exists():
         return _read_local(path)

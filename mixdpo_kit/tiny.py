@@ -55,16 +55,39 @@ def build_tokenizer(words=VOCAB_WORDS, with_bos_in_template: bool = True) -> Pre
     return tok
 
 
+def build_text_tokenizer(texts, vocab_size: int = 4000) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` in seconds, with the same special tokens
+    and chat template as :func:`build_tokenizer`: it represents any real text (long, multi-paragraph
+    answers, code, any script), so tests can train on real data at real lengths without a hub."""
+    from tokenizers import trainers
+
+    backend = Tokenizer(models.BPE(unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(texts, trainer=trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", backend.token_to_id("<s>"))])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="<|end|>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=SPECIAL[4:],
+    )
+    tok.chat_template = CHAT_TEMPLATE_WITH_BOS
+    return tok
+
+
 ARCHITECTURES = ("llama", "qwen2", "mistral")
 
 
-def tiny_config(arch: str, vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 4):
+def tiny_config(arch: str, vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 4,
+                max_positions: int = 256):
     """A transformers config of ``arch`` small enough for a CPU; dropout off."""
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=256,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=max_positions,
         tie_word_embeddings=False, attention_dropout=0.0,
     )
     if arch == "llama":
@@ -76,10 +99,11 @@ def tiny_config(arch: str, vocab_size: int, hidden: int = 128, layers: int = 2, 
     raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHITECTURES}")
 
 
-def build_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, **sizes) -> Path:
-    """Create a randomly initialised tiny model plus tokenizer and save both to ``directory``."""
+def build_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, tokenizer=None, **sizes) -> Path:
+    """Create a randomly initialised tiny model plus tokenizer (the built-in task's word-level one
+    unless ``tokenizer`` is given) and save both to ``directory``."""
     directory = Path(directory)
-    tok = build_tokenizer()
+    tok = tokenizer or build_tokenizer()
     torch.manual_seed(seed)
     config = tiny_config(arch, vocab_size=len(tok), **sizes)
     config.bos_token_id, config.eos_token_id, config.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
