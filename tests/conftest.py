@@ -1,8 +1,12 @@
 """Shared fixtures: tiny local models and small preference datasets (no hub access)."""
 from __future__ import annotations
 
-import datasets
-import pytest
+import logging
+
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional-kernels notice, before anything imports it
+
+import datasets  # noqa: E402
+import pytest  # noqa: E402
 
 from mixdpo_kit.config import preset
 from mixdpo_kit.objectives import resolve

@@ -186,3 +186,27 @@ def test_training_on_real_text_at_real_lengths(small_cfg, tmp_path):
     assert cache
     run(cfg, tmp_path / "r2")  # the same data and model: the reference log-probs come from the cache
     assert [p.stat().st_mtime_ns for p in sorted(Path(cfg.train.cache_dir).rglob("*.json"))] == stamps
+
+
+def test_the_terminal_is_calm(tmp_path):
+    """demo in a fresh process: stage lines, bars and a short summary with the paths written; no
+    per-step log dicts, no JSON dump, no library notices (bitsandbytes' kernels line included).
+    --verbose brings transformers' log lines back."""
+    import subprocess
+    import sys
+
+    def demo(*flags):
+        res = subprocess.run([sys.executable, "-m", "mixdpo_kit.cli", "demo", "--out", str(tmp_path / "d"), *flags],
+                             capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout, res.stderr
+
+    out, err = demo()
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("SFT warm-up") and lines[-1].startswith("finished in ") and "report.html" in lines[-1]
+    assert any(line.startswith("ground-truth reward on 256 held-out prompts") for line in lines)
+    assert len(lines) <= 12 and "{" not in out, out
+    for noise in ("kernels", "'loss'", "Generating train split", "Writing model shards", "Warning"):
+        assert noise not in out + err, noise
+    out, err = demo("--verbose")
+    assert "'loss'" in out + err
