@@ -189,3 +189,16 @@ def correlation_strength(rho: float) -> str:
         return "undefined"
     strength = "very weak" if r < 0.1 else "weak" if r < 0.3 else "moderate" if r < 0.6 else "strong"
     return f"{strength}, {'positive' if rho > 0 else 'negative'}" if r >= 0.1 else strength
+
+
+def agreement(a, b, share: float) -> dict:
+    """How far two margin sources agree on the same pairs: Spearman's ρ, and the overlap of the
+    pairs each calls hardest at the same ``share`` (the ``share`` with the smallest margins under
+    each, ties broken by position): ``{"rho", "hard_both", "hard_a", "overlap"}``, ``overlap`` the
+    share of A's hard pairs that B also calls hard (``share`` itself for unrelated sources)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    k = max(1, int(round(share * len(a))))
+    hard_a = set(np.argsort(a, kind="stable")[:k].tolist())
+    hard_b = set(np.argsort(b, kind="stable")[:k].tolist())
+    both = len(hard_a & hard_b)
+    return {"rho": rank_correlation(a, b), "hard_a": k, "hard_both": both, "overlap": both / k}

@@ -80,10 +80,10 @@ def grid_note(margins, tau: float) -> str | None:
     below, at = int((m < tau).sum()), int(np.isclose(m, tau).sum())
     if not at:
         return None
-    ties = " (the exact ties)" if below and below == int((m == 0).sum()) and m.min() >= 0 else ""
+    ties = ", the exact ties" if below and below == int((m == 0).sum()) and m.min() >= 0 else ""
     n = len(m)
-    return (f"τ = {tau:g} falls on the margins' {step:g}-point grid: margin < {tau:g} makes {below:,} pairs hard "
-            f"({percent(below / n)}){ties}; {at:,} more sit exactly on {tau:g}, so margin ≤ {tau:g} would make "
+    return (f"τ = {tau:g} falls on the margins' {step:g}-point grid: margin < {tau:g} makes {below:,} pairs hard"
+            f"{ties} ({percent(below / n)}); {at:,} more sit exactly on {tau:g}, so margin ≤ {tau:g} would make "
             f"{below + at:,} hard ({percent((below + at) / n)})")
 
 

@@ -32,6 +32,18 @@ def margin_histogram(margins, split: Split, title: str = "Margins", unit: str = 
     return fig
 
 
+def rating_histograms(score_chosen, score_rejected, unit: str = "rating points") -> go.Figure:
+    """The two ratings of every pair, overlaid: where the chosen and the rejected answers' ratings lie."""
+    fig = go.Figure()
+    for values, name, color in ((score_chosen, "chosen", EASY), (score_rejected, "rejected", HARD)):
+        v = np.asarray(values, dtype=float)
+        fig.add_histogram(x=v, name=f"{name} (mean {v.mean():.2f})", marker_color=color, opacity=0.6, xbins=dict(size=0.5))
+    fig.update_layout(barmode="overlay", title="The ratings of the chosen and the rejected answers",
+                      xaxis_title=f"rating ({unit})", yaxis_title="pairs",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    return fig
+
+
 def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | None = None,
                      length_unit: str = "tokens", unit: str = "rating points") -> go.Figure:
     """Margin (in ``unit``) against the chosen−rejected length difference (in ``length_unit``):

@@ -62,16 +62,36 @@ def _text(value, limit: int = 120) -> str:
     return html.escape(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
-def html_table(rows: list[dict]) -> str:
-    """A small HTML table of dict rows (values escaped and shortened)."""
+def html_table(rows: list[dict], limit: int = 120, wrap: bool = False) -> str:
+    """A small HTML table of dict rows (values escaped and cut at ``limit`` characters; ``wrap``:
+    keep the texts' line breaks, for multi-paragraph answers)."""
     if not rows:
         return "<i>none</i>"
     cols = list(rows[0])
     # Cell borders and padding: short answers side by side ("6 5 6 2" | "6 5 6 2") must not read as one.
-    cell = "style='text-align:left;padding:2px 10px;border:1px solid #ddd;vertical-align:top'"
+    cell = ("style='text-align:left;padding:2px 10px;border:1px solid #ddd;vertical-align:top"
+            + (";white-space:pre-wrap;max-width:32em" if wrap else "") + "'")
     head = "".join(f"<th {cell}>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td {cell}>{_text(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td {cell}>{_text(r[c], limit)}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+
+
+def pairs_side_by_side(dataset, margins, n: int = 3, seed: int = 0) -> dict[str, list[dict]]:
+    """``n`` pairs at the smallest margins and ``n`` at the largest, drawn with ``seed``: prompt, both
+    answers and both ratings, for a person to judge whether small-margin labels can be trusted."""
+    m = np.asarray(margins, dtype=float)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, pool in (("smallest margins", np.flatnonzero(m == m.min())), ("largest margins",
+                                                                          np.argsort(-m, kind="stable")[:max(4 * n, n)])):
+        rows = []
+        for i in sorted(rng.choice(pool, size=min(n, len(pool)), replace=False).tolist()):
+            row = dataset[int(i)]
+            rows.append({"margin": f"{m[i]:g}", "ratings (chosen / rejected)": f"{row.get('score_chosen')} / "
+                         f"{row.get('score_rejected')}", "prompt": row["prompt"], "chosen": row["chosen"],
+                         "rejected": row["rejected"]})
+        out[name] = rows
+    return out
 
 
 def _registered_unit(source: str) -> str:
@@ -142,8 +162,10 @@ class MarginExplorer:
                 self.tau.max, self.tau.min = max(hi, lo + step), lo  # set max first: min may not exceed max
                 self.tau.step = step
                 self._decimals = max(0, -int(np.floor(np.log10(step) + 1e-9)))
-                if value is None:
-                    value = float(np.quantile(m, share))
+                if value is None:  # the slider position whose split comes closest to the current one
+                    positions = lo + step * np.arange(int(round((hi - lo) / step)) + 1)
+                    counts = np.array([(m < t).sum() for t in positions])
+                    value = float(positions[np.argmin(np.abs(counts - share * len(m)))])
                 self.tau.value = round(float(np.clip(value, lo, hi)), self._decimals)
             self.tau.readout_format = f".{self._decimals}f"
         self.refresh()

@@ -103,7 +103,7 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
                                "![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))",
                                timeout=240_000)
         counts.scroll_into_view_if_needed()
-        before = counts.inner_text()
+        before = counts.text_content()
         legend_before = page.locator(".widget-output .legendtext", has_text="hard → SFT").first.text_content()
         page.screenshot(path=str(SCREENSHOTS / "margin_explorer_before.png"), full_page=False)
 
@@ -117,7 +117,7 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
         page.wait_for_function(
             "([sel, old]) => { const el = [...document.querySelectorAll(sel)].find(e => e.textContent.includes('hard → SFT'));"
             " return el && el.textContent !== old; }", arg=[".widget-html-content", before], timeout=60_000)
-        after = counts.inner_text()
+        after = counts.text_content()
         page.wait_for_function(
             "old => { const el = [...document.querySelectorAll('.widget-output .legendtext')].find(e => e.textContent.includes('hard → SFT'));"
             " return el && el.textContent !== old; }", arg=legend_before, timeout=60_000)
@@ -126,8 +126,7 @@ def test_tau_slider_changes_counts_and_histogram(jupyterlab):
         page.screenshot(path=str(SCREENSHOTS / "margin_explorer_after.png"), full_page=False)
         browser.close()
 
-    hard = lambda text: int(text.split("hard")[0].strip())  # noqa: E731
-    assert hard(after) > hard(before), (before, after)  # tau moved right: more pairs are hard
+    assert _hard(after) > _hard(before), (before, after)  # tau moved right: more pairs are hard
     assert legend_after != legend_before
     assert (SCREENSHOTS / "margin_explorer_after.png").stat().st_size > 10_000
 
@@ -161,11 +160,15 @@ def _wait_for_change(page, old: str) -> str:
         "old => { const el = [...document.querySelectorAll('.widget-html-content')].find(e => e.textContent.includes('hard → SFT'));"
         " return el && el.textContent !== old; }", arg=old, timeout=60_000)
     time.sleep(1.5)  # let any echo from the browser reach the kernel and come back
-    return _counts(page).inner_text()
+    return _counts(page).text_content()
 
 
 def _hard(text: str) -> int:
-    return int(text.split("hard")[0].strip())
+    import re
+
+    found = re.match(r"\s*([\d,]+) hard → SFT", text)
+    assert found, f"not the explorer's counts: {text[:200]!r}"
+    return int(found.group(1).replace(",", ""))
 
 
 def _tau(text: str) -> float:
@@ -188,7 +191,7 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
         page.wait_for_function("![...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))"
                                " && document.querySelectorAll('.jp-InputPrompt').length > 0", timeout=240_000)
         time.sleep(1)
-        start = _counts(page).inner_text()
+        start = _counts(page).text_content()
         assert _tau(start) == 0.5, start  # the exercise puts the paper's tau back
         handle = page.locator(".widget-slider .noUi-handle").first
         handle.scroll_into_view_if_needed()
@@ -204,14 +207,14 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
         assert _hard(quantile) == _hard(at_55), (at_55, quantile)
         page.locator(".widget-toggle-buttons button", has_text="absolute").first.click()
         time.sleep(3)  # the split stays the same, so there is no change to wait for
-        absolute = _counts(page).inner_text()
+        absolute = _counts(page).text_content()
         assert _hard(absolute) == _hard(quantile), (quantile, absolute)
-        page.locator(".widget-dropdown select").first.select_option("true reward")
-        true_reward = _wait_for_change(page, absolute)
-        page.screenshot(path=str(SCREENSHOTS / "source_true_reward.png"))
+        page.locator(".widget-dropdown select").first.select_option("score_rejected")
+        other_source = _wait_for_change(page, absolute)
+        page.screenshot(path=str(SCREENSHOTS / "source_score_rejected.png"))
         browser.close()
-    assert -1.0 <= _tau(true_reward) <= 1.0, true_reward  # the true-reward margins' range, not 0-9
-    assert abs(_hard(true_reward) - _hard(absolute)) <= 0.1 * 2000, (absolute, true_reward)
+    assert -10.0 <= _tau(other_source) <= -1.0, other_source  # minus the rejected rating: its range, not 0-8
+    assert abs(_hard(other_source) - _hard(absolute)) <= 0.1 * 994, (absolute, other_source)
 
 
 FIGURES_NOTEBOOK = """
@@ -376,7 +379,7 @@ def test_02_exports_what_it_says_and_03_says_everything_it_took(tmp_path):
                     ran.split.quantile) == ("easy_to_hard", 16, 1, None)
             assert "order: easy→hard" in outputs[export_cell] and "16 pairs × 1 accumulation" in outputs[export_cell]
             # The learner switches the explorer to a quantile split and exports again.
-            counts = _counts(page).inner_text()
+            counts = _counts(page).text_content()
             page.locator(".widget-toggle-buttons button", has_text="quantile").first.click()
             _wait_for_change(page, counts)
             exported = _run_cell(page, export_cell)

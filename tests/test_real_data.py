@@ -210,3 +210,25 @@ def test_the_terminal_is_calm(tmp_path):
         assert noise not in out + err, noise
     out, err = demo("--verbose")
     assert "'loss'" in out + err
+
+
+def test_switching_mode_and_source_on_real_ratings_keeps_the_split():
+    """On a rating grid, absolute -> quantile -> absolute gives back the same τ and hard pairs, and a
+    new source takes the slider position whose split is closest to the current one."""
+    from mixdpo_kit.margins import compute_margins
+    from mixdpo_kit.widgets import MarginExplorer
+
+    real = analyze_data(RunConfig().override(data={"source": "ultrafeedback-sample"}))
+    ex = MarginExplorer(real.dataset, {"ratings": real.margins,
+                                       "score_rejected": compute_margins(real.dataset, "score_rejected")})
+    for tau in (0.5, 1.0, 2.5, 5.5):
+        ex.mode.value, ex.tau.value = "absolute", tau
+        hard = ex.split.n_hard
+        ex.mode.value = "quantile"
+        assert ex.split.n_hard == hard
+        ex.mode.value = "absolute"
+        assert (ex.tau.value, ex.split.n_hard) == (tau, hard)
+    ex.source.value = "score_rejected"
+    other = compute_margins(real.dataset, "score_rejected")
+    best = min(abs((other < t).sum() - hard) for t in np.arange(-10, 0.5, 0.5))
+    assert abs(ex.split.n_hard - hard) == best

@@ -195,7 +195,7 @@ def test_quantile_mode_names_its_slider_and_says_when_the_grid_makes_quantiles_c
     assert lo < 0.2 < hi and f"every quantile from {lo:.2f} to {hi:.2f}" in ex.counts.value
     assert "quantile 0.20 → τ = 0.5" in ex.counts.value
     ex.mode.value = "absolute"
-    assert ex.tau.description == "τ" and "grid" not in ex.counts.value
+    assert ex.tau.description == "τ" and "every quantile" not in ex.counts.value
 
 
 def test_explorer_slider_steps_are_round_so_slider_and_text_agree(builtin):
