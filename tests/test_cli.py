@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import datasets
-import yaml
 
 from mixdpo_kit.cli import main
 
@@ -54,7 +53,9 @@ def test_train_and_evaluate_from_yaml(small_cfg, tmp_path):
     # re-evaluation used exactly the config the run saved.
     for key in ("logps_chosen_after", "logps_rejected_after", "logratio_margin"):
         assert abs(first["evaluation"]["preference"][key] - again["evaluation"]["preference"][key]) < 1e-3, key
-    assert again["config"] == first["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
+    from mixdpo_kit.config import read_run_config
+
+    assert again["config"] == first["config"] == read_run_config(run_dir).to_dict()
     assert (first["config"]["loss"]["label_smoothing"], first["config"]["curriculum"]["order"]) == (0.0, "random")
 
 
