@@ -31,13 +31,35 @@ def pad_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: 
     return input_ids, attention, response
 
 
-# One chunk of fp32 logits holds at most this many elements (256 MB): at Llama-3's 128,256-token
-# vocabulary that is 523 response tokens per chunk.
-CHUNK_ELEMENTS = 2 ** 26
+# How many logits one chunk may hold. The LM head and its log-softmax run a chunk of response
+# tokens at a time, in fp32, and the chunk buffer is reused in place, so about one fp32 buffer
+# (plus a 16-bit copy under bf16/fp16) is alive at a time.
+# - CPU: 2**26 (256 MiB): memory is rarely the limit there, and fewer, larger matmuls are faster.
+# - GPU, 16-bit compute: 2**24 (64 MiB; 110 tokens at Qwen2.5's 151,936-token vocabulary), still
+#   a large matmul for the card, and small beside a QLoRA model's 4-bit weights (about 1 GiB at 1.5B).
+# - GPU, fp32 compute: 2**25; activations are twice as large there anyway.
+# - Never more than 1/256 of the card's memory (a T4's 15 GiB gives about 60 MiB).
+CPU_CHUNK_ELEMENTS = 2 ** 26
+GPU_CHUNK_ELEMENTS = {torch.bfloat16: 2 ** 24, torch.float16: 2 ** 24, torch.float32: 2 ** 25}
+
+
+def logits_chunk_elements(device: torch.device | str, dtype: torch.dtype, total_memory: int | None = None) -> int:
+    """How many logits one chunk of :func:`token_logps` holds on ``device`` computing in ``dtype``.
+
+    ``total_memory``: the card's memory in bytes (read from the device when not given). The
+    chunk size changes memory and speed, never the numbers (``tests/test_logprobs_chunked.py``).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_CHUNK_ELEMENTS
+    if total_memory is None and torch.cuda.is_available():
+        total_memory = torch.cuda.get_device_properties(device).total_memory
+    budget = GPU_CHUNK_ELEMENTS.get(dtype, GPU_CHUNK_ELEMENTS[torch.float32])
+    return int(min(budget, total_memory // 256 // 4)) if total_memory else budget
 
 
 def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-                chunk_elements: int = CHUNK_ELEMENTS):
+                chunk_elements: int | None = None):
     """Per-token log-probs of each sequence and the response-token mask (both [N, L-1]).
 
     Token t is scored by the logits at t-1, so the first response token is predicted from the
@@ -46,7 +68,9 @@ def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, re
     The model runs its own forward with its output layer set aside, so it returns the final
     hidden states; the LM head and the log-softmax then run over the response positions only, a
     chunk of tokens at a time, and are recomputed chunk by chunk in the backward pass
-    (:class:`ChunkedTokenLogps`). Full-vocabulary logits never exist for the whole batch. Models
+    (:class:`ChunkedTokenLogps`). Full-vocabulary logits never exist for the whole batch; a chunk
+    holds ``chunk_elements`` logits (default: :func:`logits_chunk_elements` for the hidden states'
+    device and dtype). Models
     whose logits are not a plain linear map of the last hidden state (soft-capping, scaling, an
     adapted or quantised head) take :func:`plain_token_logps`, which gives the same numbers.
     """
@@ -62,6 +86,8 @@ def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, re
     finally:
         setattr(owner, head_name, head)
     rows, cols = mask.nonzero(as_tuple=True)
+    if chunk_elements is None:
+        chunk_elements = logits_chunk_elements(hidden.device, _compute_dtype(hidden))
     chunk = max(1, chunk_elements // head.out_features)
     scored = ChunkedTokenLogps.apply(hidden[rows, cols], labels[rows, cols], head.weight, head.bias, chunk)
     out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).index_put((rows, cols), scored)
@@ -116,7 +142,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
         for start in range(0, len(labels), chunk):
             logits = _chunk_logits(hidden[start: start + chunk], weight, bias)
             picked = logits.gather(-1, labels[start: start + chunk, None]).squeeze(-1)
-            out[start: start + chunk] = picked - torch.logsumexp(logits, dim=-1)
+            out[start: start + chunk] = picked - _logsumexp_(logits)
         ctx.save_for_backward(hidden, labels, weight, bias)
         ctx.chunk = chunk
         return out
@@ -130,16 +156,36 @@ class ChunkedTokenLogps(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
         for start in range(0, len(labels), ctx.chunk):
             h, y, g = (t[start: start + ctx.chunk] for t in (hidden, labels, grad_out))
-            grad_logits = -torch.softmax(_chunk_logits(h, weight, bias), dim=-1) * g[:, None]
+            # d log p_y / d logits = onehot(y) - softmax, built in the logits' own buffer.
+            grad_logits = _softmax_(_chunk_logits(h, weight, bias)).mul_(-g[:, None])
             grad_logits[torch.arange(len(y), device=y.device), y] += g
             if need_h:
                 grad_h[start: start + ctx.chunk] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if need_w:
-                grad_w += grad_logits.T @ h.float()
+                grad_w.addmm_(grad_logits.T, h.float())
             if need_b:
                 grad_b += grad_logits.sum(0)
         return (grad_h, None, None if grad_w is None else grad_w.to(weight.dtype),
                 None if grad_b is None else grad_b.to(bias.dtype), None)
+
+
+def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
+    """Row-wise logsumexp that overwrites ``logits`` (no second chunk-sized buffer)."""
+    top = logits.amax(-1, keepdim=True)
+    return logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+
+
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Row-wise softmax written into ``logits`` itself."""
+    logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(-1, keepdim=True))
+
+
+def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmul runs in: autocast's on a GPU under it, else the hidden states'."""
+    if hidden.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return hidden.dtype
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:

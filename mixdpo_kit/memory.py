@@ -10,10 +10,12 @@ Reads only the model's config (a few KB). The estimate adds:
   without it roughly 34 bytes × hidden per token per layer at 16 bit (the transformer rule of
   thumb), twice that in fp32;
 - logits: the LM head runs over response tokens only, a chunk at a time
-  (``logprobs.CHUNK_ELEMENTS`` logits per chunk), and is recomputed in the backward pass, so at
-  most one chunk's logits exist: about 12 bytes per logit (the fp32 logits, their exponentials or
-  softmax, and the gradient), for ``min(response tokens, chunk)`` tokens × vocabulary
-  (``tests/test_memory.py`` checks the CPU estimate against a real step's peak RSS at three shapes);
+  (``logprobs.logits_chunk_elements`` logits per chunk, by device and dtype), and is recomputed
+  in the backward pass, in place, so about one chunk's fp32 logits exist at a time. Counted at 6
+  bytes per logit (the 4-byte fp32 buffer and short-lived copies beside it), plus 2 under 16-bit
+  compute (the matmul's own output), for
+  ``min(response tokens, chunk)`` tokens × vocabulary (``tests/test_memory.py`` checks the CPU
+  estimate against a real step's peak RSS at three shapes);
 - on a GPU, a fixed CUDA context and allocator overhead.
 It is an estimate to choose settings with.
 """
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from mixdpo_kit.config import ModelConfig
-from mixdpo_kit.logprobs import CHUNK_ELEMENTS
+from mixdpo_kit.logprobs import logits_chunk_elements
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_GIB = 0.6
@@ -99,8 +103,9 @@ def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1
         activations = tokens * shape.hidden * weight_bytes * shape.layers + per_layer
     else:
         activations = per_layer * shape.layers
-    chunk_tokens = max(1, CHUNK_ELEMENTS // shape.vocab)
-    logits = min(tokens * response_fraction, chunk_tokens) * shape.vocab * 12
+    dtype = torch.float32 if weight_bytes == 4 else torch.bfloat16
+    chunk_tokens = max(1, logits_chunk_elements(device, dtype) // shape.vocab)
+    logits = min(tokens * response_fraction, chunk_tokens) * shape.vocab * (6 if weight_bytes == 4 else 8)
     parts = {"weights": weights, "trainable+optimizer": trainable * 16, "activations": activations, "logits": logits}
     out = {k: v / GIB for k, v in parts.items()}
     if device == "cuda":

@@ -90,11 +90,16 @@ def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **over
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, logging_steps=t.logging_steps,
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.seed, data_seed=t.seed,
         report_to=t.report_to, remove_unused_columns=False, dataloader_num_workers=0,
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False, save_only_model=False,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=False, save_only_model=False, **mixed_precision(dtype),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def mixed_precision(dtype: torch.dtype) -> dict[str, bool]:
+    """TrainingArguments' mixed-precision flags for a compute dtype: bf16 autocast, or fp16
+    autocast with the Trainer's loss scaling (GPUs without bf16), or neither (fp32)."""
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def select_pairs(prep: PreparedPairs, keep: np.ndarray, reason: str) -> PreparedPairs:

@@ -89,3 +89,31 @@ def test_adapter_off_reference_and_4bit_qlora_match(tiny_llama):
     assert (chunked - ref_chunked).abs().max() > 1e-3  # the adapter is on for the policy, off for the reference
     for name, g in plain_grads.items():
         torch.testing.assert_close(chunked_grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_chunk_size_follows_device_and_dtype_and_never_changes_the_numbers(monkeypatch):
+    from mixdpo_kit.logprobs import logits_chunk_elements
+
+    gib = 2 ** 30
+    sizes = {"cpu": logits_chunk_elements("cpu", torch.float32),
+             "H200 bf16": logits_chunk_elements("cuda", torch.bfloat16, total_memory=141 * gib),
+             "H200 fp32": logits_chunk_elements("cuda", torch.float32, total_memory=141 * gib),
+             "T4 fp16": logits_chunk_elements("cuda", torch.float16, total_memory=15 * gib)}
+    assert sizes["cpu"] > sizes["H200 fp32"] > sizes["H200 bf16"] > sizes["T4 fp16"] > 0
+    assert sizes["T4 fp16"] * 4 <= 15 * gib // 256  # one fp32 chunk stays under 1/256 of the card
+    # Each size scores the same batch to the same log-probs and gradients. Its tokens per chunk at Llama-3's
+    # vocabulary (523, 261, 130, 119), divided by 25 to fit this batch's 23 response tokens: 1 to 6 chunks.
+    model, batch = _model("llama", False, True), _batch()
+    reference, reference_grads = _logps_and_grads(model, plain_token_logps, batch)
+    for name, elements in sizes.items():
+        tokens = max(1, elements // 128256 // 25)
+        logps, grads = _logps_and_grads(model, token_logps, batch, chunk_elements=tokens * VOCAB)
+        torch.testing.assert_close(logps, reference, rtol=0, atol=1e-5, msg=name)
+        for param, g in reference_grads.items():
+            torch.testing.assert_close(grads[param], g, rtol=1e-4, atol=1e-5, msg=f"{name}: {param}")
+    # By default token_logps asks for the size of the hidden states' device and dtype.
+    asked = []
+    monkeypatch.setattr(logprobs, "logits_chunk_elements", lambda device, dtype: asked.append((device.type, dtype)) or 64)
+    with torch.no_grad():
+        token_logps(model, *batch)
+    assert asked == [("cpu", torch.float32)]

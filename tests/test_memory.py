@@ -2,6 +2,7 @@
 three shapes where the step (not Python and torch) dominates, one at Llama-3's vocabulary, plus
 the published models' parameter counts."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ def test_published_parameter_counts(name, billions):
 @pytest.mark.parametrize("hidden,layers,vocab,seq_len,pairs", [(256, 2, 32000, 256, 4), (128, 2, 16000, 512, 2),
                                                                (256, 2, 128256, 512, 4)])
 def test_estimate_matches_a_measured_step(hidden, layers, vocab, seq_len, pairs):
+    # A fixed mmap threshold: glibc then hands every large freed buffer back at once, so the peak RSS
+    # is the step's live memory (with its default dynamic threshold the peak varied by ±20 % run to run).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     res = subprocess.run([sys.executable, str(WORKER), *map(str, (hidden, layers, vocab, seq_len, pairs))],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     measured = json.loads(res.stdout.strip().splitlines()[-1])
     step_mib = measured["peak_mib"] - measured["baseline_mib"]  # the model and the step, not Python + torch

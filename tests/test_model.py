@@ -58,6 +58,43 @@ def test_device_aware_dtype():
         build_policy(ModelConfig(mode="int3"))
 
 
+def test_a_gpu_without_bf16_trains_in_fp16_with_loss_scaling_and_says_so_once(monkeypatch, capsys):
+    from mixdpo_kit import model as model_module
+    from mixdpo_kit.model import quantization_config
+    from mixdpo_kit.pipeline import mixed_precision
+
+    monkeypatch.setattr(model_module, "_FP16_NOTED", [])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    t4 = torch.device("cuda", 0)
+    assert compute_dtype(t4) == compute_dtype(t4) == torch.float16
+    assert capsys.readouterr().out.splitlines() == [
+        "Tesla T4 has no bf16: training in fp16 (4-bit compute in fp16, the Trainer scales the loss)."]
+    assert quantization_config(torch.float16).bnb_4bit_compute_dtype == torch.float16
+    assert mixed_precision(torch.float16) == {"bf16": False, "fp16": True}  # the Trainer's GradScaler
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert compute_dtype(t4) == torch.bfloat16 and mixed_precision(torch.bfloat16) == {"bf16": True, "fp16": False}
+    assert compute_dtype(t4, "float16") == torch.float16 and not capsys.readouterr().out  # forced: no note
+    assert mixed_precision(torch.float32) == {"bf16": False, "fp16": False}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_qlora_keeps_unquantised_weights_in_the_compute_dtype(tiny_llama, dtype):
+    """No fp32 upcast of embeddings, head and norms (peft's k-bit preparation doubled them); the
+    adapters are fp32 for loss scaling, and gradients reach them through checkpointing."""
+    policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="qlora", dtype=dtype, gradient_checkpointing=True))
+    model, want = policy.model, getattr(torch, dtype)
+    frozen_float = {n: p.dtype for n, p in model.named_parameters() if not p.requires_grad and p.is_floating_point()}
+    assert frozen_float and set(frozen_float.values()) == {want}, frozen_float
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert model.is_gradient_checkpointing
+    model.train()
+    with torch.autocast("cpu", dtype=want):
+        model(input_ids=torch.tensor([[2, 4, 17, 10, 8, 9, 3]])).logits.float().logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
 def test_sft_warmup_does_not_follow_the_main_runs_schedule(tmp_path, tiny_llama):
     """Runs that differ only in their schedule must start from the same SFT model (the reference)."""
     from safetensors.torch import load_file
