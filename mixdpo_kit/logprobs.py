@@ -143,6 +143,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
             logits = _chunk_logits(hidden[start: start + chunk], weight, bias)
             picked = logits.gather(-1, labels[start: start + chunk, None]).squeeze(-1)
             out[start: start + chunk] = picked - _logsumexp_(logits)
+            del logits, picked  # freed before the next chunk's buffer exists: one chunk alive, not two
         ctx.save_for_backward(hidden, labels, weight, bias)
         ctx.chunk = chunk
         return out
@@ -165,6 +166,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
                 grad_w.addmm_(grad_logits.T, h.float())
             if need_b:
                 grad_b += grad_logits.sum(0)
+            del grad_logits  # as in forward: one chunk of logits alive at a time
         return (grad_h, None, None if grad_w is None else grad_w.to(weight.dtype),
                 None if grad_b is None else grad_b.to(bias.dtype), None)
 

@@ -11,11 +11,10 @@ Reads only the model's config (a few KB). The estimate adds:
   thumb), twice that in fp32;
 - logits: the LM head runs over response tokens only, a chunk at a time
   (``logprobs.logits_chunk_elements`` logits per chunk, by device and dtype), and is recomputed
-  in the backward pass, in place, so about one chunk's fp32 logits exist at a time. Counted at 6
-  bytes per logit (the 4-byte fp32 buffer and short-lived copies beside it), plus 2 under 16-bit
-  compute (the matmul's own output), for
+  in the backward pass, in place, so one chunk's fp32 logits exist at a time: 4 bytes per logit,
+  plus 2 under 16-bit compute (the matmul's 16-bit output beside its fp32 copy), for
   ``min(response tokens, chunk)`` tokens × vocabulary (``tests/test_memory.py`` checks the CPU
-  estimate against a real step's peak RSS at three shapes);
+  estimate against a real step's peak of allocated tensor memory at three shapes);
 - on a GPU, a fixed CUDA context and allocator overhead.
 It is an estimate to choose settings with.
 """
@@ -105,7 +104,7 @@ def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1
         activations = per_layer * shape.layers
     dtype = torch.float32 if weight_bytes == 4 else torch.bfloat16
     chunk_tokens = max(1, logits_chunk_elements(device, dtype) // shape.vocab)
-    logits = min(tokens * response_fraction, chunk_tokens) * shape.vocab * (6 if weight_bytes == 4 else 8)
+    logits = min(tokens * response_fraction, chunk_tokens) * shape.vocab * (4 if weight_bytes == 4 else 6)
     parts = {"weights": weights, "trainable+optimizer": trainable * 16, "activations": activations, "logits": logits}
     out = {k: v / GIB for k, v in parts.items()}
     if device == "cuda":

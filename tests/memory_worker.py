@@ -4,29 +4,24 @@
 
 A randomly initialised Llama of that shape with LoRA (r 16, all linear layers), fp32 on the CPU,
 one forward + backward + AdamW step over chosen and rejected sequences through the kit's
-log-prob path. Prints JSON: the peak RSS of the process and its RSS before the model existed.
+log-prob path. Prints JSON: the peak of tensor memory allocated while the model existed (the
+CPU's counterpart of ``torch.cuda.max_memory_allocated``), from torch's profiler. Unlike the
+process's peak RSS it does not depend on the C library's allocator or on the machine.
 """
 import json
-import resource
 import sys
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from mixdpo_kit.logprobs import token_logps
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return kib / 1024
-
-
-def main(hidden: int, layers: int, vocab: int, seq_len: int, pairs: int) -> None:
+def step(hidden: int, layers: int, vocab: int, seq_len: int, pairs: int) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    baseline = rss_mib()
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=seq_len,
                          tie_word_embeddings=False)
@@ -40,8 +35,22 @@ def main(hidden: int, layers: int, vocab: int, seq_len: int, pairs: int) -> None
     logps, mask = token_logps(model, ids, attention, response)
     (-(logps.sum(-1) / mask.sum(-1)).mean()).backward()
     opt.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"baseline_mib": baseline, "peak_mib": peak}))
+
+
+def allocations(node):
+    """Every allocation event under a profiler event-tree node, the node included."""
+    if type(node.extra_fields).__name__ == "_ExtraFields_Allocation":
+        yield node.extra_fields
+    for child in node.children:
+        yield from allocations(child)
+
+
+def main(*shape: int) -> None:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step(*shape)
+    # total_allocated: the bytes of CPU tensors alive at each allocation since profiling began.
+    events = [a for root in prof.profiler.kineto_results.experimental_event_tree() for a in allocations(root)]
+    print(json.dumps({"peak_mib": max(a.total_allocated for a in events) / 2**20, "allocations": len(events)}))
 
 
 if __name__ == "__main__":
