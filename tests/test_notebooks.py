@@ -169,3 +169,27 @@ def test_learner_pass(path, tmp_path, monkeypatch):
         assert "falling back to the built-in task" in text
         # The "evaluate like the paper" section judged the run on the built-in task, against the truth.
         assert "judged by tiny-reward-builtin" in text and "picked the truly better answer" in text
+
+
+def test_notebook03_gpu_settings_come_from_the_environment_where_set():
+    """A machine without the hub points notebook 03's GPU branch at local copies; unset variables
+    keep the defaults, and a malformed number is named."""
+    from mixdpo_kit.notebook import GpuRunSettings, gpu_branch, gpu_run_settings
+
+    assert gpu_run_settings({}) == GpuRunSettings()
+    assert GpuRunSettings().data_overrides() == {"max_rows": 1000}  # the preset's source: the hub's UltraFeedback
+    env = {"MIXDPO_KIT_MODEL": "/models/qwen", "MIXDPO_KIT_DATA": "ultrafeedback-sample", "MIXDPO_KIT_MAX_ROWS": "64",
+           "MIXDPO_KIT_REWARD_MODEL": "/models/rm", "MIXDPO_KIT_PROMPTS": "", "MIXDPO_KIT_MAX_NEW_TOKENS": "32"}
+    run = gpu_run_settings(env)
+    assert (run.model, run.reward_model, run.max_new_tokens, run.prompts) == ("/models/qwen", "/models/rm", 32,
+                                                                              "alpaca_eval")
+    assert run.data_overrides() == {"max_rows": 64, "source": "ultrafeedback-sample",
+                                    "eval_source": "ultrafeedback-sample"}
+    with pytest.raises(ValueError, match="MIXDPO_KIT_MAX_PROMPTS='many': expected a whole number"):
+        gpu_run_settings({"MIXDPO_KIT_MAX_PROMPTS": "many"})
+    import torch
+
+    assert gpu_branch({"MIXDPO_KIT_GPU_BRANCH": "1"}) and gpu_branch({}) == torch.cuda.is_available()
+    nb = nbformat.read(ROOT / "notebooks" / "03_train_qlora.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "gpu_run_settings()" in code and "Qwen/Qwen2.5-0.5B-Instruct" not in code  # one place for the defaults
