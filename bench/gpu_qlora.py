@@ -16,7 +16,7 @@ repeat):
   reference pass for them); curriculum order random, so hard pairs fall among the timed steps;
 - ``trl_best``: TRL's DPOTrainer with ``precompute_ref_log_probs=True`` (its fastest setting);
 - ``trl_default``: TRL's DPOTrainer as it comes (reference computed in every step);
-- ``kit_mixdpo_fp16`` (first shape, batch 1): the T4 path forced on (fp16 compute and loss
+- ``kit_mixdpo_fp16`` (first shape, first batch size): the T4 path forced on (fp16 compute and loss
   scaling), compared with ``kit_mixdpo`` in bf16.
 The kit's side is built by ``pipeline.analyze_data`` and ``pipeline.build_trainer``, the code of
 ``mixdpo-kit train``; its reference precompute runs in the timed process, as TRL's does.
@@ -435,10 +435,11 @@ def main(argv=None) -> int:
             report["shapes"][shape_name][f"batch {batch}"] = {"configs": summary, "targets": targets(summary)}
             out.with_suffix(".json").write_text(json.dumps(report, indent=2))  # a cut-off run keeps its rows
         report.setdefault("shape_seconds", {})[shape_name] = time.perf_counter() - start
-        if shape_i == 0:  # the T4 path, once, against bf16 (fp32 on a CPU)
-            fp16 = run_worker({"config": "kit_mixdpo_fp16", "batch": 1, "model": str(model),
-                               "data": str(work / f"{shape_name}-1.jsonl"), "warmup": args.warmup})
-            bf16 = report["shapes"][shape_name].get("batch 1", {}).get("configs", {}).get("kit_mixdpo", {})
+        if shape_i == 0:  # the T4 path, once, against bf16 (fp32 on a CPU), at the first batch size
+            batch = int(args.batches.split(",")[0])
+            fp16 = run_worker({"config": "kit_mixdpo_fp16", "batch": batch, "model": str(model),
+                               "data": str(work / f"{shape_name}-{batch}.jsonl"), "warmup": args.warmup})
+            bf16 = report["shapes"][shape_name].get(f"batch {batch}", {}).get("configs", {}).get("kit_mixdpo", {})
             report["fp16_vs_bf16"] = {"shape": shape_name, **fp16_check(bf16, fp16)} if "error" not in fp16 \
                 else {"shape": shape_name, "error": fp16["error"]}
     if "llama-3-8b" in report["shapes"]:
