@@ -48,6 +48,8 @@ from pathlib import Path
 
 import torch
 
+from stage import measured  # bench/stage.py: wall time and peak memory of a function's calls
+
 SHAPES = {
     "qwen2.5-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                          num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
@@ -166,21 +168,6 @@ class StepProbe:
         return Callback()
 
 
-def timed(owner, name: str, record: dict):
-    """Replace ``owner.name`` by a wrapper that adds its wall time to ``record['seconds']``."""
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        torch.cuda.synchronize() if torch.cuda.is_available() else None
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            torch.cuda.synchronize() if torch.cuda.is_available() else None
-            record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - start
-    setattr(owner, name, wrapper)
-
-
 def parameter_bytes(model) -> dict[str, int]:
     """Resident parameter bytes by kind: 4-bit packed weights, trainable (LoRA), other (frozen
     unquantised: embeddings, head, norms) and their dtypes."""
@@ -207,7 +194,7 @@ def run_kit(model: str, data: str, batch: int, objective: str, probe: StepProbe,
     policy = build_policy(cfg.model)
     prep = pipeline.analyze_data(cfg, policy=policy)
     ref: dict = {}
-    timed(pipeline, "reference_logps", ref)
+    measured(pipeline, "reference_logps", "precompute", ref)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer, prep = pipeline.build_trainer(cfg, policy, prep, work / "run", save_strategy="no", disable_tqdm=True,
@@ -216,7 +203,7 @@ def run_kit(model: str, data: str, batch: int, objective: str, probe: StepProbe,
     trainer.data_collator = probe.wrap_collator(trainer.data_collator)
     trainer.train()
     ref_c = trainer.train_dataset["ref_chosen_logps"]
-    return {"pairs": len(prep.dataset), "hard": int(prep.split.n_hard), "precompute_s": ref.get("seconds", 0.0),
+    return {"pairs": len(prep.dataset), "hard": int(prep.split.n_hard), "precompute_s": ref.get("precompute", {}).get("seconds", 0.0),
             "precompute_peak": precompute_peak, "params": parameter_bytes(policy.model),
             "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "ref_chosen_logps": [float(x) for x in ref_c if x == x][:8]}  # preference pairs (SFT pairs have none)
@@ -244,7 +231,7 @@ def run_trl(model: str, data: str, batch: int, precompute: bool, probe: StepProb
                          use_cpu=not torch.cuda.is_available())
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     ref: dict = {}
-    timed(trl.DPOTrainer, "_precompute_ref_logps", ref)  # TRL precomputes inside its constructor
+    measured(trl.DPOTrainer, "_precompute_ref_logps", "precompute", ref)  # TRL precomputes inside its constructor
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(model),
@@ -252,7 +239,7 @@ def run_trl(model: str, data: str, batch: int, precompute: bool, probe: StepProb
     precompute_peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
     trainer.data_collator = probe.wrap_collator(trainer.data_collator)
     trainer.train()
-    return {"pairs": len(ds), "hard": 0, "precompute_s": ref.get("seconds", 0.0), "precompute_peak": precompute_peak,
+    return {"pairs": len(ds), "hard": 0, "precompute_s": ref.get("precompute", {}).get("seconds", 0.0), "precompute_peak": precompute_peak,
             "params": parameter_bytes(trainer.model), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
