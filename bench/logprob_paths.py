@@ -37,7 +37,7 @@ def _model(vocab: int, hidden: int, layers: int):
 
 def _step(fn, model, batch) -> float:
     start = time.perf_counter()
-    logps, mask = fn(model, *batch)
+    logps, mask = fn(model, batch)
     (-(logps.sum(-1) / mask.sum(-1)).mean()).backward()
     model.zero_grad(set_to_none=True)
     return time.perf_counter() - start
@@ -45,6 +45,7 @@ def _step(fn, model, batch) -> float:
 
 def main(argv=None) -> int:
     from mixdpo_kit import logprobs
+    from mixdpo_kit.pairbatch import separate_rows
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)
@@ -54,10 +55,8 @@ def main(argv=None) -> int:
     for name, (vocab, hidden, layers, n, prompt, response) in SHAPES.items():
         model = _model(vocab, hidden, layers)
         g = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, vocab, (n, prompt + response), generator=g)
-        resp = torch.zeros_like(ids)
-        resp[:, prompt:] = 1
-        batch = (ids, torch.ones_like(ids), resp)
+        ids = torch.randint(0, vocab, (n, prompt + response), generator=g).tolist()
+        batch = separate_rows([row[:prompt] for row in ids], [row[prompt:] for row in ids], 0)
         paths = {"plain": logprobs.plain_token_logps, "chunked": logprobs.token_logps}
         for fn in paths.values():  # warm-up
             _step(fn, model, batch)

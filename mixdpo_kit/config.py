@@ -73,6 +73,9 @@ class ModelConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     gradient_checkpointing: str | bool = "auto"  # auto: on for GPU (Q)LoRA, off on CPU
     trust_remote_code: bool = False
+    # One row per preference pair, its prompt computed once for both responses (same numbers;
+    # off: one row per response, the prompt twice). Attention that cannot take the mask falls back.
+    share_prompt: bool = True
 
 
 @dataclass

@@ -12,10 +12,11 @@ from mixdpo_kit.logprobs import eval_mode, score_pairs
 from mixdpo_kit.tokenization import render_prompt
 
 
-def pair_logps(model, ds, pad_id: int, batch_size: int, device=None) -> tuple[np.ndarray, np.ndarray]:
+def pair_logps(model, ds, pad_id: int, batch_size: int, device=None, share_prompt: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Chosen and rejected response log-prob sums of every tokenised pair under ``model``."""
     return score_pairs(model, ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], pad_id, batch_size,
-                       device=device)
+                       device=device, share_prompt=share_prompt)
 
 
 def preference_metrics(policy_logps, reference_logps) -> dict[str, float]:
@@ -81,15 +82,17 @@ class HeldoutLogps(TrainerCallback):
     log-probs on held-out pairs, appended to ``metrics.jsonl`` as ``heldout/logps_chosen`` and
     ``heldout/logps_rejected``: the curves that show likelihood displacement as it happens."""
 
-    def __init__(self, model, pairs, pad_id: int, batch_size: int, every: int, path):
+    def __init__(self, model, pairs, pad_id: int, batch_size: int, every: int, path, share_prompt: bool = True):
         self.model, self.pairs, self.pad_id, self.batch_size, self.every = model, pairs, pad_id, batch_size, every
+        self.share_prompt = share_prompt
         self.path = Path(path)
 
     def _record(self, state) -> None:
         if not state.is_world_process_zero:
             return
         device = next(self.model.parameters()).device
-        chosen, rejected = pair_logps(self.model, self.pairs, self.pad_id, self.batch_size, device)
+        chosen, rejected = pair_logps(self.model, self.pairs, self.pad_id, self.batch_size, device,
+                                      self.share_prompt)
         row = {"step": state.global_step, "heldout/logps_chosen": float(chosen.mean()),
                "heldout/logps_rejected": float(rejected.mean())}
         with self.path.open("a") as f:

@@ -50,7 +50,7 @@ def worked_pair(cfg, policy, prep, index: int) -> dict:
     a, b = float(routing.sft[index]), float(routing.preference[index])
     pad = policy.tokenizer.pad_token_id
     device = next(policy.model.parameters()).device
-    args = ([row["prompt_ids"]], [row["chosen_ids"]], [row["rejected_ids"]], pad, device)
+    args = ([row["prompt_ids"]], [row["chosen_ids"]], [row["rejected_ids"]], pad, device, policy.config.share_prompt)
     with torch.no_grad(), eval_mode(policy.model):
         pc, pr = score_pair_batch(policy.model, *args)
         with policy.reference() as ref:

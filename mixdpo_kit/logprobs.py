@@ -1,6 +1,6 @@
-"""Scoring responses: pad prompt+response pairs, sum response-token log-probs, split chosen from
-rejected. One path for the trainer's reference fallback, the reference cache, the evaluation and
-the likelihood-gap margins."""
+"""Scoring responses: response-token log-probs of a :class:`~mixdpo_kit.pairbatch.ResponseBatch`,
+summed per response, chosen split from rejected. One path for the trainer, its reference fallback,
+the reference cache, the evaluation and the likelihood-gap margins."""
 from __future__ import annotations
 
 import contextlib
@@ -8,27 +8,8 @@ import contextlib
 import numpy as np
 import torch
 
+from mixdpo_kit.pairbatch import ResponseBatch, pair_rows, prompt_sharing, unwrap_model
 from mixdpo_kit.progress import bar
-
-
-def pad_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
-    """Right-padded ``input_ids``, ``attention_mask`` and ``response_mask`` for prompt+response pairs.
-
-    Padding never changes a sequence's log-prob: it is masked out of attention (right padding
-    keeps positions intact) and out of the response mask.
-    """
-    lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    width = max(lengths)
-    n = len(lengths)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    response = torch.zeros((n, width), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        ids = p + r
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention[i, : len(ids)] = 1
-        response[i, len(p): len(ids)] = 1
-    return input_ids, attention, response
 
 
 # How many logits one chunk may hold. The LM head and its log-softmax run a chunk of response
@@ -58,68 +39,49 @@ def logits_chunk_elements(device: torch.device | str, dtype: torch.dtype, total_
     return int(min(budget, total_memory // 256 // 4)) if total_memory else budget
 
 
-def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-                chunk_elements: int | None = None):
-    """Per-token log-probs of each sequence and the response-token mask (both [N, L-1]).
-
-    Token t is scored by the logits at t-1, so the first response token is predicted from the
-    last prompt token; prompt and padding tokens are masked out (and never reach the LM head).
+def token_logps(model, batch: ResponseBatch, chunk_elements: int | None = None):
+    """Log-probs of each response's tokens and their mask, both ``[responses, longest response]``.
 
     The model runs its own forward with its output layer set aside, so it returns the final
-    hidden states; the LM head and the log-softmax then run over the response positions only, a
-    chunk of tokens at a time, and are recomputed chunk by chunk in the backward pass
-    (:class:`ChunkedTokenLogps`). Full-vocabulary logits never exist for the whole batch; a chunk
-    holds ``chunk_elements`` logits (default: :func:`logits_chunk_elements` for the hidden states'
-    device and dtype). Models
-    whose logits are not a plain linear map of the last hidden state (soft-capping, scaling, an
-    adapted or quantised head) take :func:`plain_token_logps`, which gives the same numbers.
+    hidden states; the LM head and the log-softmax then run over the hidden states that predict a
+    response token only (prompt and padding never reach the LM head), a chunk of tokens at a time,
+    and are recomputed chunk by chunk in the backward pass (:class:`ChunkedTokenLogps`).
+    Full-vocabulary logits never exist for the whole batch; a chunk holds ``chunk_elements``
+    logits (default: :func:`logits_chunk_elements` for the hidden states' device and dtype).
+    Models whose logits are not a plain linear map of the last hidden state (soft-capping,
+    scaling, an adapted or quantised head) take :func:`plain_token_logps`, which gives the same numbers.
     """
-    labels = input_ids[:, 1:]
-    mask = response_mask[:, 1:].to(torch.float32)
     head_name, head = _plain_output_layer(model)
     if head is None:
-        return plain_token_logps(model, input_ids, attention_mask, response_mask)
-    owner = _unwrap(model)
+        return plain_token_logps(model, batch)
+    owner = unwrap_model(model)
     setattr(owner, head_name, torch.nn.Identity())
     try:
-        hidden = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+        hidden = model(**batch.model_inputs(model)).logits
     finally:
         setattr(owner, head_name, head)
-    rows, cols = mask.nonzero(as_tuple=True)
     if chunk_elements is None:
         chunk_elements = logits_chunk_elements(hidden.device, _compute_dtype(hidden))
     chunk = max(1, chunk_elements // head.out_features)
-    scored = ChunkedTokenLogps.apply(hidden[rows, cols], labels[rows, cols], head.weight, head.bias, chunk)
-    out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).index_put((rows, cols), scored)
-    return out, mask
+    scored = ChunkedTokenLogps.apply(hidden[batch.token_row, batch.source_col],
+                                     batch.input_ids[batch.token_row, batch.token_col], head.weight, head.bias, chunk)
+    return batch.per_response(scored)
 
 
-def plain_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):
+def plain_token_logps(model, batch: ResponseBatch):
     """:func:`token_logps` the plain way: full logits for every position, then an fp32 log-softmax
     (the reference the chunked path is tested against, and the fallback for unusual heads)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    labels = input_ids[:, 1:]
-    mask = response_mask[:, 1:].to(torch.float32)
+    logits = model(**batch.model_inputs(model)).logits[batch.token_row, batch.source_col]
+    labels = batch.input_ids[batch.token_row, batch.token_col]
     # log_softmax in fp32: bf16/fp16 logits lose the small differences DPO depends on.
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return logps * mask, mask
-
-
-def _unwrap(model):
-    """The transformers model inside peft and DDP wrappers (it owns the output layer)."""
-    while True:
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "module", None), torch.nn.Module):
-            model = model.module
-        else:
-            return model
+    scored = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return batch.per_response(scored)
 
 
 def _plain_output_layer(model) -> tuple[str | None, torch.nn.Linear | None]:
     """(attribute name, layer) of an output layer that is exactly ``nn.Linear`` applied to the last
     hidden state, else (None, None)."""
-    owner = _unwrap(model)
+    owner = unwrap_model(model)
     head = owner.get_output_embeddings() if hasattr(owner, "get_output_embeddings") else None
     config = getattr(owner, "config", None)
     scaled = any(getattr(config, key, None) for key in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
@@ -195,9 +157,9 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias) -> torch.Ten
     return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float()
 
 
-def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor):
-    """Sum of response-token log-probs and the response token count, one per sequence."""
-    logps, mask = token_logps(model, input_ids, attention_mask, response_mask)
+def sequence_logps(model, batch: ResponseBatch):
+    """Sum of each response's token log-probs and its token count."""
+    logps, mask = token_logps(model, batch)
     return logps.sum(-1), mask.sum(-1)
 
 
@@ -213,17 +175,16 @@ def eval_mode(model):
         model.train(was_training)
 
 
-def score_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None):
-    """Summed response log-probs of the chosen and of the rejected response of each pair."""
-    ids, att, resp = pad_sequences(list(prompts) * 2, list(chosen) + list(rejected), pad_id)
-    if device is not None:
-        ids, att, resp = ids.to(device), att.to(device), resp.to(device)
-    logps, _ = sequence_logps(model, ids, att, resp)
+def score_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None, share_prompt: bool = True):
+    """Summed response log-probs of the chosen and of the rejected response of each pair
+    (``share_prompt``: one row per pair where the model allows, see :mod:`mixdpo_kit.pairbatch`)."""
+    batch = pair_rows(prompts, chosen, rejected, pad_id, prompt_sharing(model, share_prompt))
+    logps, _ = sequence_logps(model, batch if device is None else batch.to(device))
     return logps[: len(prompts)], logps[len(prompts):]
 
 
 def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_size: int, indices=None,
-                device=None, sort_by_length: bool = True, desc: str = "scoring pairs"):
+                device=None, sort_by_length: bool = True, desc: str = "scoring pairs", share_prompt: bool = True):
     """Chosen and rejected log-prob sums (numpy arrays) of the pairs at ``indices`` (default: all),
     in eval mode, in batches sorted by length (far less padding, same numbers)."""
     idx = list(range(len(prompt_ids))) if indices is None else list(indices)
@@ -235,6 +196,6 @@ def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_
             ks = order[start: start + batch_size]
             rows = [idx[k] for k in ks]
             c, r = score_pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],
-                                    [rejected_ids[i] for i in rows], pad_id, device)
+                                    [rejected_ids[i] for i in rows], pad_id, device, share_prompt)
             chosen[ks], rejected[ks] = c.float().cpu().numpy(), r.float().cpu().numpy()
     return chosen, rejected

@@ -25,6 +25,7 @@ from mixdpo_kit.margins import (MarginContext, compute_margins, margin_source, m
                                 normalize_margins)
 from mixdpo_kit.model import Policy, build_policy
 from mixdpo_kit.objectives import bound_loss, get_objective, resolve
+from mixdpo_kit.pairbatch import prompt_sharing
 from mixdpo_kit.refcache import ReferenceCache, reference_logps
 from mixdpo_kit.split import Split, grid_note, split_by_margin
 from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
@@ -140,8 +141,9 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
     ds = training_dataset(prep.dataset, sft_w, pref_w, prep.margins, ref_c, ref_r)
     trainer = MixDPOTrainer(
         model=policy.model, args=training_arguments(cfg, out_dir, policy.dtype, **arg_overrides), train_dataset=ds,
-        data_collator=PairCollator(policy.tokenizer.pad_token_id), processing_class=policy.tokenizer,
-        plan=prep.plan, loss=loss, reference=policy.reference if needs_ref else None,
+        data_collator=PairCollator(policy.tokenizer.pad_token_id, prompt_sharing(policy.model, cfg.model.share_prompt)),
+        processing_class=policy.tokenizer, plan=prep.plan, loss=loss,
+        reference=policy.reference if needs_ref else None, share_prompt=cfg.model.share_prompt,
         callbacks=[JsonlLogger(out_dir / "metrics.jsonl"), *callbacks],
     )
     progress.configure(trainer, show_bar)
@@ -224,7 +226,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
         tracked = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.track_pairs,
                                   TokenizationSettings.from_config(cfg.data), policy.tokenizer)
         callbacks = [*callbacks, HeldoutLogps(policy.model, tracked, policy.tokenizer.pad_token_id, ec.batch_size,
-                                              ec.track_every, out_dir / "metrics.jsonl")]
+                                              ec.track_every, out_dir / "metrics.jsonl", cfg.model.share_prompt)]
     trainer, prep = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)  # prep: after any filtering
     (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
     if stop is not None and stop.is_set():

@@ -30,7 +30,8 @@ class ReferenceCache:
         self.computed = 0  # pairs whose reference log-probs this object computed (not read)
 
     def get_or_compute(self, reference_ctx, ds, needed: list[int], key: str, pad_id: int, batch_size: int,
-                       device=None, sort_by_length: bool = True) -> tuple[list[float], list[float]]:
+                       device=None, sort_by_length: bool = True, share_prompt: bool = True
+                       ) -> tuple[list[float], list[float]]:
         """Reference chosen/rejected log-prob sums for every row (NaN where not ``needed``).
 
         ``reference_ctx`` is a context manager yielding the reference module (e.g.
@@ -42,7 +43,8 @@ class ReferenceCache:
             columns = [list(ds[c]) for c in TOKEN_COLUMNS]
             with reference_ctx() as ref:
                 chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=todo, device=device,
-                                               sort_by_length=sort_by_length, desc="reference log-probs")
+                                               sort_by_length=sort_by_length, desc="reference log-probs",
+                                               share_prompt=share_prompt)
             # Another process may have added pairs meanwhile: keep them too.
             stored = _merge(self.store.get(key), stored)
             for i, c, r in zip(todo, chosen, rejected):
@@ -69,4 +71,4 @@ def reference_logps(policy, ds, needed: list[int], settings: dict, cache: Refere
     key = cache_key(policy.identity(), settings, *(ds[c] for c in TOKEN_COLUMNS))
     device = next(policy.model.parameters()).device
     return cache.get_or_compute(policy.reference, ds, needed, key, policy.tokenizer.pad_token_id,
-                                batch_size=batch_size, device=device)
+                                batch_size=batch_size, device=device, share_prompt=policy.config.share_prompt)

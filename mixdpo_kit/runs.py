@@ -49,8 +49,10 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
     if cfg.data.eval_source:
         pairs = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.max_pairs,
                                 TokenizationSettings.from_config(cfg.data), tok)
-        after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device)
-        before = on_reference("pair_logps", lambda ref: pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device))
+        share = policy.config.share_prompt
+        after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device, share)
+        before = on_reference("pair_logps", lambda ref: pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device,
+                                                                   share))
         out["preference"] = preference_metrics(after, before)
     if cfg.data.source == "builtin" and ec.reward_prompts:
         rows = read_source("builtin", ec.reward_split).select(range(ec.reward_prompts))

@@ -4,7 +4,8 @@ What it changes in Trainer, and why:
 - the train sampler yields the curriculum plan's order (Trainer would shuffle);
 - ``compute_loss`` runs one policy forward over the chosen responses of all pairs plus the
   rejected responses of preference-routed pairs only: an SFT-routed pair costs one sequence,
-  no rejected pass and no reference pass;
+  no rejected pass and no reference pass; a preference pair's prompt runs once for both of its
+  responses where the model allows (:mod:`mixdpo_kit.pairbatch`);
 - reference log-probs come precomputed from the dataset (see :mod:`mixdpo_kit.refcache`) or,
   when missing (NaN), from the policy with its adapter off, for preference-routed pairs only;
 - the loss is a per-batch mean computed here, so ``model_accepts_loss_kwargs = False`` keeps
@@ -26,8 +27,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from mixdpo_kit.curriculum import CurriculumPlan, CurriculumSampler
-from mixdpo_kit.logprobs import eval_mode, pad_sequences, score_pair_batch, token_logps
+from mixdpo_kit.logprobs import eval_mode, score_pair_batch, token_logps
 from mixdpo_kit.losses import PairLogps, routed_loss
+from mixdpo_kit.pairbatch import PromptSharing, ResponseBatch, pair_rows
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 TRAIN_COLUMNS = TOKEN_COLUMNS + ("sft_weight", "preference_weight", "margin", "row_index", "ref_chosen_logps",
@@ -56,24 +58,22 @@ def route_sft_share(train_ds: datasets.Dataset) -> np.ndarray:
 
 
 class PairCollator:
-    """Pads a batch of tokenised pairs into one policy batch: the chosen response of every pair,
-    then the rejected response of the pairs with a preference weight (SFT-only pairs send none).
+    """Lays a batch of tokenised pairs out as one policy batch (:func:`~mixdpo_kit.pairbatch.pair_rows`):
+    the chosen response of every pair and the rejected response of the pairs with a preference
+    weight (SFT-only pairs send none), sharing each pair's prompt where ``sharing`` allows.
     The token lists travel along for the reference fallback."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, sharing: PromptSharing = PromptSharing(False)):
         self.pad_id = pad_id
+        self.sharing = sharing
 
     def __call__(self, features: list[dict]) -> dict:
-        prompts = [f["prompt_ids"] for f in features]
-        responses = [f["chosen_ids"] for f in features]
-        for f in features:
-            if f["preference_weight"] > 0:
-                prompts.append(f["prompt_ids"])
-                responses.append(f["rejected_ids"])
-        input_ids, attention_mask, response_mask = pad_sequences(prompts, responses, self.pad_id)
+        rejected = [f["rejected_ids"] if f["preference_weight"] > 0 else None for f in features]
+        batch = pair_rows([f["prompt_ids"] for f in features], [f["chosen_ids"] for f in features], rejected,
+                          self.pad_id, self.sharing)
         column = lambda key, dtype=torch.float32: torch.tensor([f[key] for f in features], dtype=dtype)  # noqa: E731
         return {
-            "input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
+            **batch.as_inputs(),
             "sft_weight": column("sft_weight"), "preference_weight": column("preference_weight"),
             "margin": column("margin"), "row_index": column("row_index", torch.long),
             "ref_chosen_logps": column("ref_chosen_logps"), "ref_rejected_logps": column("ref_rejected_logps"),
@@ -84,12 +84,14 @@ class PairCollator:
 class MixDPOTrainer(Trainer):
     """Trainer for routed preference optimisation; see the module docstring."""
 
-    def __init__(self, *args, plan: CurriculumPlan, loss, reference=None, **kwargs):
+    def __init__(self, *args, plan: CurriculumPlan, loss, reference=None, share_prompt: bool = True, **kwargs):
         """``plan``: the curriculum; ``loss``: a bound preference loss (``objectives.bound_loss``),
         which keeps any state of its own across steps; ``reference``: a context manager factory
-        yielding the reference module, used only when a reference log-prob is missing."""
+        yielding the reference module, used only when a reference log-prob is missing (its pairs
+        share their prompt when ``share_prompt`` and the model allows)."""
         super().__init__(*args, **kwargs)
         self.plan = plan
+        self.share_prompt = share_prompt
         self.loss = loss
         self.reference = reference
         self.model_accepts_loss_kwargs = False
@@ -109,7 +111,7 @@ class MixDPOTrainer(Trainer):
             pairs = inputs["pairs"]
             with self.reference() as ref, eval_mode(ref):
                 c, r = score_pair_batch(ref, *([pairs[k][i] for i in rows] for k in TOKEN_COLUMNS),
-                                        self.processing_class.pad_token_id, ref_c.device)
+                                        self.processing_class.pad_token_id, ref_c.device, self.share_prompt)
             ref_c[missing], ref_r[missing] = c.to(ref_c.dtype), r.to(ref_r.dtype)
         return ref_c, ref_r
 
@@ -117,9 +119,9 @@ class MixDPOTrainer(Trainer):
         sft_w, pref_w = inputs["sft_weight"], inputs["preference_weight"]
         with_pref = pref_w > 0
         n = len(sft_w)
-        token_lp, mask = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
+        token_lp, mask = token_logps(model, ResponseBatch.from_inputs(inputs))
 
-        def per_pair(values, fill):  # chosen rows are 0..n-1; rejected rows follow, for preference pairs only
+        def per_pair(values, fill):  # chosen responses are 0..n-1; rejected follow, for preference pairs only
             return values[:n], torch.full_like(values[:n], fill).masked_scatter(with_pref, values[n:])
 
         chosen, rejected = per_pair(token_lp.sum(-1), float("nan"))

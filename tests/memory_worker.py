@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mixdpo_kit.logprobs import token_logps
+from mixdpo_kit.pairbatch import separate_rows
 
 
 def step(hidden: int, layers: int, vocab: int, seq_len: int, pairs: int) -> None:
@@ -28,11 +29,10 @@ def step(hidden: int, layers: int, vocab: int, seq_len: int, pairs: int) -> None
     model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
                                                                 task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(0, vocab, (2 * pairs, seq_len))
-    attention = torch.ones_like(ids)
-    response = torch.zeros_like(ids)
-    response[:, seq_len // 3:] = 1  # about a third prompt, the rest response
-    logps, mask = token_logps(model, ids, attention, response)
+    ids = torch.randint(0, vocab, (2 * pairs, seq_len)).tolist()
+    # About a third prompt, the rest response; one row per sequence, as the estimate assumes.
+    batch = separate_rows([row[: seq_len // 3] for row in ids], [row[seq_len // 3:] for row in ids], 0)
+    logps, mask = token_logps(model, batch)
     (-(logps.sum(-1) / mask.sum(-1)).mean()).backward()
     opt.step()
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mixdpo_kit.data import DataError, load_preferences, normalise
-from mixdpo_kit.logprobs import pad_sequences, sequence_logps
+from mixdpo_kit.logprobs import sequence_logps
+from mixdpo_kit.pairbatch import separate_rows
 from mixdpo_kit.tiny import build_tokenizer
 from mixdpo_kit.tokenization import TokenizationSettings, encode_prompt, encode_response, tokenize_pairs
 
@@ -99,8 +100,8 @@ def test_padding_does_not_change_sequence_logps(tiny_llama):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     prompts, responses = [[2, 4, 17, 8, 9]], [[9, 8, 3]]
-    alone = sequence_logps(model, *pad_sequences(prompts, responses, 0))
-    padded = sequence_logps(model, *pad_sequences(prompts + [[2, 4, 17, 8, 9, 10, 11, 12]],
+    alone = sequence_logps(model, separate_rows(prompts, responses, 0))
+    padded = sequence_logps(model, separate_rows(prompts + [[2, 4, 17, 8, 9, 10, 11, 12]],
                                                   responses + [[9, 8, 10, 11, 12, 3]], 0))
     assert torch.allclose(alone[0][0], padded[0][0], atol=1e-5)
     assert alone[1][0] == padded[1][0] == 3

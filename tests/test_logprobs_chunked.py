@@ -7,7 +7,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from mixdpo_kit import logprobs
-from mixdpo_kit.logprobs import pad_sequences, plain_token_logps, token_logps
+from mixdpo_kit.logprobs import plain_token_logps, token_logps
+from mixdpo_kit.pairbatch import separate_rows
 from mixdpo_kit.tiny import ARCHITECTURES, tiny_config
 
 VOCAB = 300
@@ -17,7 +18,7 @@ def _batch():
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (5, 9, 3, 7)]
     responses = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (6, 2, 11, 4)]
-    return pad_sequences(prompts, responses, 0)
+    return separate_rows(prompts, responses, 0)
 
 
 def _model(arch: str, tied: bool, lora: bool):
@@ -36,7 +37,7 @@ def _model(arch: str, tied: bool, lora: bool):
 
 def _logps_and_grads(model, fn, batch, **kw):
     model.zero_grad()
-    logps, mask = fn(model, *batch, **kw)
+    logps, mask = fn(model, batch, **kw)
     (logps.sum(-1) / mask.sum(-1)).pow(2).mean().backward()  # any loss that weights tokens unevenly
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return logps.detach(), grads
@@ -64,7 +65,7 @@ def test_only_response_positions_reach_the_head_one_chunk_at_a_time(monkeypatch)
     original = logprobs._chunk_logits
     monkeypatch.setattr(logprobs, "_chunk_logits", lambda h, w, b: seen.append(len(h)) or original(h, w, b))
     with torch.no_grad():
-        _, mask = token_logps(model, *batch, chunk_elements=5 * VOCAB)
+        _, mask = token_logps(model, batch, chunk_elements=5 * VOCAB)
     assert sum(seen) == int(mask.sum()) == 6 + 2 + 11 + 4 - 0  # response tokens only, no prompt positions
     assert max(seen) <= 5 and isinstance(model.get_base_model().lm_head, torch.nn.Linear)  # head restored
 
@@ -78,10 +79,10 @@ def test_adapter_off_reference_and_4bit_qlora_match(tiny_llama):
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    batch = pad_sequences([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14, 15]], policy.tokenizer.pad_token_id)
+    batch = separate_rows([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14, 15]], policy.tokenizer.pad_token_id)
     with policy.reference() as ref:
-        ref_plain, _ = plain_token_logps(ref, *batch)
-        ref_chunked, _ = token_logps(ref, *batch, chunk_elements=2 * 64)
+        ref_plain, _ = plain_token_logps(ref, batch)
+        ref_chunked, _ = token_logps(ref, batch, chunk_elements=2 * 64)
     plain, plain_grads = _logps_and_grads(policy.model, plain_token_logps, batch)
     chunked, chunked_grads = _logps_and_grads(policy.model, token_logps, batch, chunk_elements=2 * 64)
     torch.testing.assert_close(ref_chunked, ref_plain, rtol=0, atol=1e-5)
@@ -115,5 +116,5 @@ def test_chunk_size_follows_device_and_dtype_and_never_changes_the_numbers(monke
     asked = []
     monkeypatch.setattr(logprobs, "logits_chunk_elements", lambda device, dtype: asked.append((device.type, dtype)) or 64)
     with torch.no_grad():
-        token_logps(model, *batch)
+        token_logps(model, batch)
     assert asked == [("cpu", torch.float32)]

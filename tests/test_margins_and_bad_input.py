@@ -42,7 +42,8 @@ def test_reward_model_margins_are_cached_and_independent_of_batching(chat_pairs,
 
 
 def test_likelihood_gap_margins_equal_reference_per_token_gap(small_cfg):
-    from mixdpo_kit.logprobs import pad_sequences, sequence_logps
+    from mixdpo_kit.logprobs import sequence_logps
+    from mixdpo_kit.pairbatch import separate_rows
 
     cfg = small_cfg.override(margins={"source": "likelihood_gap"}, data={"max_rows": 12})
     policy = build_policy(cfg.model)
@@ -50,8 +51,8 @@ def test_likelihood_gap_margins_equal_reference_per_token_gap(small_cfg):
     ds = prep.dataset
     p, c, r = (list(ds[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids"))
     with torch.no_grad(), policy.reference() as ref:
-        lc, nc = sequence_logps(ref.eval(), *pad_sequences(p, c, 0))
-        lr, nr = sequence_logps(ref, *pad_sequences(p, r, 0))
+        lc, nc = sequence_logps(ref.eval(), separate_rows(p, c, 0))
+        lr, nr = sequence_logps(ref, separate_rows(p, r, 0))
     np.testing.assert_allclose(prep.margins, (lc / nc - lr / nr).numpy(), atol=1e-4)
     # Without a policy the source builds the configured model itself (as `mixdpo-kit analyze` does).
     np.testing.assert_allclose(analyze_data(cfg).margins, prep.margins, atol=1e-6)

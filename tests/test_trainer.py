@@ -70,22 +70,30 @@ def test_trainer_consumes_planned_order_with_grad_accum_and_epochs(small_cfg, tm
         assert (np.diff(margins) <= 0).all()
 
 
-def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path):
+@pytest.mark.parametrize("share_prompt", [True, False], ids=["shared", "separate"])
+def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path, share_prompt):
     cfg = small_cfg.override(train={"precompute_reference": False, "max_steps": 3}, curriculum={"order": "random"},
-                             split={"quantile": 0.5})
+                             split={"quantile": 0.5}, model={"share_prompt": share_prompt})
     policy, prep, trainer = make_trainer(cfg, tmp_path)
+    responses = []
+    collate = trainer.data_collator
+    trainer.data_collator = lambda features: (lambda b: responses.append(len(b["response_lengths"])) or b)(
+        collate(features))
     rows = []
     # Every forward, policy or adapter-off reference, embeds its input ids once.
     policy.model.get_input_embeddings().register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
     seen = record_rows(trainer)
     trainer.train()
     hard_by_row = dict(zip(prep.dataset["row_id"], prep.split.hard))
-    expected = []
+    expected, expected_responses = [], []
     for batch in seen:
         n_easy = sum(not hard_by_row[r] for r in batch)
-        expected.append(len(batch) + n_easy)  # policy: chosen of all + rejected of easy
+        expected_responses.append(len(batch) + n_easy)  # chosen of all + rejected of easy
+        # policy rows: one per pair when shared, else one per response; reference: easy pairs only, adapter off
+        expected.append(len(batch) if share_prompt else len(batch) + n_easy)
         if n_easy:
-            expected.append(2 * n_easy)  # reference: easy pairs only, adapter off
+            expected.append(n_easy if share_prompt else 2 * n_easy)
+    assert responses[: len(seen)] == expected_responses  # the loader may collate one batch ahead
     assert rows == expected
     assert any(hard_by_row[r] for b in seen for r in b), "the test data must contain SFT-routed pairs"
 

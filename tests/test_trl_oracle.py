@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mixdpo_kit.data import normalise
-from mixdpo_kit.logprobs import pad_sequences, sequence_logps
+from mixdpo_kit.logprobs import sequence_logps
+from mixdpo_kit.pairbatch import shared_rows
 from mixdpo_kit.losses import PairLogps, preference_loss
 from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
 
@@ -39,10 +40,10 @@ def test_dpo_loss_matches_trl(tiny_llama, tmp_path):
     ds, _ = tokenize_pairs(ds, tok, TokenizationSettings(max_length=64, max_prompt_length=32))
     n = len(ds)
     p, c, r = (list(ds[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids"))
-    ids, att, resp = pad_sequences(p * 2, c + r, tok.pad_token_id)
+    batch = shared_rows(p, c, r, tok.pad_token_id)  # the kit's default layout: one row per pair
     with torch.no_grad():
-        pol, ntok = sequence_logps(model, ids, att, resp)
-        refl, _ = sequence_logps(ref, ids, att, resp)
+        pol, ntok = sequence_logps(model, batch)
+        refl, _ = sequence_logps(ref, batch)
     lp = PairLogps(pol[:n], pol[n:], ntok[:n], ntok[n:], refl[:n], refl[n:])
     ours = preference_loss(lp, "dpo", beta=0.1).mean().item()
     assert abs(ours - trl_loss) < 1e-5, (ours, trl_loss)
