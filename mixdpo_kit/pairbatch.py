@@ -187,8 +187,8 @@ def _rows(rows: list[list[tuple[list[int], int]]], pad_id: int, shared: bool) ->
     firsts = torch.cumsum(lengths, 0) - lengths
     source_col[firsts] = torch.tensor([plen - 1 for _, _, _, plen in pieces], dtype=torch.long)
     pair_mask, position_ids = (_shared_mask(segment), position) if shared else (None, None)
-    return ResponseBatch(input_ids, (segment >= 0).long(), pair_mask, position_ids, token_row, token_col, source_col, token_seq, token_pos,
-                         lengths)
+    return ResponseBatch(input_ids, (segment >= 0).long(), pair_mask, position_ids, token_row, token_col, source_col,
+                         token_seq, token_pos, lengths)
 
 
 def _shared_mask(segment: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,9 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
         assert "error" not in r, (name, r)
         assert r["timed_steps"] == 2 and r["pairs_per_s"] > 0
         # Tokens as each side's collator produced them: every pair sends chosen and rejected here
-        # (prompt + response = 64 tokens each), padding excluded.
-        assert r["tokens_per_step"] == 2 * 2 * report["seq_len"], (name, r["tokens_per_step"])
+        # (prompt + response = 64 tokens each), padding excluded; the kit sends each prompt once.
+        shared_prompts = 2 * report["prompt_tokens"] if name.startswith("kit") else 0
+        assert r["tokens_per_step"] == 2 * 2 * report["seq_len"] - shared_prompts, (name, r["tokens_per_step"])
     assert configs["trl_best"]["precompute_s"] > 0 and configs["trl_default"]["precompute_s"] == 0
     assert configs["kit_dpo"]["precompute_s"] > 0 and configs["trl_best"]["speed_vs_trl_best"] == 1.0
     assert set(rows["batch 1"]["targets"]) == {"kit peak <= 0.9x TRL best", "kit DPO >= 1.0x TRL best pairs/s",
