@@ -11,7 +11,9 @@ medians of the shipped UltraFeedback sample split them.
 
 Configurations, each in its own process (the driver interleaves them, rotating the order each
 repeat):
-- ``kit_dpo``: the kit's ``curriculum_dpo`` (cDPO on every pair: 0 % hard);
+- ``kit_dpo``: the kit's ``curriculum_dpo`` (cDPO on every pair: 0 % hard), each pair's prompt
+  computed once (the default);
+- ``kit_dpo_separate``: the same with ``model.share_prompt: false`` (one row per sequence);
 - ``kit_mixdpo``: MixDPO with 12 % of the pairs at margin 0 (routed to SFT: no rejected and no
   reference pass for them); curriculum order random, so hard pairs fall among the timed steps;
 - ``trl_best``: TRL's DPOTrainer with ``precompute_ref_log_probs=True`` (its fastest setting);
@@ -58,7 +60,7 @@ SHAPES = {
 }
 TINY = {"tiny": dict(arch="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                      num_key_value_heads=2, vocab_size=2000, tie_word_embeddings=False)}
-CONFIGS = ("kit_dpo", "kit_mixdpo", "trl_best", "trl_default")
+CONFIGS = ("kit_dpo", "kit_dpo_separate", "kit_mixdpo", "trl_best", "trl_default")
 HARD_SHARE = 0.12
 BETA, LABEL_SMOOTHING = 0.01, 0.1  # MixDPO's cDPO, on both sides
 TEMPLATE_TOKENS = 4  # <s> <|user|> ... <|end|> <|assistant|> around the prompt; <|end|> after a response
@@ -178,7 +180,8 @@ def parameter_bytes(model) -> dict[str, int]:
     return out
 
 
-def run_kit(model: str, data: str, batch: int, objective: str, probe: StepProbe, work: Path, dtype: str) -> dict:
+def run_kit(model: str, data: str, batch: int, objective: str, probe: StepProbe, work: Path, dtype: str,
+            share_prompt: bool = True) -> dict:
     from mixdpo_kit import pipeline
     from mixdpo_kit.config import preset
     from mixdpo_kit.model import build_policy
@@ -186,7 +189,7 @@ def run_kit(model: str, data: str, batch: int, objective: str, probe: StepProbe,
 
     cfg = resolve(preset("mixdpo_paper").override(
         model={"name_or_path": model, "mode": "qlora", "lora_r": 16, "lora_alpha": 32, "gradient_checkpointing": True,
-               "dtype": dtype},
+               "dtype": dtype, "share_prompt": share_prompt},
         data={"source": data, "max_rows": None, "max_length": 4096, "max_prompt_length": 4096},
         loss={"objective": objective}, split={"tau": 0.5, "quantile": None}, curriculum={"order": "random"},
         train={"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "num_train_epochs": 1,
@@ -253,9 +256,10 @@ def worker(spec: dict) -> dict:
     probe = StepProbe(spec["warmup"] if spec.get("snapshot") else None, spec.get("snapshot"))
     name, batch = spec["config"], spec["batch"]
     if name.startswith("kit"):
-        objective = "curriculum_dpo" if name == "kit_dpo" else "mixdpo"
+        objective = "curriculum_dpo" if name.startswith("kit_dpo") else "mixdpo"
         dtype = "float16" if name.endswith("fp16") else "auto"
-        out = run_kit(spec["model"], spec["data"], batch, objective, probe, work, dtype)
+        out = run_kit(spec["model"], spec["data"], batch, objective, probe, work, dtype,
+                      share_prompt=not name.endswith("separate"))
     else:
         out = run_trl(spec["model"], spec["data"], batch, name == "trl_best", probe, work)
     warm = spec["warmup"]

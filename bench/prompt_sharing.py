@@ -19,8 +19,9 @@ Configurations, each in its own process, rounds interleaved:
   the same model over each batch's unique tokens (each prompt once, each response once) through
   transformers' own forward, the LM head applied only where a response token is predicted, loss =
   the sum of those logits.
-Step time is the median over the steps after the first; tokens are counted from the batches each
-side received (real tokens and padded positions).
+Step time is the mean over every step after the first, pooled over rounds (a batch's lengths set
+its cost, and each side trains every batch of the epoch); the spread is each round's mean. Tokens
+are counted from the batches each side received (real tokens and padded positions).
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ class Probe:
 
     def result(self, pairs: int) -> dict:
         steps = len(self.seconds)
-        return {"pairs": pairs, "step_s": float(np.median(self.seconds[1:])), "steps_timed": steps - 1,
+        return {"pairs": pairs, "steps_s": self.seconds[1:], "steps_timed": steps - 1,
                 "tokens_per_pair": sum(self.tokens[:steps]) / pairs,
                 "positions_per_pair": sum(self.positions[:steps]) / pairs}
 
@@ -154,8 +155,8 @@ def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool
     out["train_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if floor:
         timed = probe.batches[1: len(probe.seconds)]
-        out["floor_step_s"] = float(np.median([floor_step(policy.model, b) for b in timed]))
-        out["body_floor_step_s"] = float(np.median([floor_step(policy.model, b, head=False) for b in timed]))
+        out["floor_step_s"] = float(np.mean([floor_step(policy.model, b) for b in timed]))
+        out["body_floor_step_s"] = float(np.mean([floor_step(policy.model, b, head=False) for b in timed]))
     return out
 
 
@@ -207,17 +208,18 @@ def run_trl(model: str, data: str, workdir: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pairs", type=int, default=16, help="pairs per dataset (an epoch at batch 4)")
+    ap.add_argument("--pairs", type=int, default=32, help="pairs per dataset (an epoch at batch 4)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the kit's configurations, interleaved")
+    ap.add_argument("--trl-rounds", type=int, default=1, help="rounds of TRL's (its steps take minutes here)")
     ap.add_argument("--sources", default="ultrafeedback,hh-rlhf")
     ap.add_argument("--configs", default="", help="comma-separated subset (default: all; the floor needs kit_shared)")
     ap.add_argument("--out", default="docs/benchmarks_prompt_sharing.json")
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mixdpo-sharing-"))
     report = {"model": f"llama {args.layers}x{args.hidden}, vocab {VOCAB}, LoRA r=16, fp32, CPU", "batch_pairs": BATCH,
-              "pairs": args.pairs, "rounds": args.rounds, "sources": {}}
+              "pairs": args.pairs, "rounds": args.rounds, "trl_rounds": args.trl_rounds, "sources": {}}
     for name in args.sources.split(","):
         lengths = real_lengths(SOURCES[name], args.pairs)
         model, data = build(workdir / name, lengths, args.hidden, args.layers)
@@ -229,15 +231,17 @@ def main(argv=None) -> int:
         samples: dict[str, list[dict]] = {k: [] for k in runs}
         for round_ in range(args.rounds):
             for config, (fn, kwargs) in runs.items():
+                if config.startswith("trl") and round_ >= args.trl_rounds:
+                    continue
                 res = in_process(fn, model=model, data=data, workdir=str(workdir / f"{name}-{config}-{round_}"), **kwargs)
                 samples[config].append(res)
-                print(f"{name} round {round_} {config:16s} step {res['step_s']:.2f} s  "
+                print(f"{name} round {round_} {config:16s} step {np.mean(res['steps_s']):.2f} s  "
                       f"{res['tokens_per_pair']:.0f} tokens/pair  peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
         results = {}
         for config, rs in samples.items():
-            step = float(np.median([x["step_s"] for x in rs]))
+            step = float(np.mean([s for x in rs for s in x["steps_s"]]))
             peak = max(x.get("train_peak_rss_mb", x["peak_rss_mb"]) for x in rs)
-            results[config] = {**rs[0], "step_s": step, "step_s_all": [x["step_s"] for x in rs],
+            results[config] = {**rs[0], "step_s": step, "step_s_rounds": [float(np.mean(x["steps_s"])) for x in rs],
                                "pairs_per_s": BATCH / step, "peak_rss_mb": peak}
         report["sources"][name] = {"lengths": {"prompt_median": float(np.median(p)), "chosen_median": float(np.median(c)),
                                                "rejected_median": float(np.median(r)),

@@ -20,7 +20,6 @@ import torch
 
 # Attention implementations that apply an arbitrary 4-D mask (flash-attention kernels do not).
 MASKABLE_ATTENTION = ("sdpa", "eager")
-INDEX_FIELDS = ("token_row", "token_col", "source_col", "token_seq", "token_pos", "response_lengths")
 
 
 @dataclass

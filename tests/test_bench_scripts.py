@@ -28,13 +28,13 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     rows = report["shapes"]["tiny"]
     assert set(rows) == {"batch 1", "batch 2"}
     configs = rows["batch 2"]["configs"]
-    assert set(configs) == {"kit_dpo", "kit_mixdpo", "trl_best", "trl_default"}
+    assert set(configs) == {"kit_dpo", "kit_dpo_separate", "kit_mixdpo", "trl_best", "trl_default"}
     for name, r in configs.items():
         assert "error" not in r, (name, r)
         assert r["timed_steps"] == 2 and r["pairs_per_s"] > 0
         # Tokens as each side's collator produced them: every pair sends chosen and rejected here
         # (prompt + response = 64 tokens each), padding excluded; the kit sends each prompt once.
-        shared_prompts = 2 * report["prompt_tokens"] if name.startswith("kit") else 0
+        shared_prompts = 2 * report["prompt_tokens"] if name in ("kit_dpo", "kit_mixdpo") else 0
         assert r["tokens_per_step"] == 2 * 2 * report["seq_len"] - shared_prompts, (name, r["tokens_per_step"])
     assert configs["trl_best"]["precompute_s"] > 0 and configs["trl_default"]["precompute_s"] == 0
     assert configs["kit_dpo"]["precompute_s"] > 0 and configs["trl_best"]["speed_vs_trl_best"] == 1.0
