@@ -197,11 +197,11 @@ def run_trl(model: str, data: str, workdir: str) -> dict:
                          disable_tqdm=True, dataloader_num_workers=0)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     probe = Probe()
+    start = time.perf_counter()  # TRL 1.16 computes the reference log-probs in its constructor
     trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
                              callbacks=[probe.callback()])
     trainer.data_collator = probe.collator(trainer.data_collator)
-    start = time.perf_counter()
-    trainer.train()  # TRL computes the reference log-probs here, before the first step
+    trainer.train()
     total = time.perf_counter() - start
     return {**probe.result(len(ds)), "precompute_s": total - sum(probe.seconds), "hard": 0}
 
