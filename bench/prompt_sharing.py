@@ -177,33 +177,15 @@ def floor_step(model, batch: dict, head: bool = True) -> float:
 
 
 def run_trl(model: str, data: str, workdir: str) -> dict:
-    import warnings
+    from real_vocab import trl_dpo_trainer
 
-    import datasets
-    import torch
-    import trl
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    ds = datasets.load_dataset("json", data_files=data, split="train").remove_columns(["score_chosen", "score_rejected"])
-    tok = AutoTokenizer.from_pretrained(model)
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    args = trl.DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.1, loss_type=["sigmoid"], per_device_train_batch_size=BATCH,
-                         precompute_ref_batch_size=16, num_train_epochs=1, learning_rate=1e-4, bf16=False,
-                         gradient_checkpointing=False, use_cpu=True, report_to="none", logging_steps=10,
-                         save_strategy="no", max_length=2048, precompute_ref_log_probs=True,
-                         disable_tqdm=True, dataloader_num_workers=0)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     probe = Probe()
     start = time.perf_counter()  # TRL 1.16 computes the reference log-probs in its constructor
-    trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
-                             callbacks=[probe.callback()])
+    trainer = trl_dpo_trainer(model, data, max_length=2048, batch=BATCH, callbacks=[probe.callback()])
     trainer.data_collator = probe.collator(trainer.data_collator)
     trainer.train()
     total = time.perf_counter() - start
-    return {**probe.result(len(ds)), "precompute_s": total - sum(probe.seconds), "hard": 0}
+    return {**probe.result(len(trainer.train_dataset)), "precompute_s": total - sum(probe.seconds), "hard": 0}
 
 
 def main(argv=None) -> int:

@@ -21,11 +21,14 @@ def _batch():
     return separate_rows(prompts, responses, 0)
 
 
-def _model(arch: str, tied: bool, lora: bool):
+def _model(arch: str, tied: bool, lora: bool, attn: str = "sdpa", **config_kw):
+    """A tiny ``arch`` model (also used by test_prompt_sharing.py), LoRA with a non-zero adapter or full."""
     torch.manual_seed(0)
     config = tiny_config(arch, vocab_size=VOCAB, hidden=64)
     config.tie_word_embeddings = tied
-    model = AutoModelForCausalLM.from_config(config)
+    for key, value in config_kw.items():
+        setattr(config, key, value)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     if lora:
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
         with torch.no_grad():  # a non-zero adapter, so its gradients are not trivially equal

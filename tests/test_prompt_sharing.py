@@ -5,15 +5,14 @@ truncated pairs; the mask and positions that make it so; the fallback where atte
 the mask; the trainer's loss and gradients either way."""
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
+from test_logprobs_chunked import VOCAB
+from test_logprobs_chunked import _model as tiny_model  # tests/ is on sys.path under pytest
 
 from mixdpo_kit import pairbatch
 from mixdpo_kit.logprobs import score_pairs, token_logps
 from mixdpo_kit.pairbatch import PromptSharing, pair_rows, prompt_sharing, shared_rows
-from mixdpo_kit.tiny import ARCHITECTURES, tiny_config
+from mixdpo_kit.tiny import ARCHITECTURES
 
-VOCAB = 300
 SHARED, SEPARATE = PromptSharing(True), PromptSharing(False)
 
 
@@ -29,18 +28,7 @@ def _pairs():
 
 
 def _model(arch: str, tied: bool, lora: bool, attn: str = "sdpa", **config_kw):
-    torch.manual_seed(0)
-    config = tiny_config(arch, vocab_size=VOCAB, hidden=64)
-    config.tie_word_embeddings = tied
-    for key, value in config_kw.items():
-        setattr(config, key, value)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
-    if lora:
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-        with torch.no_grad():  # a non-zero adapter, so its gradients are not trivially equal
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.05)
+    model = tiny_model(arch, tied, lora, attn, **config_kw)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
         model.enable_input_require_grads()
