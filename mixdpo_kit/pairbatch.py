@@ -74,11 +74,11 @@ class ResponseBatch:
 
     def per_response(self, scored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token values ``[T]`` laid out per response: values and mask, both ``[S, longest response]``."""
-        shape = (len(self.response_lengths), int(self.response_lengths.max()))
-        index = (self.token_seq, self.token_pos)
-        values = torch.zeros(shape, dtype=scored.dtype, device=scored.device).index_put(index, scored)
-        mask = torch.zeros(shape, dtype=torch.float32, device=scored.device).index_put(
-            index, torch.ones_like(scored, dtype=torch.float32))
+        lengths = self.response_lengths.to(scored.device)
+        width = int(lengths.max())
+        values = torch.zeros((len(lengths), width), dtype=scored.dtype, device=scored.device).index_put(
+            (self.token_seq, self.token_pos), scored)
+        mask = (torch.arange(width, device=scored.device) < lengths[:, None]).float()  # responses fill from 0
         return values, mask
 
 
