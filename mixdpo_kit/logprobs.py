@@ -44,8 +44,9 @@ def token_logps(model, batch: ResponseBatch, chunk_elements: int | None = None):
 
     The model runs its own forward with its output layer set aside, so it returns the final
     hidden states; the LM head and the log-softmax then run over the hidden states that predict a
-    response token only (prompt and padding never reach the LM head), a chunk of tokens at a time,
-    and are recomputed chunk by chunk in the backward pass (:class:`ChunkedTokenLogps`).
+    response token only (prompt and padding never reach the LM head), a chunk of tokens at a time
+    (:class:`ChunkedTokenLogps`: a frozen head's gradient is formed in the same pass, a trained
+    head's logits are recomputed chunk by chunk in the backward pass).
     Full-vocabulary logits never exist for the whole batch; a chunk holds ``chunk_elements``
     logits (default: :func:`logits_chunk_elements` for the hidden states' device and dtype).
     Models whose logits are not a plain linear map of the last hidden state (soft-capping,
@@ -64,7 +65,8 @@ def token_logps(model, batch: ResponseBatch, chunk_elements: int | None = None):
         chunk_elements = logits_chunk_elements(hidden.device, _compute_dtype(hidden))
     chunk = max(1, chunk_elements // head.out_features)
     scored = ChunkedTokenLogps.apply(hidden[batch.token_row, batch.source_col],
-                                     batch.input_ids[batch.token_row, batch.token_col], head.weight, head.bias, chunk)
+                                     batch.input_ids[batch.token_row, batch.token_col], head.weight, head.bias, chunk,
+                                     torch.is_grad_enabled())
     return batch.per_response(scored)
 
 
@@ -94,43 +96,68 @@ def _plain_output_layer(model) -> tuple[str | None, torch.nn.Linear | None]:
 class ChunkedTokenLogps(torch.autograd.Function):
     """``log_softmax(h @ W.T + b)[label]`` for T rows of hidden states, ``chunk`` rows at a time.
 
-    Forward keeps only the [T] result; backward recomputes each chunk's logits and uses
-    d log p_y / d logits = onehot(y) - softmax, so memory holds one chunk of logits at a time.
+    Memory holds one chunk of logits at a time. Each output depends on its own row of ``h`` only,
+    so d out_t / d h_t = (onehot(y_t) - softmax_t) @ W is a single row, whatever the loss above.
+    - Frozen head (LoRA, QLoRA, the reference): forward computes that row for every token while the
+      chunk's softmax is at hand, and backward only scales it by the incoming gradient. Two head
+      matmuls per chunk, as a bare forward and backward has, instead of three.
+    - Trained head (full fine-tuning): the head's own gradient needs the incoming gradient inside
+      the vocabulary-sized product, so backward recomputes each chunk's logits.
+    - No gradient wanted (no_grad, inputs that need none): forward computes the log-probs alone.
     """
 
     @staticmethod
-    def forward(ctx, hidden, labels, weight, bias, chunk: int):
+    def forward(ctx, hidden, labels, weight, bias, chunk: int, grad_enabled: bool):
+        # ``grad_enabled``: the caller's grad mode (forward always runs without one, and
+        # needs_input_grad does not see torch.no_grad()).
+        need_h, _, need_w, need_b, _, _ = ctx.needs_input_grad
+        ctx.in_forward = grad_enabled and need_h and not (need_w or need_b)
         out = torch.empty(len(labels), dtype=torch.float32, device=hidden.device)
+        row_grads = torch.empty_like(hidden) if ctx.in_forward else None
         for start in range(0, len(labels), chunk):
+            y = labels[start: start + chunk]
             logits = _chunk_logits(hidden[start: start + chunk], weight, bias)
-            picked = logits.gather(-1, labels[start: start + chunk, None]).squeeze(-1)
-            out[start: start + chunk] = picked - _logsumexp_(logits)
+            picked = logits.gather(-1, y[:, None]).squeeze(-1)
+            if ctx.in_forward:
+                top = logits.amax(-1)
+                total = _softmax_(logits, top)
+                out[start: start + chunk] = picked - top - total.log()
+                row_grads[start: start + chunk] = _onehot_minus_(logits, y).to(weight.dtype) @ weight
+            else:
+                out[start: start + chunk] = picked - _logsumexp_(logits)
             del logits, picked  # freed before the next chunk's buffer exists: one chunk alive, not two
-        ctx.save_for_backward(hidden, labels, weight, bias)
+        if ctx.in_forward:
+            ctx.save_for_backward(row_grads)
+        else:
+            ctx.save_for_backward(hidden, labels, weight, bias)
         ctx.chunk = chunk
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.in_forward:
+            (row_grads,) = ctx.saved_tensors
+            return row_grads * grad_out[:, None].to(row_grads.dtype), None, None, None, None, None
         hidden, labels, weight, bias = ctx.saved_tensors
-        need_h, _, need_w, need_b, _ = ctx.needs_input_grad
+        need_h, _, need_w, need_b, _, _ = ctx.needs_input_grad
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
         for start in range(0, len(labels), ctx.chunk):
             h, y, g = (t[start: start + ctx.chunk] for t in (hidden, labels, grad_out))
             # d log p_y / d logits = onehot(y) - softmax, built in the logits' own buffer.
-            grad_logits = _softmax_(_chunk_logits(h, weight, bias)).mul_(-g[:, None])
-            grad_logits[torch.arange(len(y), device=y.device), y] += g
+            logits = _chunk_logits(h, weight, bias)
+            _softmax_(logits, logits.amax(-1))
+            grad_logits = _onehot_minus_(logits, y).mul_(g[:, None])
             if need_h:
-                grad_h[start: start + ctx.chunk] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_h[start: start + ctx.chunk] = grad_logits.to(weight.dtype) @ weight
             if need_w:
                 grad_w.addmm_(grad_logits.T, h.float())
             if need_b:
                 grad_b += grad_logits.sum(0)
-            del grad_logits  # as in forward: one chunk of logits alive at a time
+            del logits, grad_logits  # as in forward: one chunk of logits alive at a time
         return (grad_h, None, None if grad_w is None else grad_w.to(weight.dtype),
-                None if grad_b is None else grad_b.to(bias.dtype), None)
+                None if grad_b is None else grad_b.to(bias.dtype), None, None)
 
 
 def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
@@ -139,10 +166,18 @@ def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
     return logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
 
 
-def _softmax_(logits: torch.Tensor) -> torch.Tensor:
-    """Row-wise softmax written into ``logits`` itself."""
-    logits.sub_(logits.amax(-1, keepdim=True)).exp_()
-    return logits.div_(logits.sum(-1, keepdim=True))
+def _softmax_(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """Row-wise softmax written into ``logits`` itself (``top``: each row's maximum); returns each
+    row's sum of ``exp(logit - top)``, so that logsumexp = top + log(sum)."""
+    total = logits.sub_(top[:, None]).exp_().sum(-1)
+    logits.div_(total[:, None])
+    return total
+
+
+def _onehot_minus_(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``onehot(labels) - probs`` (d log p_label / d logits) written into ``probs`` itself."""
+    probs.neg_()[torch.arange(len(labels), device=labels.device), labels] += 1
+    return probs
 
 
 def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:

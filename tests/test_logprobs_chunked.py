@@ -121,3 +121,27 @@ def test_chunk_size_follows_device_and_dtype_and_never_changes_the_numbers(monke
     with torch.no_grad():
         token_logps(model, batch)
     assert asked == [("cpu", torch.float32)]
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["frozen head", "trained head"])
+def test_a_frozen_head_runs_once_per_chunk_a_trained_head_is_recomputed(monkeypatch, lora):
+    """A frozen head (LoRA, QLoRA) forms d logp / d hidden while the chunk's softmax is at hand, so
+    backward never recomputes logits (two head matmuls per chunk, as a bare forward and backward);
+    a trained head's backward recomputes them; under no_grad no gradient row is formed."""
+    model, batch = _model("llama", False, lora), _batch()
+    calls = []
+    original = logprobs._chunk_logits
+    monkeypatch.setattr(logprobs, "_chunk_logits", lambda h, w, b: calls.append(len(h)) or original(h, w, b))
+    onehot = []
+    original_onehot = logprobs._onehot_minus_
+    monkeypatch.setattr(logprobs, "_onehot_minus_", lambda p, y: onehot.append(len(y)) or original_onehot(p, y))
+    logps, mask = token_logps(model, batch, chunk_elements=5 * VOCAB)
+    forward_calls = len(calls)
+    (logps.sum(-1) / mask.sum(-1)).pow(2).mean().backward()
+    assert forward_calls == 5  # 23 response tokens, 5 a chunk
+    assert len(calls) == (5 if lora else 10)
+    assert len(onehot) == 5
+    calls.clear(), onehot.clear()
+    with torch.no_grad():
+        token_logps(model, batch, chunk_elements=5 * VOCAB)
+    assert len(calls) == 5 and not onehot
