@@ -98,7 +98,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
 
     Memory holds one chunk of logits at a time. Each output depends on its own row of ``h`` only,
     so d out_t / d h_t = (onehot(y_t) - softmax_t) @ W is a single row, whatever the loss above.
-    - Frozen head (LoRA, QLoRA, the reference): forward computes that row for every token while the
+    - Frozen head (LoRA, QLoRA) under grad mode: forward computes that row for every token while the
       chunk's softmax is at hand, and backward only scales it by the incoming gradient. Two head
       matmuls per chunk, as a bare forward and backward has, instead of three.
     - Trained head (full fine-tuning): the head's own gradient needs the incoming gradient inside
