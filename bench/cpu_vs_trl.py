@@ -28,7 +28,7 @@ HIDDEN, LAYERS = 256, 4
 
 
 def _model_dir(workdir: Path) -> str:
-    from mixdpo_kit.tiny import build_tiny_model
+    from mixdpo_kit.modeling.tiny import build_tiny_model
 
     target = workdir / "model"
     if not (target / "config.json").exists():
@@ -37,7 +37,7 @@ def _model_dir(workdir: Path) -> str:
 
 
 def _cfg(model: str, workdir: Path, objective: str, hard_fraction: float, pairs: int):
-    from mixdpo_kit.config import preset
+    from mixdpo_kit.core.config import preset
 
     return preset("demo").override(
         model={"name_or_path": model, "mode": "lora", "lora_r": 16, "gradient_checkpointing": False},
@@ -52,9 +52,9 @@ def _cfg(model: str, workdir: Path, objective: str, hard_fraction: float, pairs:
 def run_kit(model: str, workdir: str, objective: str, hard_fraction: float, pairs: int, warm: bool) -> dict:
     import warnings
 
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.objectives import resolve
-    from mixdpo_kit.pipeline import analyze_data, build_trainer
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.objectives.routing import resolve
+    from mixdpo_kit.training.pipeline import analyze_data, build_trainer
 
     warnings.simplefilter("ignore")
     workdir = Path(workdir)
@@ -79,7 +79,7 @@ def run_trl(model: str, workdir: str, pairs: int, precompute: bool) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mixdpo_kit.data import read_source
+    from mixdpo_kit.data.loading import read_source
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)

@@ -71,7 +71,7 @@ T4_GIB = 15.0
 
 def prompt_share() -> float:
     """The prompt's share of prompt + chosen response, from the medians of the shipped sample."""
-    from mixdpo_kit.data import load_preferences
+    from mixdpo_kit.data.loading import load_preferences
 
     ds, _ = load_preferences("ultrafeedback-sample")
     prompt = statistics.median(len(p[-1]["content"]) for p in ds["prompt"])
@@ -84,7 +84,7 @@ def build_checkpoint(shape: dict, directory: Path) -> Path:
     of the same vocabulary: every word is one token for both trainers."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-    from mixdpo_kit.tiny import SPECIAL, build_tokenizer
+    from mixdpo_kit.modeling.tiny import SPECIAL, build_tokenizer
 
     shape = dict(shape)
     arch = shape.pop("arch")
@@ -182,10 +182,10 @@ def parameter_bytes(model) -> dict[str, int]:
 
 def run_kit(model: str, data: str, batch: int, objective: str, probe: StepProbe, work: Path, dtype: str,
             share_prompt: bool = True) -> dict:
-    from mixdpo_kit import pipeline
-    from mixdpo_kit.config import preset
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.objectives import resolve
+    from mixdpo_kit.training import pipeline
+    from mixdpo_kit.core.config import preset
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.objectives.routing import resolve
 
     cfg = resolve(preset("mixdpo_paper").override(
         model={"name_or_path": model, "mode": "qlora", "lora_r": 16, "lora_alpha": 32, "gradient_checkpointing": True,
@@ -218,7 +218,7 @@ def run_trl(model: str, data: str, batch: int, precompute: bool, probe: StepProb
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from mixdpo_kit.model import compute_dtype
+    from mixdpo_kit.modeling.model import compute_dtype
 
     dtype = compute_dtype()
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

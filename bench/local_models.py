@@ -25,8 +25,8 @@ REWARD = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_a
 
 def sample_tokenizer(vocab_size: int):
     """A BPE tokenizer trained on the sample's prompts and answers (a few seconds)."""
-    from mixdpo_kit.data import read_source
-    from mixdpo_kit.tiny import build_text_tokenizer
+    from mixdpo_kit.data.loading import read_source
+    from mixdpo_kit.modeling.tiny import build_text_tokenizer
 
     rows = read_source("ultrafeedback-sample")
     texts = [r["prompt"][-1]["content"] + "\n" + r["chosen"][-1]["content"] + "\n" + r["rejected"][-1]["content"]

@@ -26,7 +26,7 @@ def _model(vocab: int, hidden: int, layers: int):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from mixdpo_kit.tiny import tiny_config
+    from mixdpo_kit.modeling.tiny import tiny_config
 
     torch.manual_seed(0)
     config = tiny_config("llama", vocab_size=vocab, hidden=hidden, layers=layers)
@@ -44,8 +44,8 @@ def _step(fn, model, batch) -> float:
 
 
 def main(argv=None) -> int:
-    from mixdpo_kit import logprobs
-    from mixdpo_kit.pairbatch import separate_rows
+    from mixdpo_kit.modeling import logprobs
+    from mixdpo_kit.modeling.pairbatch import separate_rows
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)

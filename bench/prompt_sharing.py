@@ -48,9 +48,9 @@ VOCAB, BATCH = 128256, 4
 def real_lengths(source: str, n: int, seed: int = 0) -> list[tuple[int, int, int]]:
     """(prompt, chosen, rejected) token counts of ``n`` pairs drawn from ``source`` as the kit
     tokenises them (default limits), with a BPE trained on the source's own text."""
-    from mixdpo_kit.data import load_preferences
-    from mixdpo_kit.tiny import build_text_tokenizer
-    from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
+    from mixdpo_kit.data.loading import load_preferences
+    from mixdpo_kit.modeling.tiny import build_text_tokenizer
+    from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
 
     pairs, _ = load_preferences(source)
     texts = [t if isinstance(t, str) else " ".join(m["content"] for m in t)
@@ -65,7 +65,7 @@ def build(workdir: Path, lengths, hidden: int, layers: int) -> tuple[str, str]:
     """A random-weight Llama with a 128,256-word tokenizer and a JSONL of pairs of ``lengths``."""
     from transformers import AutoModelForCausalLM
 
-    from mixdpo_kit.tiny import SPECIAL, build_tokenizer, tiny_config
+    from mixdpo_kit.modeling.tiny import SPECIAL, build_tokenizer, tiny_config
 
     words = [f"w{i}" for i in range(VOCAB - len(SPECIAL))]
     tok = build_tokenizer(words)
@@ -129,10 +129,10 @@ def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool
 
     import torch
 
-    from mixdpo_kit.config import preset
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.objectives import resolve
-    from mixdpo_kit.pipeline import analyze_data, build_trainer
+    from mixdpo_kit.core.config import preset
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.objectives.routing import resolve
+    from mixdpo_kit.training.pipeline import analyze_data, build_trainer
 
     warnings.simplefilter("ignore")
     cfg = resolve(preset("demo").override(
@@ -165,7 +165,7 @@ def floor_step(model, batch: dict, head: bool = True) -> float:
     """One bare forward and backward over a batch's unique tokens (the shared rows), the LM head
     only where a response token is predicted, loss = the sum of those logits; ``head=False``: the
     decoder stack alone (loss = the sum of its output), a bound no step that scores tokens can reach."""
-    from mixdpo_kit.pairbatch import ResponseBatch, unwrap_model
+    from mixdpo_kit.modeling.pairbatch import ResponseBatch, unwrap_model
 
     rows = ResponseBatch.from_inputs(batch)
     causal_lm = unwrap_model(model)  # its decoder stack carries the LoRA layers; its head is applied below

@@ -35,7 +35,7 @@ def build(workdir: Path, vocab: int, pairs: int, hard_share: float = 0.12) -> tu
     ratings (``hard_share`` of them at margin 0); returns (model dir, data file)."""
     from transformers import AutoModelForCausalLM
 
-    from mixdpo_kit.tiny import SPECIAL, build_tokenizer, tiny_config
+    from mixdpo_kit.modeling.tiny import SPECIAL, build_tokenizer, tiny_config
 
     words = [f"w{i}" for i in range(vocab - len(SPECIAL))]
     tok = build_tokenizer(words)
@@ -62,10 +62,10 @@ def build(workdir: Path, vocab: int, pairs: int, hard_share: float = 0.12) -> tu
 def run_kit(model: str, data: str, workdir: str, objective: str, eval_batch: int = 16) -> dict:
     import warnings
 
-    from mixdpo_kit.config import preset
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.objectives import resolve
-    from mixdpo_kit.pipeline import analyze_data, build_trainer
+    from mixdpo_kit.core.config import preset
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.objectives.routing import resolve
+    from mixdpo_kit.training.pipeline import analyze_data, build_trainer
 
     warnings.simplefilter("ignore")
     cfg = resolve(preset("demo").override(

@@ -3,7 +3,7 @@
     python bench/run_notebook.py NOTEBOOK.ipynb WORKDIR STAGES.jsonl
 
 The notebook runs in WORKDIR (its ``runs/`` land there) with the environment of this process, so
-``MIXDPO_KIT_*`` variables reach it (notebook 03: ``mixdpo_kit.notebook.gpu_run_settings``). A last
+``MIXDPO_KIT_*`` variables reach it (notebook 03: ``mixdpo_kit.interface.notebook.gpu_run_settings``). A last
 cell, added here, reads the kernel's peak memory. Appends one JSON line to STAGES.jsonl: wall
 seconds, peak memory, the cells that raised, and the notebook's printed lines that carry results.
 The executed copy is saved in WORKDIR.

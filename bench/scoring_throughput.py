@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mixdpo_kit.config import ModelConfig
-from mixdpo_kit.data import load_preferences
-from mixdpo_kit.model import build_policy
-from mixdpo_kit.refcache import ReferenceCache
-from mixdpo_kit.scoring import reward_texts, score_texts
-from mixdpo_kit.tiny import build_tiny_model, build_tiny_reward_model
-from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
+from mixdpo_kit.core.config import ModelConfig
+from mixdpo_kit.data.loading import load_preferences
+from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
+from mixdpo_kit.margins.scoring import reward_texts, score_texts
+from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.modeling.refcache import ReferenceCache
+from mixdpo_kit.modeling.tiny import build_tiny_model, build_tiny_reward_model
 
 HH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 

@@ -55,7 +55,13 @@ def measured(owner, name: str, label: str, parts: dict) -> None:
 def main(argv: list[str]) -> int:
     out, name, sep, *command = argv
     assert sep == "--", "usage: stage.py STAGES.jsonl NAME -- mixdpo-kit arguments"
-    from mixdpo_kit import cli, generation, judge, model, pipeline, runs, trainer
+    from mixdpo_kit.interface import cli
+    from mixdpo_kit.evaluation import generation
+    from mixdpo_kit.evaluation import judge
+    from mixdpo_kit.modeling import model
+    from mixdpo_kit.training import pipeline
+    from mixdpo_kit.workflows import runs
+    from mixdpo_kit.training import trainer
 
     parts: dict = {}
     measured(model, "build_policy", "model loading", parts)

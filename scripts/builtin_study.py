@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mixdpo_kit.compare import T_975, heldout_curves, markdown_table, run_comparison, verdict
-from mixdpo_kit.config import preset
-from mixdpo_kit.variants import hard_share, variants_for
-from mixdpo_kit.viz import heldout_logps
+from mixdpo_kit.core.config import preset
+from mixdpo_kit.reports.viz import heldout_logps
+from mixdpo_kit.workflows.compare import T_975, heldout_curves, markdown_table, run_comparison, verdict
+from mixdpo_kit.workflows.variants import hard_share, variants_for
 
 GRID = {"beta": (0.1, 0.3, 1.0), "learning_rate": (1e-4, 3e-4)}
 OWN_PARAMS = ["simpo", "amapo", "confpo", "ipo", "beta_dpo", "madpo", "gdpo", "da_dpo"]  # their papers' settings
@@ -52,11 +52,11 @@ def choose_settings(cfg, out: Path, seeds: int) -> dict:
 
 
 ABLATIONS = ["mixdpo_constant_lr", "curriculum_dpo_constant_lr", "mixdpo_shuffled", "mixdpo_sorted_by_chosen_score",
-             "mixdpo_sorted_by_rejected_score", "mixdpo_tau_1.5", "mixdpo_tau_3"]  # mixdpo_kit.variants, MixDPO's choice
+             "mixdpo_sorted_by_rejected_score", "mixdpo_tau_1.5", "mixdpo_tau_3"]  # mixdpo_kit.workflows.variants, MixDPO's choice
 
 
 def study_variants(chosen: dict, base) -> dict[str, dict]:
-    """Every variant (from :mod:`mixdpo_kit.variants`, as ``compare`` and the notebooks name them)
+    """Every variant (from :mod:`mixdpo_kit.workflows.variants`, as ``compare`` and the notebooks name them)
     with the settings of the module docstring."""
     def settings(family: str, beta: bool = True) -> dict:
         s = chosen[family]

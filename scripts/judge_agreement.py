@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mixdpo_kit.generation import Decoding, answer_with_run_and_reference
-from mixdpo_kit.judge import judge_files
-from mixdpo_kit.progress import set_quiet
+from mixdpo_kit.core.progress import set_quiet
+from mixdpo_kit.evaluation.generation import Decoding, answer_with_run_and_reference
+from mixdpo_kit.evaluation.judge import judge_files
 
 
 def pct(value: float, ci=None) -> str:

@@ -20,7 +20,7 @@ SETUP = '''# Setup. On Colab: install the kit and bitsandbytes (Colab ships the 
 import sys
 if "google.colab" in sys.modules:
     %pip install -q bitsandbytes "mixdpo-kit @ git+{repo}"
-from mixdpo_kit.notebook import setup_notebook
+from mixdpo_kit import setup_notebook
 setup_notebook()'''
 
 

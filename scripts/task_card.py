@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from builtin_study import paired_difference, study_config  # noqa: E402
 
-from mixdpo_kit import synthetic  # noqa: E402
-from mixdpo_kit.compare import run_comparison  # noqa: E402
+from mixdpo_kit.data import synthetic  # noqa: E402
+from mixdpo_kit.workflows.compare import run_comparison  # noqa: E402
 
 CLEAN = 3.0  # "clean" pairs: rating margin >= 3
 
@@ -79,7 +79,7 @@ def render(c: dict) -> str:
     lines = [
         "# The built-in task's card", "",
         "Measured by `scripts/task_card.py` (reproduce: `.venv/bin/python scripts/task_card.py --doc docs/task.md`) "
-        "before the study was run. The task (`mixdpo_kit/synthetic.py`) was tuned for the four properties below and "
+        "before the study was run. The task (`mixdpo_kit/data/synthetic.py`) was tuned for the four properties below and "
         "for nothing else; in particular, never toward any objective winning.", "",
         "| property | target | measured | met |", "|---|---|---|---|",
         f"| headroom: SFT model vs best of the 4 candidates (ground-truth reward, 256 held-out prompts) | well below | "

@@ -8,9 +8,9 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional-kernel
 import datasets  # noqa: E402
 import pytest  # noqa: E402
 
-from mixdpo_kit.config import preset
-from mixdpo_kit.objectives import resolve
-from mixdpo_kit.tiny import build_tiny_model
+from mixdpo_kit.core.config import preset
+from mixdpo_kit.modeling.tiny import build_tiny_model
+from mixdpo_kit.objectives.routing import resolve
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from mixdpo_kit.config import preset
-from mixdpo_kit.model import build_policy
-from mixdpo_kit.pipeline import analyze_data, build_trainer
+from mixdpo_kit.core.config import preset
+from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.training.pipeline import analyze_data, build_trainer
 
 
 def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:

@@ -14,8 +14,8 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mixdpo_kit.logprobs import token_logps
-from mixdpo_kit.pairbatch import separate_rows
+from mixdpo_kit.modeling.logprobs import token_logps
+from mixdpo_kit.modeling.pairbatch import separate_rows
 
 
 def step(hidden: int, layers: int, vocab: int, seq_len: int, pairs: int) -> None:

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mixdpo_kit import losses, margins, objectives, variants
-from mixdpo_kit.config import RunConfig
+from mixdpo_kit.core.config import RunConfig
+from mixdpo_kit.margins import sources as margins
+from mixdpo_kit.objectives import losses
+from mixdpo_kit.objectives import routing as objectives
+from mixdpo_kit.workflows import variants
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
 

@@ -219,10 +219,10 @@ def test_mode_and_source_switches_keep_the_split_in_the_browser(jupyterlab):
 
 FIGURES_NOTEBOOK = """
 import numpy as np
-from mixdpo_kit import viz
-from mixdpo_kit.config import TrainConfig
-from mixdpo_kit.curriculum import CurriculumPlan
-from mixdpo_kit.split import split_by_margin
+from mixdpo_kit.core.config import TrainConfig
+from mixdpo_kit.margins.curriculum import CurriculumPlan
+from mixdpo_kit.margins.split import split_by_margin
+from mixdpo_kit.reports import viz
 
 rng = np.random.default_rng(0)
 m = np.round(rng.uniform(0, 9, 400) * 2) / 2
@@ -362,7 +362,7 @@ def test_02_exports_what_it_says_and_03_says_everything_it_took(tmp_path):
     _requirements_or_skip()
     from playwright.sync_api import sync_playwright
 
-    from mixdpo_kit.config import RunConfig
+    from mixdpo_kit.core.config import RunConfig
 
     for name in ("02_split_and_curriculum.ipynb", "03_train_qlora.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, tmp_path)

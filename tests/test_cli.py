@@ -5,13 +5,13 @@ import sys
 
 import datasets
 
-from mixdpo_kit.cli import main
+from mixdpo_kit.interface.cli import main
 
 
 def test_demo_writes_summary_metrics_and_report(tmp_path):
     out = tmp_path / "demo"
     # Run as a real subprocess through the console-script module, like a user would.
-    res = subprocess.run([sys.executable, "-m", "mixdpo_kit.cli", "demo", "--out", str(out)],
+    res = subprocess.run([sys.executable, "-m", "mixdpo_kit", "demo", "--out", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -53,7 +53,7 @@ def test_train_and_evaluate_from_yaml(small_cfg, tmp_path):
     # re-evaluation used exactly the config the run saved.
     for key in ("logps_chosen_after", "logps_rejected_after", "logratio_margin"):
         assert abs(first["evaluation"]["preference"][key] - again["evaluation"]["preference"][key]) < 1e-3, key
-    from mixdpo_kit.config import read_run_config
+    from mixdpo_kit.core.config import read_run_config
 
     assert again["config"] == first["config"] == read_run_config(run_dir).to_dict()
     assert (first["config"]["loss"]["label_smoothing"], first["config"]["curriculum"]["order"]) == (0.0, "random")
@@ -64,7 +64,7 @@ def test_a_run_folder_works_after_a_move_from_any_directory(small_cfg, tmp_path,
     then used from another working directory: generate --run and evaluate --run still load it."""
     import shutil
 
-    from mixdpo_kit.runs import run
+    from mixdpo_kit.workflows.runs import run
 
     made, elsewhere = tmp_path / "made", tmp_path / "elsewhere"
     made.mkdir()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mixdpo_kit import compare
-from mixdpo_kit.cli import main
-from mixdpo_kit.variants import variants_for
+from mixdpo_kit.interface.cli import main
+from mixdpo_kit.workflows import compare
+from mixdpo_kit.workflows.variants import variants_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,12 +44,12 @@ def test_quick_study_writes_table_and_verdicts_and_resumes(tmp_path, monkeypatch
     assert "`dpo`:" in text and "`mixdpo`:" in text  # the displacement verdict per tracked variant
     assert (out / "compare.html").exists()
     # Resumable: a second comparison over the same folder trains nothing.
-    import mixdpo_kit.runs
+    import mixdpo_kit.workflows.runs
 
     def no_training(*a, **kw):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(mixdpo_kit.runs, "run", no_training)
+    monkeypatch.setattr(mixdpo_kit.workflows.runs, "run", no_training)
     sys.path.insert(0, str(ROOT / "scripts"))
     import builtin_study
 
@@ -59,8 +59,8 @@ def test_quick_study_writes_table_and_verdicts_and_resumes(tmp_path, monkeypatch
 
 
 def test_runs_with_the_same_reference_share_its_evaluation(small_cfg, monkeypatch):
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.runs import evaluate_policy
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.workflows.runs import evaluate_policy
 
     policy = build_policy(small_cfg.model)
     reference, entered = policy.reference, []
@@ -85,7 +85,7 @@ def test_compare_judges_runs_on_other_data_against_the_sft_model(small_cfg, chat
     SFT model's answers under a local reward model, with an interval; the SFT answers are made once."""
     import json
 
-    from mixdpo_kit.tiny import build_tiny_reward_model
+    from mixdpo_kit.modeling.tiny import build_tiny_reward_model
 
     data = tmp_path / "pairs.jsonl"
     chat_pairs.to_json(str(data))

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from mixdpo_kit.config import preset
-from mixdpo_kit.cost import RunTooLarge, check_run_size, count_pairs, estimate_run, model_parameters
-from mixdpo_kit.memory import ModelShape
-from mixdpo_kit.widgets import TrainingLauncher
+from mixdpo_kit.core.config import preset
+from mixdpo_kit.interface.widgets import TrainingLauncher
+from mixdpo_kit.modeling.cost import RunTooLarge, check_run_size, count_pairs, estimate_run, model_parameters
+from mixdpo_kit.modeling.memory import ModelShape
 
 
 def test_estimate_counts_pairs_steps_and_flops_by_hand():

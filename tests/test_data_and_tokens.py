@@ -5,11 +5,11 @@ import datasets
 import pytest
 import torch
 
-from mixdpo_kit.data import DataError, load_preferences, normalise
-from mixdpo_kit.logprobs import sequence_logps
-from mixdpo_kit.pairbatch import separate_rows
-from mixdpo_kit.tiny import build_tokenizer
-from mixdpo_kit.tokenization import TokenizationSettings, encode_prompt, encode_response, tokenize_pairs
+from mixdpo_kit.data.loading import DataError, load_preferences, normalise
+from mixdpo_kit.data.tokenization import TokenizationSettings, encode_prompt, encode_response, tokenize_pairs
+from mixdpo_kit.modeling.logprobs import sequence_logps
+from mixdpo_kit.modeling.pairbatch import separate_rows
+from mixdpo_kit.modeling.tiny import build_tokenizer
 
 
 def test_ultrafeedback_schema_from_jsonl_parquet_csv_and_memory(chat_pairs, tmp_path):
@@ -121,7 +121,7 @@ def test_pairs_whose_response_is_truncated_away_are_dropped_and_counted(chat_pai
     ("empty.csv", "", "the file is empty"), ("header.csv", "prompt,chosen,rejected\n", "only a header line"),
     ("a_directory", None, "is a directory")])
 def test_unusable_data_files_get_one_line_errors_naming_path_and_problem(tmp_path, capsys, name, content, problem):
-    from mixdpo_kit.cli import main
+    from mixdpo_kit.interface.cli import main
 
     path = tmp_path / name
     path.mkdir() if content is None else path.write_text(content)

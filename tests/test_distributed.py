@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixdpo_kit.tiny import build_tiny_model
+from mixdpo_kit.modeling.tiny import build_tiny_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mixdpo_kit.explain import example_indices, worked_pair
-from mixdpo_kit.model import build_policy
-from mixdpo_kit.pipeline import analyze_data
+from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.reports.explain import example_indices, worked_pair
+from mixdpo_kit.training.pipeline import analyze_data
 
 
 def test_worked_pair_library_matches_hand_formulas_on_both_routes(small_cfg):
@@ -33,7 +33,7 @@ def test_the_study_noise_quoted_to_learners_is_the_studys_own():
     be what docs/results.md reports, and the sentence must say whose number it is."""
     from pathlib import Path
 
-    from mixdpo_kit.explain import STUDY_HALF_WIDTH, difference_line
+    from mixdpo_kit.reports.explain import STUDY_HALF_WIDTH, difference_line
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
     assert f"a 95 % interval is about ±{STUDY_HALF_WIDTH}" in doc

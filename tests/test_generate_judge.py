@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from mixdpo_kit import generation, synthetic
-from mixdpo_kit.cli import main
-from mixdpo_kit.data import DataError
-from mixdpo_kit.judge import (bootstrap_interval, compare_answers, fit_length_logistic, judge_files, verdict_lines,
-                              length_controlled_win_rate, match_answers, wins_from_scores)
-from mixdpo_kit.prompt_sets import load_prompts
-from mixdpo_kit.tiny import build_tiny_reward_model
+from mixdpo_kit.core.config import JudgeConfig
+from mixdpo_kit.data import synthetic
+from mixdpo_kit.data.loading import DataError
+from mixdpo_kit.data.prompt_sets import load_prompts
+from mixdpo_kit.evaluation import generation
+from mixdpo_kit.evaluation.judge import (bootstrap_interval, compare_answers, fit_length_logistic, judge_files, verdict_lines,
+                                         length_controlled_win_rate, match_answers, wins_from_scores)
+from mixdpo_kit.interface.cli import main
+from mixdpo_kit.modeling.tiny import build_tiny_reward_model
 
 TASKS = ["sort 3 1 2", "reverse 4 5 6", "count 1 : 1 2 1", "sort 9 8", "reverse 1 2 3 4", "sort 5 5 1",
          "reverse 7 0", "count 3 : 3 3 3 1", "sort 2 1", "reverse 6 5 4 3 2"]
@@ -142,7 +144,7 @@ def test_generate_refuses_to_mix_decoding_settings(tiny_llama, tmp_path, capsys)
 def test_generate_from_a_run_and_its_reference(small_cfg, tmp_path, monkeypatch):
     """A trained run answers with its adapter on; --reference answers as the SFT model (adapter off):
     the same greedy answers the run's own evaluation recorded after and before training."""
-    from mixdpo_kit.runs import run
+    from mixdpo_kit.workflows.runs import run
 
     cfg = small_cfg.override(train={"learning_rate": 5e-2, "max_steps": 8})  # enough to move the answers
     summary = run(cfg, tmp_path / "run")
@@ -261,11 +263,13 @@ def test_judge_scores_come_from_the_cache_the_second_time(tmp_path, monkeypatch)
     rows = [{"instruction": p, "output": " ".join(synthetic.solve(p)), "generator": "g"} for p in TASKS[:4]]
     (tmp_path / "a.json").write_text(json.dumps(rows))
     (tmp_path / "b.json").write_text(json.dumps([{**r, "output": "0"} for r in rows]))
-    first = judge_files(tmp_path / "a.json", tmp_path / "b.json", str(rm), cache_dir=tmp_path / "c", n_boot=50)
-    from mixdpo_kit import scoring
+    first = judge_files(tmp_path / "a.json", tmp_path / "b.json", str(rm), cache_dir=tmp_path / "c",
+                        settings=JudgeConfig(bootstrap=50))
+    from mixdpo_kit.margins import scoring
 
     monkeypatch.setattr(scoring, "score_texts", lambda *a, **k: pytest.fail("scored again despite the cache"))
-    second = judge_files(tmp_path / "a.json", tmp_path / "b.json", str(rm), cache_dir=tmp_path / "c", n_boot=50)
+    second = judge_files(tmp_path / "a.json", tmp_path / "b.json", str(rm), cache_dir=tmp_path / "c",
+                        settings=JudgeConfig(bootstrap=50))
     assert second["mean_score"] == first["mean_score"]
 
 

@@ -6,10 +6,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from mixdpo_kit import logprobs
-from mixdpo_kit.logprobs import plain_token_logps, token_logps
-from mixdpo_kit.pairbatch import separate_rows
-from mixdpo_kit.tiny import ARCHITECTURES, tiny_config
+from mixdpo_kit.modeling import logprobs
+from mixdpo_kit.modeling.logprobs import plain_token_logps, token_logps
+from mixdpo_kit.modeling.pairbatch import separate_rows
+from mixdpo_kit.modeling.tiny import ARCHITECTURES, tiny_config
 
 VOCAB = 300
 
@@ -74,8 +74,8 @@ def test_only_response_positions_reach_the_head_one_chunk_at_a_time(monkeypatch)
 
 
 def test_adapter_off_reference_and_4bit_qlora_match(tiny_llama):
-    from mixdpo_kit.config import ModelConfig
-    from mixdpo_kit.model import build_policy
+    from mixdpo_kit.core.config import ModelConfig
+    from mixdpo_kit.modeling.model import build_policy
 
     policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="qlora"))
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_adapter_off_reference_and_4bit_qlora_match(tiny_llama):
 
 
 def test_chunk_size_follows_device_and_dtype_and_never_changes_the_numbers(monkeypatch):
-    from mixdpo_kit.logprobs import logits_chunk_elements
+    from mixdpo_kit.modeling.logprobs import logits_chunk_elements
 
     gib = 2 ** 30
     sizes = {"cpu": logits_chunk_elements("cpu", torch.float32),

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mixdpo_kit.losses import PairLogps, make_loss, preference_loss, routed_loss, sft_loss
+from mixdpo_kit.objectives.losses import PairLogps, make_loss, preference_loss, routed_loss, sft_loss
 
 
 def route(hard, sft_weight=1.0, preference_weight=1.0):

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from mixdpo_kit.data import DataError, load_preferences, normalise
-from mixdpo_kit.margins import compute_margins, normalize_margins, rank_correlation
-from mixdpo_kit.model import build_policy
-from mixdpo_kit.pipeline import analyze_data, build_trainer, train
-from mixdpo_kit.scoring import reward_model_margins
-from mixdpo_kit.tiny import build_tiny_reward_model
+from mixdpo_kit.data.loading import DataError, load_preferences, normalise
+from mixdpo_kit.margins.scoring import reward_model_margins
+from mixdpo_kit.margins.sources import compute_margins, normalize_margins, rank_correlation
+from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.modeling.tiny import build_tiny_reward_model
+from mixdpo_kit.training.pipeline import analyze_data, build_trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -34,7 +34,7 @@ def test_reward_model_margins_are_cached_and_independent_of_batching(chat_pairs,
     again = reward_model_margins(ds, rm, tmp_path / "other", batch_size=6, max_length=64)
     np.testing.assert_allclose(first, again, atol=1e-5)
     # The second call on the same data reads the cache: no model is loaded.
-    import mixdpo_kit.scoring as scoring
+    import mixdpo_kit.margins.scoring as scoring
 
     monkeypatch.setattr(scoring.AutoModelForSequenceClassification, "from_pretrained",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("scored again")))
@@ -42,8 +42,8 @@ def test_reward_model_margins_are_cached_and_independent_of_batching(chat_pairs,
 
 
 def test_likelihood_gap_margins_equal_reference_per_token_gap(small_cfg):
-    from mixdpo_kit.logprobs import sequence_logps
-    from mixdpo_kit.pairbatch import separate_rows
+    from mixdpo_kit.modeling.logprobs import sequence_logps
+    from mixdpo_kit.modeling.pairbatch import separate_rows
 
     cfg = small_cfg.override(margins={"source": "likelihood_gap"}, data={"max_rows": 12})
     policy = build_policy(cfg.model)
@@ -148,7 +148,7 @@ def test_nonfinite_loss_stops_with_step_rows_and_kept_weights(small_cfg, tmp_pat
 
 
 def test_out_of_memory_names_the_settings_to_lower(small_cfg, tmp_path, monkeypatch):
-    from mixdpo_kit.trainer import MixDPOTrainer
+    from mixdpo_kit.training.trainer import MixDPOTrainer
 
     def oom(self, *a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
@@ -159,9 +159,9 @@ def test_out_of_memory_names_the_settings_to_lower(small_cfg, tmp_path, monkeypa
 
 
 def test_no_pickle_unsafe_yaml_or_remote_code_by_default():
-    from mixdpo_kit.config import RunConfig
+    from mixdpo_kit.core.config import RunConfig
 
-    sources = {p.name: p.read_text() for p in (ROOT / "mixdpo_kit").glob("*.py")}
+    sources = {p.name: p.read_text() for p in (ROOT / "mixdpo_kit").rglob("*.py")}
     for name, text in sources.items():
         assert not re.search(r"^\s*import pickle|torch\.load\(|yaml\.load\(|yaml\.unsafe_load", text, re.M), name
     assert RunConfig().model.trust_remote_code is False

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixdpo_kit.memory import GIB, PUBLISHED_SHAPES, ModelShape, estimate_gpu_memory
+from mixdpo_kit.modeling.memory import GIB, PUBLISHED_SHAPES, ModelShape, estimate_gpu_memory
 
 WORKER = Path(__file__).with_name("memory_worker.py")
 LLAMA3_8B = PUBLISHED_SHAPES["Llama-3-8B"]

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mixdpo_kit.config import ModelConfig
-from mixdpo_kit.model import build_policy, compute_dtype
-from mixdpo_kit.tiny import build_tiny_model
+from mixdpo_kit.core.config import ModelConfig
+from mixdpo_kit.modeling.model import build_policy, compute_dtype
+from mixdpo_kit.modeling.tiny import build_tiny_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
@@ -59,9 +59,9 @@ def test_device_aware_dtype():
 
 
 def test_a_gpu_without_bf16_trains_in_fp16_with_loss_scaling_and_says_so_once(monkeypatch, capsys):
-    from mixdpo_kit import model as model_module
-    from mixdpo_kit.model import quantization_config
-    from mixdpo_kit.pipeline import mixed_precision
+    from mixdpo_kit.modeling import model as model_module
+    from mixdpo_kit.modeling.model import quantization_config
+    from mixdpo_kit.training.pipeline import mixed_precision
 
     monkeypatch.setattr(model_module, "_FP16_NOTED", [])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
@@ -99,8 +99,8 @@ def test_sft_warmup_does_not_follow_the_main_runs_schedule(tmp_path, tiny_llama)
     """Runs that differ only in their schedule must start from the same SFT model (the reference)."""
     from safetensors.torch import load_file
 
-    from mixdpo_kit.config import preset
-    from mixdpo_kit.pipeline import sft_warmup
+    from mixdpo_kit.core.config import preset
+    from mixdpo_kit.training.pipeline import sft_warmup
 
     base = preset("demo").override(model={"name_or_path": tiny_llama}, sft_warmup={"enabled": True, "max_steps": 12})
     models = [sft_warmup(base.override(train={"lr_scheduler_type": schedule, "weight_decay": wd}), tmp_path / schedule)

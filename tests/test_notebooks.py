@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mixdpo_kit.explain import ROUTED_LOSS_MARKDOWN
+from mixdpo_kit.reports.explain import ROUTED_LOSS_MARKDOWN
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -61,7 +61,7 @@ def _output_text(output) -> str:
 # launcher (schedule -> constant_with_warmup, Run). An exception in any handler fails the cell.
 WIDGET_PASS = """
 import ipywidgets as W
-from mixdpo_kit.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
+from mixdpo_kit.interface.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
 
 _panels = [v for k, v in list(globals().items()) if not k.startswith("_")
            and isinstance(v, (MarginExplorer, CurriculumDesigner, TrainingLauncher))]
@@ -159,8 +159,8 @@ def test_learner_pass(path, tmp_path, monkeypatch):
     text = "".join(_output_text(o) for _, o in outputs)
     if path.stem == "02_split_and_curriculum":
         # The export is what the prose says it is: the demo's settings, untouched by the exercises.
-        from mixdpo_kit.config import RunConfig, preset
-        from mixdpo_kit.widgets import PANEL_FIELDS
+        from mixdpo_kit.core.config import RunConfig, preset
+        from mixdpo_kit.interface.widgets import PANEL_FIELDS
 
         exported, demo = RunConfig.from_yaml(tmp_path / "runs" / "panels.yaml").to_dict(), preset("demo").to_dict()
         assert {s: {k: exported[s][k] for k in keys} for s, keys in PANEL_FIELDS.items()} == \
@@ -174,7 +174,7 @@ def test_learner_pass(path, tmp_path, monkeypatch):
 def test_notebook03_gpu_settings_come_from_the_environment_where_set():
     """A machine without the hub points notebook 03's GPU branch at local copies; unset variables
     keep the defaults, and a malformed number is named."""
-    from mixdpo_kit.notebook import GpuRunSettings, gpu_branch, gpu_run_settings
+    from mixdpo_kit.interface.notebook import GpuRunSettings, gpu_branch, gpu_run_settings
 
     assert gpu_run_settings({}) == GpuRunSettings()
     assert GpuRunSettings().data_overrides() == {"max_rows": 1000}  # the preset's source: the hub's UltraFeedback

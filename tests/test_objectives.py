@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mixdpo_kit.config import LossConfig
-from mixdpo_kit.losses import PREFERENCE_LOSSES, PairLogps, low_confidence_stats, make_loss, preference_loss
-from mixdpo_kit.objectives import OBJECTIVES, get_objective, resolve
-from mixdpo_kit.split import split_by_margin
+from mixdpo_kit.core.config import LossConfig
+from mixdpo_kit.margins.split import split_by_margin
+from mixdpo_kit.objectives.losses import PREFERENCE_LOSSES, PairLogps, low_confidence_stats, make_loss, preference_loss
+from mixdpo_kit.objectives.routing import OBJECTIVES, get_objective, resolve
 
 sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
 nls = lambda x: -math.log(sig(x))  # noqa: E731 (-log sigma)
@@ -116,7 +116,7 @@ def test_resolve_pins_what_each_objective_fixes(small_cfg):
 
 
 def test_loss_parameters_are_typed_validated_and_resolved(tmp_path):
-    from mixdpo_kit.config import RunConfig
+    from mixdpo_kit.core.config import RunConfig
 
     # Each loss runs with its own paper's parameters unless the config sets them.
     for objective, expect in [("simpo", {"beta": 2.0, "gamma": 1.0, "label_smoothing": 0.0}),
@@ -143,9 +143,9 @@ def test_loss_parameters_are_typed_validated_and_resolved(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_every_objective_trains(name, small_cfg, tmp_path):
-    from mixdpo_kit.compare import variant_config
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.pipeline import analyze_data, build_trainer
+    from mixdpo_kit.workflows.compare import variant_config
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.training.pipeline import analyze_data, build_trainer
 
     cfg = variant_config(small_cfg, {"loss": {"objective": name},  # the objective's own loss parameters
                                      "train": {"max_steps": 2, "save_steps": 1000, "learning_rate": 1e-2},

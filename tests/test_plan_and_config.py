@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from mixdpo_kit import synthetic
-from mixdpo_kit.config import RunConfig, preset
-from mixdpo_kit.curriculum import CurriculumPlan
-from mixdpo_kit.split import split_by_margin
+from mixdpo_kit.core.config import RunConfig, preset
+from mixdpo_kit.data import synthetic
+from mixdpo_kit.margins.curriculum import CurriculumPlan
+from mixdpo_kit.margins.split import split_by_margin
 
 MARGINS = np.array([0.0, 3.0, 0.5, 9.0, 0.0, 1.5, 3.0, 6.0])
 
@@ -91,7 +91,7 @@ def test_true_reward_hand_values_and_noisier_small_margins():
 
 
 def test_true_margins_and_agreement_table():
-    from mixdpo_kit.pipeline import analyze_data
+    from mixdpo_kit.training.pipeline import analyze_data
 
     prep = analyze_data(preset("demo"))
     true = synthetic.true_reward_margins(prep.dataset)
@@ -107,8 +107,8 @@ def test_true_margins_and_agreement_table():
 def test_lr_mass_by_route_hand_values_and_the_papers_run():
     import math
 
-    from mixdpo_kit.config import TrainConfig
-    from mixdpo_kit.curriculum import lr_mass_by_route
+    from mixdpo_kit.core.config import TrainConfig
+    from mixdpo_kit.margins.curriculum import lr_mass_by_route
 
     margins = np.array([5.0] * 8 + [0.0] * 2)
     plan = CurriculumPlan(margins, "easy_to_hard")
@@ -131,9 +131,9 @@ def test_lr_mass_by_route_hand_values_and_the_papers_run():
 def test_lr_mass_of_a_stopped_run_counts_only_the_steps_it_trained():
     """A run stopped before the hard pairs reached them trained none of them: its SFT mass is 0,
     not the planned share."""
-    from mixdpo_kit.config import TrainConfig
-    from mixdpo_kit.curriculum import lr_mass_by_route
-    from mixdpo_kit.explain import lr_mass_line
+    from mixdpo_kit.core.config import TrainConfig
+    from mixdpo_kit.margins.curriculum import lr_mass_by_route
+    from mixdpo_kit.reports.explain import lr_mass_line
 
     margins = np.array([5.0] * 8 + [0.0] * 2)
     plan = CurriculumPlan(margins, "easy_to_hard")
@@ -149,7 +149,7 @@ def test_lr_mass_of_a_stopped_run_counts_only_the_steps_it_trained():
 
 
 def test_units_read_as_people_read_them():
-    from mixdpo_kit import units
+    from mixdpo_kit.core import units
 
     assert units.percent(259 / 2000) == "13.0 %" and units.percent(0.004825, 2) == "0.48 %"
     assert units.size(8.1) == "8.1 GiB" and units.size(0.74) == "758 MiB" and units.size(0.0003) == "0.31 MiB"

@@ -8,10 +8,10 @@ import torch
 from test_logprobs_chunked import VOCAB
 from test_logprobs_chunked import _model as tiny_model  # tests/ is on sys.path under pytest
 
-from mixdpo_kit import pairbatch
-from mixdpo_kit.logprobs import score_pairs, token_logps
-from mixdpo_kit.pairbatch import PromptSharing, pair_rows, prompt_sharing, shared_rows
-from mixdpo_kit.tiny import ARCHITECTURES
+from mixdpo_kit.modeling import pairbatch
+from mixdpo_kit.modeling.logprobs import score_pairs, token_logps
+from mixdpo_kit.modeling.pairbatch import PromptSharing, pair_rows, prompt_sharing, shared_rows
+from mixdpo_kit.modeling.tiny import ARCHITECTURES
 
 SHARED, SEPARATE = PromptSharing(True), PromptSharing(False)
 
@@ -64,8 +64,8 @@ def test_eager_attention_takes_the_mask_additively():
 
 
 def test_4bit_qlora_policy_and_its_adapter_off_reference(tiny_llama):
-    from mixdpo_kit.config import ModelConfig
-    from mixdpo_kit.model import build_policy
+    from mixdpo_kit.core.config import ModelConfig
+    from mixdpo_kit.modeling.model import build_policy
 
     policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="qlora", gradient_checkpointing=True))
     with torch.no_grad():
@@ -84,10 +84,10 @@ def test_4bit_qlora_policy_and_its_adapter_off_reference(tiny_llama):
 def test_scoring_truncated_real_pairs_either_way(tiny_llama, chat_pairs):
     """The path of the reference cache, the evaluation and the likelihood-gap margins, on pairs
     cut by the tokenisation limits (prompt kept at its end, responses at their start)."""
-    from mixdpo_kit.data import normalise
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.config import ModelConfig
-    from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
+    from mixdpo_kit.data.loading import normalise
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.core.config import ModelConfig
+    from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
 
     policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="lora"))
     ds, _ = tokenize_pairs(normalise(chat_pairs)[0], policy.tokenizer,
@@ -165,9 +165,9 @@ def test_a_sliding_window_shorter_than_the_batch_keeps_separate_rows():
 
 
 def test_trainer_loss_and_gradients_are_the_same_either_way(small_cfg, tmp_path):
-    from mixdpo_kit.model import build_policy
-    from mixdpo_kit.pipeline import analyze_data, build_trainer
-    from mixdpo_kit.trainer import PairCollator
+    from mixdpo_kit.modeling.model import build_policy
+    from mixdpo_kit.training.pipeline import analyze_data, build_trainer
+    from mixdpo_kit.training.trainer import PairCollator
 
     cfg = small_cfg.override(train={"precompute_reference": False}, split={"quantile": 0.5})
     policy = build_policy(cfg.model)

@@ -10,10 +10,10 @@ import datasets
 import numpy as np
 import pytest
 
-from mixdpo_kit.cli import main
-from mixdpo_kit.config import RunConfig
-from mixdpo_kit.data import DataError, load_preferences, read_records
-from mixdpo_kit.pipeline import analyze_data, data_report
+from mixdpo_kit.core.config import JudgeConfig, RunConfig
+from mixdpo_kit.data.loading import DataError, load_preferences, read_records
+from mixdpo_kit.interface.cli import main
+from mixdpo_kit.training.pipeline import analyze_data, data_report
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -47,7 +47,7 @@ def test_the_sample_ships_and_loads_by_name_offline(capsys, tmp_path):
 
 
 def test_the_explorer_says_what_the_grid_decides():
-    from mixdpo_kit.widgets import MarginExplorer
+    from mixdpo_kit.interface.widgets import MarginExplorer
 
     prep = analyze_data(RunConfig().override(data={"source": "ultrafeedback-sample"}))
     ex = MarginExplorer(prep.dataset, prep.margins)
@@ -93,9 +93,9 @@ def test_official_files_generate_and_judge_as_published(tmp_path):
     judge against the real baseline answers: every answer is matched (by instruction, by uid)."""
     ah_q, ah_b = shared("arena-hard-v0.1-question.jsonl.gz"), shared("arena-hard-v0.1-gpt-4-0314-answers.jsonl.gz")
     ae = shared("alpaca-eval-gpt4-1106-preview-outputs.json.gz")
-    from mixdpo_kit.judge import judge_files
-    from mixdpo_kit.prompt_sets import load_prompts
-    from mixdpo_kit.tiny import build_tiny_reward_model
+    from mixdpo_kit.evaluation.judge import judge_files
+    from mixdpo_kit.data.prompt_sets import load_prompts
+    from mixdpo_kit.modeling.tiny import build_tiny_reward_model
 
     assert len(load_prompts(str(ah_q))) == 500 and len(load_prompts(str(ae))) == 805
     questions = load_prompts(str(ah_q), 24)
@@ -106,7 +106,8 @@ def test_official_files_generate_and_judge_as_published(tmp_path):
         assert main(["generate", "--model", "tiny-llama", "--prompts", str(prompts), "--max-prompts", "24",
                      "--max-new-tokens", "4", "--out", str(out)]) == 0
         mine = out.parent / "model_answer" / "tiny-llama.jsonl" if by == "id" else out
-        v = judge_files(mine, baseline, rm, tmp_path / f"{name}-judge", tmp_path / "cache", n_boot=50)
+        v = judge_files(mine, baseline, rm, tmp_path / f"{name}-judge", tmp_path / "cache",
+                        JudgeConfig(bootstrap=50))
         assert v["left_out"]["matched_by"] == by and v["left_out"]["matched"] == v["prompts"] == 24
         assert v["left_out"]["only_in_a"] == 0 and v["left_out"]["only_in_b"] == (500 if by == "id" else 805) - 24
     assert v["b"]["generator"] == "gpt4_1106_preview"
@@ -147,7 +148,7 @@ def test_bad_real_world_input_gets_one_line_naming_file_and_row(tmp_path, capsys
 
 
 def test_answer_files_with_a_repeated_uid_are_refused(tmp_path):
-    from mixdpo_kit.judge import read_answers
+    from mixdpo_kit.evaluation.judge import read_answers
 
     rows = [{"uid": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant",
                                                                          "content": {"answer": "x"}}]}] * 2
@@ -161,9 +162,9 @@ def test_answer_files_with_a_repeated_uid_are_refused(tmp_path):
 def test_training_on_real_text_at_real_lengths(small_cfg, tmp_path):
     """A tokenizer trained on the sample in seconds lets a tiny Llama train on its real text:
     chat template, truncation (counted and reported), the reference cache reused by a second run."""
-    from mixdpo_kit.explain import report_lines
-    from mixdpo_kit.runs import run
-    from mixdpo_kit.tiny import build_text_tokenizer, build_tiny_model
+    from mixdpo_kit.reports.explain import report_lines
+    from mixdpo_kit.workflows.runs import run
+    from mixdpo_kit.modeling.tiny import build_text_tokenizer, build_tiny_model
 
     ds, _ = load_preferences("ultrafeedback-sample")
     texts = [m["content"] for p in ds["prompt"] for m in p] + list(ds["chosen"]) + list(ds["rejected"])
@@ -196,7 +197,7 @@ def test_the_terminal_is_calm(tmp_path):
     import sys
 
     def demo(*flags):
-        res = subprocess.run([sys.executable, "-m", "mixdpo_kit.cli", "demo", "--out", str(tmp_path / "d"), *flags],
+        res = subprocess.run([sys.executable, "-m", "mixdpo_kit", "demo", "--out", str(tmp_path / "d"), *flags],
                              capture_output=True, text=True, timeout=900, cwd=tmp_path)
         assert res.returncode == 0, res.stderr[-2000:]
         return res.stdout, res.stderr
@@ -215,8 +216,8 @@ def test_the_terminal_is_calm(tmp_path):
 def test_switching_mode_and_source_on_real_ratings_keeps_the_split():
     """On a rating grid, absolute -> quantile -> absolute gives back the same τ and hard pairs, and a
     new source takes the slider position whose split is closest to the current one."""
-    from mixdpo_kit.margins import compute_margins
-    from mixdpo_kit.widgets import MarginExplorer
+    from mixdpo_kit.margins.sources import compute_margins
+    from mixdpo_kit.interface.widgets import MarginExplorer
 
     real = analyze_data(RunConfig().override(data={"source": "ultrafeedback-sample"}))
     ex = MarginExplorer(real.dataset, {"ratings": real.margins,

@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
-from mixdpo_kit.data import load_preferences
-from mixdpo_kit.reward_model import PairTextCollator, PairwiseRewardTrainer, train_reward_model
-from mixdpo_kit.scoring import RewardModelScorer, reward_texts
-from mixdpo_kit.tiny import build_tiny_reward_model
+from mixdpo_kit.data.loading import load_preferences
+from mixdpo_kit.margins.scoring import RewardModelScorer, reward_texts
+from mixdpo_kit.modeling.reward_model import PairTextCollator, PairwiseRewardTrainer, train_reward_model
+from mixdpo_kit.modeling.tiny import build_tiny_reward_model
 
 
 def test_pairwise_loss_by_hand(tmp_path):

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from mixdpo_kit.report import read_metrics
-from mixdpo_kit.runs import RUN_OUTPUTS, clear_run_folder, run
-from mixdpo_kit.widgets import TrainingLauncher
+from mixdpo_kit.interface.widgets import TrainingLauncher
+from mixdpo_kit.reports.report import read_metrics
+from mixdpo_kit.workflows.runs import RUN_OUTPUTS, clear_run_folder, run
 
 
 def loss_steps(run_dir) -> list[int]:
@@ -62,7 +62,7 @@ def test_a_second_run_is_refused_while_one_is_going(small_cfg, tmp_path):
 
 
 def test_stop_before_training_raises_run_stopped(small_cfg, tmp_path):
-    from mixdpo_kit.pipeline import RunStopped
+    from mixdpo_kit.training.pipeline import RunStopped
 
     stop = threading.Event()
     stop.set()

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from mixdpo_kit.model import build_policy
-from mixdpo_kit.pipeline import analyze_data, build_trainer
-from mixdpo_kit.refcache import ReferenceCache
-from mixdpo_kit.trainer import MixDPOTrainer, PairCollator
+from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.modeling.refcache import ReferenceCache
+from mixdpo_kit.training.pipeline import analyze_data, build_trainer
+from mixdpo_kit.training.trainer import MixDPOTrainer, PairCollator
 
 
 class Recorder(TrainerCallback):
@@ -166,7 +166,7 @@ def test_gradient_accumulation_gives_the_same_update(small_cfg, tmp_path):
 
 
 def test_warmup_ratio_becomes_warmup_steps(small_cfg, tmp_path):
-    from mixdpo_kit.pipeline import training_arguments
+    from mixdpo_kit.training.pipeline import training_arguments
 
     args = training_arguments(small_cfg.override(train={"warmup_ratio": 0.1}), tmp_path, torch.float32)
     assert args.get_warmup_steps(200) == 20
@@ -209,7 +209,7 @@ def test_resume_reproduces_uninterrupted_losses(small_cfg, tmp_path):
 
 
 def test_planned_lr_schedule_is_the_one_the_trainer_runs(small_cfg, tmp_path):
-    from mixdpo_kit.curriculum import lr_schedule
+    from mixdpo_kit.margins.curriculum import lr_schedule
 
     class StepRates(TrainerCallback):  # the rate each optimiser step actually applies
         def __init__(self):

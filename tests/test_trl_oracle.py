@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mixdpo_kit.data import normalise
-from mixdpo_kit.logprobs import sequence_logps
-from mixdpo_kit.pairbatch import shared_rows
-from mixdpo_kit.losses import PairLogps, preference_loss
-from mixdpo_kit.tokenization import TokenizationSettings, tokenize_pairs
+from mixdpo_kit.data.loading import normalise
+from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
+from mixdpo_kit.modeling.logprobs import sequence_logps
+from mixdpo_kit.modeling.pairbatch import shared_rows
+from mixdpo_kit.objectives.losses import PairLogps, preference_loss
 
 trl = pytest.importorskip("trl")
 

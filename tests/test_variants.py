@@ -2,10 +2,10 @@
 notebooks and the study script."""
 import pytest
 
-from mixdpo_kit.compare import variant_config, verdict
-from mixdpo_kit.config import preset
-from mixdpo_kit.objectives import OBJECTIVES
-from mixdpo_kit.variants import VARIANTS, describe, get_variant, variants_for
+from mixdpo_kit.core.config import preset
+from mixdpo_kit.objectives.routing import OBJECTIVES
+from mixdpo_kit.workflows.compare import variant_config, verdict
+from mixdpo_kit.workflows.variants import VARIANTS, describe, get_variant, variants_for
 
 
 def test_every_objective_and_every_study_control_is_a_variant():

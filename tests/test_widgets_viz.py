@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from mixdpo_kit import viz
-from mixdpo_kit.config import TrainConfig, preset
-from mixdpo_kit.curriculum import CurriculumPlan
-from mixdpo_kit.pipeline import analyze_data
-from mixdpo_kit.split import split_by_margin
-from mixdpo_kit.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
+from mixdpo_kit.core.config import TrainConfig, preset
+from mixdpo_kit.interface.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
+from mixdpo_kit.margins.curriculum import CurriculumPlan
+from mixdpo_kit.margins.split import split_by_margin
+from mixdpo_kit.reports import viz
+from mixdpo_kit.training.pipeline import analyze_data
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
 
 
 def test_panel_choices_carry_into_another_config_and_nothing_else(tmp_path, builtin):
-    from mixdpo_kit.widgets import with_panel_choices
+    from mixdpo_kit.interface.widgets import with_panel_choices
 
     ex = MarginExplorer(builtin.dataset, builtin.margins)
     ex.tau.value = 2.0
@@ -150,7 +150,7 @@ def test_explorer_will_not_export_a_source_the_kit_cannot_compute(builtin):
 
 
 def test_margin_axes_name_their_unit(builtin):
-    from mixdpo_kit.margins import margin_unit
+    from mixdpo_kit.margins.sources import margin_unit
 
     assert builtin.margin_unit == "rating points" == margin_unit("ratings")
     assert margin_unit("likelihood_gap") == "nats per token" and margin_unit("ratings", "rank") == "rank, 0–1"
@@ -166,7 +166,7 @@ def test_restart_note_names_packages_upgraded_under_the_kernel(monkeypatch):
     import importlib.metadata
     import types
 
-    from mixdpo_kit import notebook
+    from mixdpo_kit.interface import notebook
 
     monkeypatch.setitem(__import__("sys").modules, "fakepkg", types.SimpleNamespace(__version__="1.0"))
     monkeypatch.setattr(importlib.metadata, "version", lambda name: {"fakepkg": "2.0"}.get(name, "0"))
@@ -221,7 +221,7 @@ def test_designer_exercises_leave_the_panel_as_it_was(builtin):
     constant, shuffled = d.mass_with(schedule="constant_with_warmup"), d.mass_with(order="random")
     assert constant["sft"] > 10 * d.mass["sft"] and shuffled["sft"] > 10 * d.mass["sft"]
     assert d.apply_to(preset("demo")).to_dict() == before  # nothing the panel exports changed
-    from mixdpo_kit.config import CurriculumConfig
+    from mixdpo_kit.core.config import CurriculumConfig
 
     staged = CurriculumDesigner(None, explorer=ex, curriculum=CurriculumConfig(order="staged", n_stages=4),
                                 train=TrainConfig(per_device_train_batch_size=16, gradient_accumulation_steps=2))
@@ -230,7 +230,7 @@ def test_designer_exercises_leave_the_panel_as_it_was(builtin):
 
 
 def test_panel_choices_lines_name_every_exported_setting(tmp_path, builtin):
-    from mixdpo_kit.widgets import PANEL_FIELDS, panel_choices_lines, with_panel_choices
+    from mixdpo_kit.interface.widgets import PANEL_FIELDS, panel_choices_lines, with_panel_choices
 
     ex = MarginExplorer(builtin.dataset, builtin.margins)
     ex.mode.value, ex.tau.value = "quantile", 0.2
@@ -262,7 +262,7 @@ def test_figures_label_what_they_show():
 
 
 def test_answer_tables_separate_their_cells():
-    from mixdpo_kit.widgets import html_table
+    from mixdpo_kit.interface.widgets import html_table
 
     table = html_table([{"before": "6 5 6 2", "after": "6 5 6 2"}])
     assert table.count("border:1px solid") == 4 and "padding" in table

@@ -1,0 +1,322 @@
+"""``mixdpo-kit`` command line: demo, analyze, train, evaluate, objectives, compare, generate, judge."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before anything imports it: see progress.py
+
+from mixdpo_kit.core.config import JudgeConfig, RunConfig, TrainConfig  # noqa: E402
+
+
+def _say(lines) -> None:
+    print("\n".join(lines))
+
+
+def _run_summary(summary: dict, out: str | Path) -> list[str]:
+    """What a finished run prints: its headline numbers, its time and the files it wrote."""
+    from mixdpo_kit.reports.explain import result_lines
+    from mixdpo_kit.evaluation.judge import verdict_lines
+    from mixdpo_kit.core.units import duration
+
+    lines = result_lines(summary)
+    if "judge" in summary["evaluation"]:
+        lines += verdict_lines(summary["evaluation"]["judge"])
+    out = Path(out)
+    took = f" in {duration(summary['wall_seconds'])}" if "wall_seconds" in summary else ""
+    return lines + [f"finished{took}; written: {out / 'report.html'}, {out / 'summary.json'}, {out / 'metrics.jsonl'}"]
+
+
+# Every config field is a flag, ``--section.field`` (the most used also have a short name, from
+# the field's metadata: ``--tau``), made from the config dataclasses as HfArgumentParser makes
+# flags from TrainingArguments. Their argparse default is None, so a flag overrides the YAML file
+# only when the user typed it; every default lives in the dataclasses.
+NONE = object()  # "none" typed for a field that may be None
+
+
+def config_fields(config_cls=RunConfig):
+    """``(section, field, type hint)`` of every settable field of the config tree (the loss's own
+    parameters are set in the config file's ``loss:`` section)."""
+    for section in dataclasses.fields(config_cls):
+        cls = section.default_factory
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if typing.get_origin(hints[f.name]) is not dict and hints[f.name] is not dict:
+                yield section.name, f, hints[f.name]
+
+
+def _parser_for(hint):
+    """The argparse ``type`` of a field: its value from the typed text ("none" for None)."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in members
+    kinds = {typing.get_origin(a) or a for a in members if a is not type(None)}
+
+    def parse(text: str):
+        if optional and text.lower() in ("none", "null"):
+            return NONE
+        if bool in kinds and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return text.lower() in ("true", "yes", "1")
+        if list in kinds and ("," in text or kinds == {list}):
+            return _names(text)
+        for kind in (int, float):
+            if kind in kinds:
+                return kind(text)
+        if str in kinds:
+            return text
+        raise argparse.ArgumentTypeError(f"expected one of {sorted(k.__name__ for k in kinds)}, got {text!r}")
+
+    parse.__name__ = "/".join(sorted(k.__name__ for k in kinds))  # what argparse names in an error
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls=RunConfig) -> None:
+    """A ``--section.field`` flag for every field of the config tree, grouped by section, with its
+    short name where the field declares one and the command has not taken it."""
+    groups = {}
+    for section, f, hint in config_fields(config_cls):
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} (config section)")
+        names = [f"--{section}.{f.name}"]
+        if f.metadata.get("flag") and f.metadata["flag"] not in parser._option_string_actions:
+            names.insert(0, f.metadata["flag"])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")  # argparse formats it
+        groups[section].add_argument(*names, dest=f"{section}.{f.name}", type=_parser_for(hint), default=None,
+                                     metavar=f.name.upper(), help=help_text)
+
+
+def flag_overrides(args) -> dict:
+    """The config overrides of the flags the user gave, as nested sections."""
+    sections: dict = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".")
+            sections.setdefault(section, {})[key] = None if value is NONE else value
+    # An explicit tau replaces a quantile split set in the file (otherwise the quantile would win).
+    if "tau" in sections.get("split", {}) and "quantile" not in sections["split"]:
+        sections["split"]["quantile"] = None
+    return sections
+
+
+def command_config(args):
+    """The resolved config of a command: its base (preset or ``--config`` file), then the flags given."""
+    from mixdpo_kit.objectives.routing import resolve
+    from mixdpo_kit.workflows.runs import demo_config
+
+    if args.command == "demo":
+        base = demo_config(getattr(args, "train.output_dir"))
+    elif getattr(args, "config", None):
+        base = RunConfig.from_yaml(args.config)
+    else:
+        base = RunConfig()
+    return resolve(base.override(**flag_overrides(args)))
+
+
+def _cmd_demo(args) -> int:
+    from mixdpo_kit.workflows.runs import run
+
+    cfg = command_config(args)
+    summary = run(cfg, cfg.train.output_dir, on_stage=print)
+    _say(_run_summary(summary, cfg.train.output_dir))
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from mixdpo_kit.reports import viz
+    from mixdpo_kit.reports.explain import report_lines
+    from mixdpo_kit.training.pipeline import analyze_data, data_report
+    from mixdpo_kit.reports.report import write_html
+    from mixdpo_kit.margins.split import paper_comparison
+
+    cfg = command_config(args)
+    prep = analyze_data(cfg)  # a model-based margin source builds the policy it needs
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = data_report(prep)
+    (out / "data_report.json").write_text(json.dumps(report, indent=2))
+    figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit),
+            viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit)]
+    write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
+    paper = [paper_comparison(prep.split)] if cfg.margins.source == "ratings" and prep.split.tau == 0.5 else []
+    _say(report_lines(report) + paper + [f"written: {out / 'data_report.json'}, {out / 'margins.html'}"])
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from mixdpo_kit.workflows.runs import run
+
+    cfg = command_config(args)
+    summary = run(cfg, cfg.train.output_dir, resume_from_checkpoint=args.resume or None, on_stage=print)
+    _say(_run_summary(summary, cfg.train.output_dir))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from mixdpo_kit.workflows.runs import evaluate_saved_run
+
+    summary = evaluate_saved_run(args.run)
+    _say(_run_summary({k: v for k, v in summary.items() if k != "wall_seconds"}, args.run))
+    return 0
+
+
+def _cmd_objectives(args) -> int:
+    from mixdpo_kit.objectives.losses import PREFERENCE_LOSSES
+    from mixdpo_kit.objectives.routing import OBJECTIVES
+
+    width = max(map(len, OBJECTIVES))
+    for name, obj in OBJECTIVES.items():
+        own = {**obj.defaults, **obj.fixed}
+        print(f"{name:<{width}}  {obj.summary}" + (f" [{_params(own)}]" if own else ""))
+    print("\npreference losses (loss.preference) and their parameters (set them in the loss: section):")
+    width = max(map(len, PREFERENCE_LOSSES))
+    for name, spec in PREFERENCE_LOSSES.items():
+        print(f"{name:<{width}}  {_params(spec.defaults())}  ({spec.paper})")
+    from mixdpo_kit.workflows.variants import VARIANTS
+
+    print("\nvariants for compare --objectives (besides every objective, and <objective>_tau_<T> for a τ sweep):")
+    width = max(map(len, VARIANTS))
+    for name, variant in VARIANTS.items():
+        print(f"{name:<{width}}  {variant.summary}")
+    return 0
+
+
+def _params(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _cmd_compare(args) -> int:
+    from mixdpo_kit.workflows.compare import markdown_table, run_comparison
+    from mixdpo_kit.workflows.variants import variants_for
+
+    cfg = command_config(args)
+    rows = run_comparison(cfg, variants_for(cfg.compare.objectives, base=cfg), cfg.compare.seeds, args.out)
+    out = Path(args.out)
+    print(markdown_table(rows, cfg.compare.seeds))
+    _say([f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'compare.html'}"])
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from mixdpo_kit.evaluation.generation import Decoding, arena_hard_path, generate_answers, generator_model
+    from mixdpo_kit.data.prompt_sets import load_prompts
+
+    prompts = load_prompts(args.prompts, args.max_prompts)
+    decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+                        temperature=args.temperature or 1.0, top_p=args.top_p, seed=args.seed,
+                        chat_template=not args.no_chat_template)
+    with generator_model(args.run, args.model, args.reference) as (model, tokenizer, name, info):
+        generator = args.generator or name
+        generate_answers(model, tokenizer, prompts, args.out, generator, decoding, args.batch_size, info)
+    _say([f"{len(prompts)} answers by {generator}", f"written: {args.out} (AlpacaEval model_outputs), "
+           f"{arena_hard_path(args.out, generator)} (Arena-Hard answers)"])
+    return 0
+
+
+def _cmd_judge(args) -> int:
+    from mixdpo_kit.evaluation.judge import judge_files, verdict_lines
+
+    settings = JudgeConfig(score_batch_size=args.batch_size, max_length=args.max_length, bootstrap=args.bootstrap)
+    verdict = judge_files(args.a, args.b, args.reward_model, args.out, args.cache_dir, settings)
+    _say(verdict_lines(verdict) + [f"written: {Path(args.out) / 'judgement.json'}, {Path(args.out) / 'judgement.html'}"])
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs). Flags that set a config field default to
+    None: see :func:`add_config_flags`."""
+    from mixdpo_kit.evaluation.generation import Decoding
+
+    p = argparse.ArgumentParser(prog="mixdpo-kit", description="Difficulty-aware preference optimisation (MixDPO).")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="the libraries' own logs and transformers' per-step log lines (default: one bar per "
+                             "long stage and a short summary)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    d = command("demo", "the whole pipeline on the built-in task (CPU, minutes)")
+    d.set_defaults(func=_cmd_demo)
+    a = command("analyze", "load, validate, compute margins and split; write a data report")
+    a.add_argument("--out", required=True, help="folder for data_report.json and margins.html")
+    a.add_argument("--config", help="optional YAML config; the flags given override it")
+    a.set_defaults(func=_cmd_analyze)
+    t = command("train", "train, evaluate and report from a YAML config")
+    t.add_argument("--config", required=True)
+    t.add_argument("--resume", help="a checkpoint folder to resume from")
+    t.set_defaults(func=_cmd_train)
+    e = command("evaluate", "re-evaluate a finished run folder")
+    e.add_argument("--run", required=True)
+    e.set_defaults(func=_cmd_evaluate)
+    o = command("objectives", "list the registered objectives and preference losses")
+    o.set_defaults(func=_cmd_objectives)
+    c = command("compare", "objectives x seeds on the same data; table + figure (resumable)")
+    c.add_argument("--config", required=True)
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=_cmd_compare)
+    for run_command in (d, a, t, c):  # the commands that build a run config: every field is a flag
+        add_config_flags(run_command)
+    g = command("generate", "answer a prompt set (AlpacaEval, Arena-Hard, a file); resumable")
+    who = g.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run", help="a finished run folder: its trained policy (or, with --reference, its SFT model)")
+    who.add_argument("--model", help="any causal LM: a local path or a hub name")
+    g.add_argument("--reference", action="store_true", help="with --run: the reference, i.e. the adapter off")
+    g.add_argument("--prompts", required=True,
+                   help="alpaca_eval | arena_hard | arena_hard_v2 | builtin, or a .jsonl/.json file of prompts")
+    g.add_argument("--out", required=True, help="the AlpacaEval model_outputs file to write (e.g. answers/mixdpo.json)")
+    g.add_argument("--max-prompts", type=int, help="only the first N prompts (a quick look)")
+    g.add_argument("--max-new-tokens", type=int, default=Decoding.max_new_tokens)
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampling")
+    g.add_argument("--top-p", type=float, default=Decoding.top_p)
+    g.add_argument("--seed", type=int, default=Decoding.seed, help="sampling seed")
+    g.add_argument("--batch-size", type=int, default=JudgeConfig.batch_size, help="prompts per generation batch")
+    g.add_argument("--generator", help="the name written in the files (default: the run folder or model name)")
+    g.add_argument("--no-chat-template", action="store_true", help="feed instructions as plain text")
+    g.set_defaults(func=_cmd_generate)
+    j = command("judge", "win rate of answers A over B under a local reward model")
+    j.add_argument("--a", required=True, help="answers file A (AlpacaEval JSON from generate, or JSONL)")
+    j.add_argument("--b", required=True, help="answers file B, on the same prompts (e.g. the SFT model's)")
+    j.add_argument("--reward-model", required=True, help="a sequence-classification reward model: path or hub name")
+    j.add_argument("--out", required=True, help="folder for judgement.json and judgement.html")
+    j.add_argument("--cache-dir", default=str(Path(TrainConfig.cache_dir) / "judge"),
+                   help="reward scores are cached here")
+    j.add_argument("--batch-size", type=int, default=JudgeConfig.score_batch_size, help="answers per reward-model batch")
+    j.add_argument("--max-length", type=int, default=JudgeConfig.max_length,
+                   help="tokens the reward model reads per answer")
+    j.add_argument("--bootstrap", type=int, default=JudgeConfig.bootstrap, help="bootstrap resamples for the intervals")
+    j.set_defaults(func=_cmd_judge)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mixdpo-kit`` console script; errors on bad input exit non-zero with a message."""
+    from mixdpo_kit.data.loading import DataError
+
+    args = build_parser().parse_args(argv)
+    from mixdpo_kit.core import progress
+
+    if args.verbose:
+        progress.set_quiet(False)
+    else:
+        progress.quiet_libraries()
+        progress.set_quiet(True, stage_bars=True)
+    try:
+        return args.func(args)
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"mixdpo-kit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Reference log-probs, computed once with the adapter off and cached on disk as JSON.
+
+The cache key covers everything that changes the numbers: the reference model's identity
+(name, revision, weights fingerprint, quantisation, dtype), the tokenisation settings and the
+exact token ids of every pair. A later run — another objective, seed or notebook — on the same
+data and model reads the file instead of running the reference again.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from mixdpo_kit.core.cache import JsonCache, digest
+from mixdpo_kit.modeling.logprobs import score_pairs
+
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def cache_key(identity: dict, settings: dict, prompt_ids, chosen_ids, rejected_ids) -> str:
+    """A hex digest of the model identity, tokenisation settings and token ids."""
+    return digest({"model": identity, "tokenization": settings}, list(prompt_ids), list(chosen_ids),
+                  list(rejected_ids))
+
+
+class ReferenceCache:
+    """Reference log-prob sums per pair, stored under ``cache_dir/reference/<key>.json``."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.store = JsonCache(Path(cache_dir) / "reference")
+        self.computed = 0  # pairs whose reference log-probs this object computed (not read)
+
+    def get_or_compute(self, reference_ctx, ds, needed: list[int], key: str, pad_id: int, batch_size: int,
+                       device=None, sort_by_length: bool = True, share_prompt: bool = True
+                       ) -> tuple[list[float], list[float]]:
+        """Reference chosen/rejected log-prob sums for every row (NaN where not ``needed``).
+
+        ``reference_ctx`` is a context manager yielding the reference module (e.g.
+        ``Policy.reference``). Pairs already in the cache file are not recomputed.
+        """
+        stored = self.store.get(key) or {"chosen": {}, "rejected": {}}
+        todo = [i for i in needed if str(i) not in stored["chosen"]]
+        if todo:
+            columns = [list(ds[c]) for c in TOKEN_COLUMNS]
+            with reference_ctx() as ref:
+                chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=todo, device=device,
+                                               sort_by_length=sort_by_length, desc="reference log-probs",
+                                               share_prompt=share_prompt)
+            # Another process may have added pairs meanwhile: keep them too.
+            stored = _merge(self.store.get(key), stored)
+            for i, c, r in zip(todo, chosen, rejected):
+                stored["chosen"][str(i)], stored["rejected"][str(i)] = float(c), float(r)
+            self.store.put(key, stored)
+            self.computed += len(todo)
+        want = set(needed)
+        pick = lambda side: [stored[side][str(i)] if i in want else math.nan for i in range(len(ds))]  # noqa: E731
+        return pick("chosen"), pick("rejected")
+
+
+def _merge(other: dict | None, mine: dict) -> dict:
+    if other is None:
+        return mine
+    return {side: {**other[side], **mine[side]} for side in ("chosen", "rejected")}
+
+
+def reference_logps(policy, ds, needed: list[int], settings: dict, cache: ReferenceCache, batch_size: int):
+    """Reference chosen/rejected log-prob sums of tokenised pairs (NaN where not ``needed``),
+    read from ``cache`` or computed with the policy's reference and stored there.
+
+    ``settings``: the tokenisation settings that produced the token ids (part of the key).
+    """
+    key = cache_key(policy.identity(), settings, *(ds[c] for c in TOKEN_COLUMNS))
+    device = next(policy.model.parameters()).device
+    return cache.get_or_compute(policy.reference, ds, needed, key, policy.tokenizer.pad_token_id,
+                                batch_size=batch_size, device=device, share_prompt=policy.config.share_prompt)

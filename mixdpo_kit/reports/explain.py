@@ -1,0 +1,189 @@
+"""Teaching aids for the notebooks: one pair worked through the routed loss, step by step.
+
+The library computes the loss exactly as training does (:func:`mixdpo_kit.objectives.losses.routed_loss`
+on the objective's routing); alongside it, the same number is computed by hand from the four
+log-probs with the formulas the notebooks print, so a learner can check each step.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from mixdpo_kit.core.units import percent, threshold
+from mixdpo_kit.data.chat import as_text
+from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch
+from mixdpo_kit.objectives.losses import PairLogps, routed_loss
+from mixdpo_kit.objectives.routing import bound_loss, get_objective
+
+ROUTED_LOSS_MARKDOWN = r"""
+For a pair (prompt $x$, chosen $y_w$, rejected $y_l$) with margin $m$ (how much better $y_w$ was
+rated) and threshold $\tau$, MixDPO trains
+
+$$\ell(x, y_w, y_l) = h \cdot \ell_{\text{SFT}} + (1 - h) \cdot \ell_{\text{cDPO}}, \qquad h = [\,m < \tau\,]$$
+
+$$\ell_{\text{SFT}} = -\frac{1}{|y_w|} \log \pi_\theta(y_w \mid x), \qquad
+\ell_{\text{cDPO}} = -(1-\varepsilon)\log\sigma(z) - \varepsilon \log\sigma(-z)$$
+
+$$z = \beta\Big[\big(\log\pi_\theta(y_w|x) - \log\pi_{\text{ref}}(y_w|x)\big) - \big(\log\pi_\theta(y_l|x) - \log\pi_{\text{ref}}(y_l|x)\big)\Big]$$
+
+$\pi_\theta$ is the policy being trained, $\pi_{\text{ref}}$ the frozen reference (here: the same
+model with its LoRA adapter switched off), $\log\pi(y|x)$ the summed log-probability of the
+response tokens, $|y_w|$ the number of chosen tokens, $\sigma$ the logistic function, $\beta$ the
+strength of the preference (0.01 in the paper) and $\varepsilon$ cDPO's label smoothing (0.1 in the
+paper: the chosen label is trusted with probability $1-\varepsilon$). Pairs are sorted by margin,
+easiest first, and trained in that order for one epoch.
+"""
+
+
+def worked_pair(cfg, policy, prep, index: int) -> dict:
+    """Pair ``index`` of prepared pairs through the configured objective: its margin, τ, route,
+    the four summed log-probs (policy and reference, chosen and rejected), the loss the library
+    computes for it, and the same loss by hand from the printed formulas (DPO-family losses).
+
+    ``cfg``: a resolved config (``objectives.resolve``); ``policy``: a :class:`~mixdpo_kit.modeling.model.Policy`.
+    """
+    row = prep.dataset[int(index)]
+    lc, tau = cfg.loss, prep.split.tau
+    margin, hard = float(prep.margins[index]), bool(prep.split.hard[index])
+    routing = get_objective(lc.objective).routing(prep.margins, prep.split, lc, None)
+    a, b = float(routing.sft[index]), float(routing.preference[index])
+    pad = policy.tokenizer.pad_token_id
+    device = next(policy.model.parameters()).device
+    args = ([row["prompt_ids"]], [row["chosen_ids"]], [row["rejected_ids"]], pad, device, policy.config.share_prompt)
+    with torch.no_grad(), eval_mode(policy.model):
+        pc, pr = score_pair_batch(policy.model, *args)
+        with policy.reference() as ref:
+            rc, rr = score_pair_batch(ref, *args)
+    n_c, n_r = len(row["chosen_ids"]), len(row["rejected_ids"])
+    lp = PairLogps(pc.float().cpu(), pr.float().cpu(), torch.tensor([n_c]), torch.tensor([n_r]), rc.float().cpu(),
+                   rr.float().cpu(), torch.tensor([margin]))
+    library = float(routed_loss(lp, bound_loss(lc), torch.tensor([a]), torch.tensor([b])).per_pair[0])
+    values = {k: float(v[0]) for k, v in (("pc", pc), ("pr", pr), ("rc", rc), ("rr", rr))}
+    out = {
+        "prompt": _text(row["prompt"]), "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"]),
+        "margin m": margin, "tau": tau, "hard (m < tau)": hard, "objective": lc.objective,
+        "SFT weight a": a, "preference weight b": b,
+        "log pi(chosen)": values["pc"], "log pi(rejected)": values["pr"],
+        "log pi_ref(chosen)": values["rc"], "log pi_ref(rejected)": values["rr"], "chosen tokens": n_c,
+        "SFT loss (by hand)": -values["pc"] / n_c,
+        "loss (library)": library,
+    }
+    params = lc.params
+    if lc.preference == "dpo":  # the printed formula; other losses: docs/objectives.md
+        beta, eps = params["beta"], params["label_smoothing"]
+        z = beta * ((values["pc"] - values["rc"]) - (values["pr"] - values["rr"]))
+        cdpo = -(1 - eps) * _log_sigmoid(z) - eps * _log_sigmoid(-z)
+        out.update({"beta": beta, "epsilon": eps, "z": z, "cDPO loss (by hand)": cdpo,
+                    "loss (by hand)": a * out["SFT loss (by hand)"] + b * cdpo})
+    return out
+
+
+def worked_pairs(cfg, policy, prep) -> list[dict]:
+    """:func:`worked_pair` for the two pairs nearest τ (:func:`example_indices`), as runs store them."""
+    return [worked_pair(cfg, policy, prep, i) for i in example_indices(prep)]
+
+
+def worked_pairs_table(pairs: list[dict]) -> list[dict]:
+    """Worked pairs side by side: one row per quantity, one column per pair (numbers to 4 digits)."""
+    names = [("hard pair" if p["hard (m < tau)"] else "easy pair") + f" (m = {p['margin m']:g})" for p in pairs]
+    keys = list(dict.fromkeys(k for p in pairs for k in p))
+    return [{"quantity": k, **{n: _fmt(p.get(k, "")) for n, p in zip(names, pairs)}} for k in keys]
+
+
+def result_lines(summary: dict) -> list[str]:
+    """The headline numbers of a finished run as plain sentences (for notebooks and panels)."""
+    ev, lines = summary.get("evaluation", {}), []
+    if "true_reward" in ev:
+        b, a = ev["true_reward"]["before"], ev["true_reward"]["after"]
+        lines.append(f"ground-truth reward on {a['n']} held-out prompts: {b['mean_reward']:.3f} before (the reference) "
+                     f"-> {a['mean_reward']:.3f} after ({a['mean_reward'] - b['mean_reward']:+.3f})")
+    if "preference" in ev:
+        p = ev["preference"]
+        lines.append(f"held-out pairs where the policy moved chosen above rejected (z > 0): {percent(p['reward_accuracy'])} "
+                     f"of {p['pairs']}; mean log p(chosen) {p['logps_chosen_before']:.2f} -> {p['logps_chosen_after']:.2f}")
+    if "lr_mass" in summary:
+        lines.append(lr_mass_line(summary["lr_mass"]))
+    return lines
+
+
+# The five-seed study's spread of a paired difference in ground-truth reward (docs/results.md, "Power"):
+# what one seed of a learner's own comparison can be read against. The study's number, not the learner's.
+STUDY_HALF_WIDTH = 0.003
+
+
+def difference_line(a: dict, b: dict, name_a: str, name_b: str) -> str:
+    """Two finished runs' ground-truth rewards and their difference, read against the study's seed
+    noise: the sentence a one-seed comparison in a notebook can honestly say."""
+    ra, rb = (s["evaluation"]["true_reward"]["after"]["mean_reward"] for s in (a, b))
+    d = ra - rb
+    reading = (f"within the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH} for one difference): "
+               "one seed cannot tell these apart" if abs(d) <= STUDY_HALF_WIDTH else
+               f"larger than the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH}), but one seed "
+               "is one draw: the study's five seeds are the test")
+    return f"{name_a} − {name_b} = {d:+.3f} ground-truth reward ({ra:.3f} vs {rb:.3f}); {reading}"
+
+
+def settings_lines(config: dict) -> list[str]:
+    """The settings a run used (``summary["config"]``), as the few lines a learner checks first:
+    objective and loss parameters, split, order, optimiser schedule and batch."""
+    loss, split, t = config["loss"], config["split"], config["train"]
+    skip = {"objective", "preference", "sft_weight", "preference_weight", "nll_weight", "soft_temperature"}
+    params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in loss.items()
+                       if k not in skip and v is not None)
+    rule = (f"quantile {split['quantile']:g}" if split.get("quantile") is not None else f"margin < τ = {split['tau']:g}")
+    return [f"objective {loss['objective']} ({loss['preference']} loss: {params})",
+            f"hard pairs: {rule} on {config['margins']['source']} margins; order {config['curriculum']['order']}",
+            f"learning rate {t['learning_rate']:g}, {t['lr_scheduler_type']} schedule, warm-up {t['warmup_ratio']:g}; "
+            f"batch {t['per_device_train_batch_size']} × {t['gradient_accumulation_steps']} accumulation"]
+
+
+def report_lines(report: dict) -> list[str]:
+    """A data report (:func:`mixdpo_kit.training.pipeline.data_report`) as sentences: rows kept and dropped
+    by reason, the margins, the split."""
+    dropped = report.get("dropped", {})
+    drops = "; ".join(f"{n} {reason}" for reason, n in dropped.items() if n) or "none"
+    m, split = report["margins"], report["split"]
+    rule = (f"quantile {split['quantile']:g} of the margins, τ = {threshold(split['tau'])}"
+            if split.get("quantile") is not None else f"margin < τ = {threshold(split['tau'])}")
+    truncated = f"; {report['truncated']:,} truncated to fit the length limits" if report.get("truncated") else ""
+    return [f"{report['rows_read']:,} rows read, {report['rows_kept']:,} kept; dropped: {drops}{truncated}",
+            f"margins: median {m['median']:g}, from {m['min']:g} to {m['max']:g}; {m['ties']:,} exact ties (margin 0)",
+            f"hard pairs ({rule}): {split['n_hard']:,} of {split['n_pairs']:,} ({percent(split['hard_fraction'])})"] + \
+        ([split["grid_note"]] if split.get("grid_note") else [])
+
+
+def lr_mass_line(mass: dict) -> str:
+    """The SFT route's share of the pairs and of the learning-rate mass, as one sentence; for a run
+    that stopped early, of what it actually trained."""
+    pairs, lr = percent(mass["sft_share_of_pairs"]), percent(mass["sft"], 2)
+    done, planned = mass.get("steps_trained", mass["steps"]), mass["steps"]
+    if mass["sft_share_of_pairs"] == 0 and done == planned:
+        return "no pair is routed to SFT: all of the learning-rate mass goes to the preference loss"
+    if done < planned:
+        return (f"stopped at step {done} of {planned}: the hard pairs (SFT route) were {pairs} of the "
+                f"{mass['pairs_trained']:,} pairs trained and got {lr} of the learning-rate mass applied")
+    return f"hard pairs (SFT route): {pairs} of the pairs, {lr} of the learning-rate mass"
+
+
+def _fmt(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def example_indices(prep, n_each: int = 1) -> list[int]:
+    """The pairs closest to τ on each side (the hard one just below, the easy one just above)."""
+    m, hard = np.asarray(prep.margins, float), prep.split.hard
+    below = [int(i) for i in np.argsort(-m, kind="stable") if hard[i]][:n_each]
+    above = [int(i) for i in np.argsort(m, kind="stable") if not hard[i]][:n_each]
+    return below + above
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def _text(value, limit: int = 80) -> str:
+    """A prompt or response (plain or chat) as one short line."""
+    value = " ".join(as_text(value, last_turn=True).split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
