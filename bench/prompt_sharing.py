@@ -12,7 +12,8 @@ Model: a random-weight Llama (``--layers`` x ``--hidden``, untied head) with LoR
 layers, fp32, no gradient checkpointing, batch 4 pairs, DPO on every pair (0 % hard).
 
 Configurations, each in its own process, rounds interleaved:
-- ``kit_shared``: the kit's trainer as ``mixdpo-kit train`` builds it (prompt shared, the default);
+- ``kit_shared``: the kit's trainer as ``mixdpo-kit train`` builds it (``model.share_prompt`` on, the
+  default: each batch shares its prompts where that costs the decoder less, see ``pairbatch``);
 - ``kit_separate``: the same with ``model.share_prompt: false``;
 - ``trl_precomputed``: TRL's DPOTrainer with ``precompute_ref_log_probs=True`` (its fastest);
 - the floor, in the ``kit_shared`` process on the same batches: one bare forward and backward of
@@ -23,6 +24,13 @@ Configurations, each in its own process, rounds interleaved:
 Step time is the mean over every step after the first, pooled over rounds (a batch's lengths set
 its cost, and each side trains every batch of the epoch); the spread is each round's mean. Tokens
 are counted from the batches each side received (real tokens and padded positions).
+
+Separate processes differ by a few per cent from one another (allocator state, the machine's other
+load), as much as the layouts differ on some shapes. So the ``kit_shared`` process also compares
+the layouts *paired*: after training, on the same batches, one training step (forward and
+backward, as ``Trainer.training_step`` runs it) with every pair in one shared row and one with
+separate rows, the order alternating, ``--paired-repeats`` times; it reports the per-batch median
+times, the layout the kit chose for each batch, and whether that was the faster one.
 """
 from __future__ import annotations
 
@@ -92,7 +100,7 @@ class Probe:
     """Step wall times and the tokens of every batch a collator produced."""
 
     def __init__(self):
-        self.seconds, self.tokens, self.positions, self.batches = [], [], [], []
+        self.seconds, self.tokens, self.positions, self.batches, self.features = [], [], [], [], []
 
     def collator(self, collate, keep: bool = False):
         def counted(features):
@@ -101,6 +109,7 @@ class Probe:
             self.positions.append(int(batch["input_ids"].numel()))
             if keep:
                 self.batches.append(batch)
+                self.features.append(features)
             return batch
         return counted
 
@@ -124,7 +133,8 @@ class Probe:
                 "positions_per_pair": sum(self.positions[:steps]) / pairs}
 
 
-def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool = False) -> dict:
+def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool = False,
+            paired_repeats: int = 0) -> dict:
     import warnings
 
     import torch
@@ -149,6 +159,7 @@ def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool
     trainer, _ = build_trainer(cfg, policy, prep, Path(tempfile.mkdtemp()), save_strategy="no", disable_tqdm=True,
                                callbacks=[probe.callback()])
     precompute = time.perf_counter() - start
+    sharing = trainer.data_collator.sharing  # what the kit's collator shares, per batch
     trainer.data_collator = probe.collator(trainer.data_collator, keep=floor)
     trainer.train()
     out = {**probe.result(len(prep.dataset)), "precompute_s": precompute, "hard": int(prep.split.n_hard)}
@@ -158,7 +169,39 @@ def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool
         timed = probe.batches[1: len(probe.seconds)]
         out["floor_step_s"] = float(np.mean([floor_step(policy.model, b) for b in timed]))
         out["body_floor_step_s"] = float(np.mean([floor_step(policy.model, b, head=False) for b in timed]))
+    if paired_repeats:
+        out["paired"] = paired_layouts(trainer, sharing, probe.features[1: len(probe.seconds)], paired_repeats)
     return out
+
+
+def paired_layouts(trainer, sharing, feature_batches: list, repeats: int) -> dict:
+    """Each batch's training step (forward and backward) with its pairs in shared rows and in
+    separate rows, alternating which goes first; per batch the median over ``repeats``, the layout
+    the kit's collator (``sharing``) chose, and which layout was faster."""
+    from mixdpo_kit.modeling.pairbatch import PromptSharing
+    from mixdpo_kit.training.trainer import PairCollator
+
+    pad = trainer.processing_class.pad_token_id
+    layouts = {"shared": PromptSharing(True), "separate": PromptSharing(False)}
+    seconds = {name: [[] for _ in feature_batches] for name in layouts}
+    for rep in range(repeats):
+        for i, features in enumerate(feature_batches):
+            for name in (list(layouts) if (rep + i) % 2 == 0 else list(reversed(layouts))):
+                inputs = PairCollator(pad, layouts[name])(features)
+                start = time.perf_counter()
+                trainer.training_step(trainer.model, inputs)
+                seconds[name][i].append(time.perf_counter() - start)
+                trainer.model.zero_grad(set_to_none=True)
+    median = {name: [float(np.median(t)) for t in ts] for name, ts in seconds.items()}
+    chose_shared = ["pair_mask" in PairCollator(pad, sharing)(features) for features in feature_batches]
+    chosen = [median["shared" if c else "separate"][i] for i, c in enumerate(chose_shared)]
+    faster_shared = [a <= b for a, b in zip(median["shared"], median["separate"])]
+    return {"repeats": repeats, "shared_s": median["shared"], "separate_s": median["separate"],
+            "chose_shared": chose_shared, "agreed": sum(c == f for c, f in zip(chose_shared, faster_shared)),
+            "batches": len(feature_batches),
+            "shared_vs_separate": sum(median["separate"]) / sum(median["shared"]),
+            "choice_vs_separate": sum(median["separate"]) / sum(chosen),
+            "choice_vs_best_per_batch": sum(map(min, median["shared"], median["separate"])) / sum(chosen)}
 
 
 def floor_step(model, batch: dict, head: bool = True) -> float:
@@ -198,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trl-rounds", type=int, default=1, help="rounds of TRL's (its steps take minutes here)")
     ap.add_argument("--sources", default="ultrafeedback,hh-rlhf")
     ap.add_argument("--configs", default="", help="comma-separated subset (default: all; the floor needs kit_shared)")
+    ap.add_argument("--paired-repeats", type=int, default=3,
+                    help="repeats of the paired in-process layout comparison in kit_shared's first round (0: none)")
     ap.add_argument("--out", default="docs/benchmarks_prompt_sharing.json")
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mixdpo-sharing-"))
@@ -216,7 +261,9 @@ def main(argv=None) -> int:
             for config, (fn, kwargs) in runs.items():
                 if config.startswith("trl") and round_ >= args.trl_rounds:
                     continue
-                res = in_process(fn, model=model, data=data, workdir=str(workdir / f"{name}-{config}-{round_}"), **kwargs)
+                paired = {"paired_repeats": args.paired_repeats} if config == "kit_shared" and round_ == 0 else {}
+                res = in_process(fn, model=model, data=data, workdir=str(workdir / f"{name}-{config}-{round_}"),
+                                 **kwargs, **paired)
                 samples[config].append(res)
                 print(f"{name} round {round_} {config:16s} step {np.mean(res['steps_s']):.2f} s  "
                       f"{res['tokens_per_pair']:.0f} tokens/pair  peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
@@ -224,7 +271,7 @@ def main(argv=None) -> int:
         for config, rs in samples.items():
             step = float(np.mean([s for x in rs for s in x["steps_s"]]))
             peak = max(x.get("train_peak_rss_mb", x["peak_rss_mb"]) for x in rs)
-            results[config] = {**rs[0], "step_s": step, "step_s_rounds": [float(np.mean(x["steps_s"])) for x in rs],
+            results[config] = {**{k: v for k, v in rs[0].items() if k != "paired"}, "step_s": step, "step_s_rounds": [float(np.mean(x["steps_s"])) for x in rs],
                                "pairs_per_s": BATCH / step, "peak_rss_mb": peak}
         report["sources"][name] = {"lengths": {"prompt_median": float(np.median(p)), "chosen_median": float(np.median(c)),
                                                "rejected_median": float(np.median(r)),
@@ -236,6 +283,10 @@ def main(argv=None) -> int:
             if config in samples:
                 floors.update({f"{prefix}{k}": float(np.median([x[f"{k}_step_s"] for x in samples[config]]))
                                for k in ("floor", "body_floor")})
+        if "kit_shared" in samples and "paired" in samples["kit_shared"][0]:
+            ratios["paired"] = samples["kit_shared"][0]["paired"]
+            print(f"{name} paired: shared vs separate {ratios['paired']['shared_vs_separate']:.3f}x, the kit's "
+                  f"choice {ratios['paired']['choice_vs_separate']:.3f}x", flush=True)
         if "floor" in floors and "separate_floor" in floors:
             # What sharing can gain at all on this model: the bare floor's own speed-up.
             ratios["attainable_gain"] = floors["separate_floor"] / floors["floor"]

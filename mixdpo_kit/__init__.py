@@ -23,7 +23,7 @@ _PUBLIC = {
     "synthetic": "data.synthetic", "load_preferences": "data.loading",
     # modeling
     "build_policy": "modeling.model", "cost_line": "modeling.cost", "estimate_table": "modeling.memory",
-    "estimate_gpu_memory": "modeling.memory", "PUBLISHED_SHAPES": "modeling.memory",
+    "estimate_gpu_memory": "modeling.memory", "PUBLISHED_SHAPES": "modeling.shape",
     # margins
     "compute_margins": "margins.sources", "register_margin_source": "margins.sources",
     "rank_correlation": "margins.sources", "correlation_strength": "margins.sources",

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mixdpo_kit.modeling.memory import GIB, PUBLISHED_SHAPES, ModelShape, estimate_gpu_memory
+from mixdpo_kit.modeling.memory import GIB, estimate_gpu_memory
+from mixdpo_kit.modeling.shape import PUBLISHED_SHAPES, ModelShape
 
 WORKER = Path(__file__).with_name("memory_worker.py")
 LLAMA3_8B = PUBLISHED_SHAPES["Llama-3-8B"]

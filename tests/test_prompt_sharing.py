@@ -10,7 +10,8 @@ from test_logprobs_chunked import _model as tiny_model  # tests/ is on sys.path 
 
 from mixdpo_kit.modeling import pairbatch
 from mixdpo_kit.modeling.logprobs import score_pairs, token_logps
-from mixdpo_kit.modeling.pairbatch import PromptSharing, pair_rows, prompt_sharing, shared_rows
+from mixdpo_kit.modeling.pairbatch import PromptSharing, layout_flops, pair_rows, prompt_sharing, shared_rows
+from mixdpo_kit.modeling.shape import ModelShape
 from mixdpo_kit.modeling.tiny import ARCHITECTURES
 
 SHARED, SEPARATE = PromptSharing(True), PromptSharing(False)
@@ -153,7 +154,7 @@ def test_attention_without_masks_falls_back_to_separate_rows_saying_so_once(caps
 def test_a_sliding_window_shorter_than_the_batch_keeps_separate_rows():
     model = _model("mistral", False, True, sliding_window=10)
     sharing = prompt_sharing(model)
-    assert sharing == PromptSharing(True, 10)
+    assert (sharing.enabled, sharing.max_positions) == (True, 10)
     pairs = _pairs()
     assert not pair_rows(*pairs, 0, sharing).shared  # 9 + 8 tokens > 10: the window would be bypassed
     short = ([pairs[0][0][:3]], [pairs[1][0][:4]], [pairs[2][0][:2]])  # 3 + 4 tokens
@@ -162,6 +163,37 @@ def test_a_sliding_window_shorter_than_the_batch_keeps_separate_rows():
     _assert_same(model, short, sharing=sharing)
     with pytest.raises(AssertionError):  # the window is real: a shared row past it would change the numbers
         _assert_same(model, pairs, sharing=PromptSharing(True))
+
+
+def test_decoder_flops_by_hand():
+    shape = ModelShape(hidden=8, layers=2, intermediate=16, vocab=10, heads=2, kv_heads=1)
+    # q and o 8x8 each, k and v 8x4 each (one kv head of 4), gate/up/down 8x16 each
+    assert shape.linear_params_per_layer() == 2 * 64 + 2 * 32 + 3 * 128 == 576
+    # 2 layers x 3 rows x (linear 2 * 576 * 5 positions + attention 4 * 8 * 5 * 5 query-key pairs)
+    assert shape.decoder_flops(rows=3, width=5) == 2 * 3 * (2 * 576 * 5 + 4 * 8 * 25)
+    flops = layout_flops([[1] * 2, [1] * 4], [[1] * 3, [1]], [[1] * 5, None], shape)
+    assert flops == {"shared": shape.decoder_flops(2, 10), "separate": shape.decoder_flops(3, 7)}
+
+
+def test_each_batch_shares_its_prompts_only_where_the_decoder_does_less_work():
+    """A short prompt before two long responses on a narrow model: the shared row's attention over
+    prompt + chosen + rejected outweighs the prompt pass it saves, so the batch keeps separate rows;
+    the same batch on a wide model, or with a long prompt, shares. Either way the numbers agree."""
+    narrow = ModelShape(hidden=64, layers=2, intermediate=128, vocab=VOCAB, heads=4, kv_heads=2)
+    wide = ModelShape(hidden=4096, layers=2, intermediate=14336, vocab=VOCAB, heads=32, kv_heads=8)
+    short_prompt = ([[5] * 2] * 2, [[6] * 60] * 2, [[7] * 60] * 2)
+    long_prompt = ([[5] * 60] * 2, [[6] * 20] * 2, [[7] * 20] * 2)
+    choice = lambda pairs, shape: pair_rows(*pairs, 0, PromptSharing(True, None, shape)).shared  # noqa: E731
+    assert not choice(short_prompt, narrow)
+    assert choice(short_prompt, wide) and choice(long_prompt, narrow) and choice(long_prompt, wide)
+    assert choice(short_prompt, None)  # no shape known: share whenever allowed
+    assert not pair_rows(*short_prompt, 0, PromptSharing(False, None, wide)).shared  # the switch wins
+    model = _model("llama", False, True)
+    sharing = prompt_sharing(model)
+    assert sharing.shape == ModelShape.from_config(model.get_base_model().config)
+    assert not pair_rows(*short_prompt, 0, sharing).shared and pair_rows(*long_prompt, 0, sharing).shared
+    torch.testing.assert_close(token_logps(model, pair_rows(*short_prompt, 0, sharing))[0],
+                               token_logps(model, pair_rows(*short_prompt, 0, SHARED))[0], rtol=0, atol=1e-5)
 
 
 def test_trainer_loss_and_gradients_are_the_same_either_way(small_cfg, tmp_path):

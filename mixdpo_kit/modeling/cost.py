@@ -49,7 +49,7 @@ def model_parameters(name_or_path: str) -> int:
     """Parameter count from the model's ``config.json`` only (layers' linear weights + embeddings)."""
     from transformers import AutoConfig
 
-    from mixdpo_kit.modeling.memory import ModelShape
+    from mixdpo_kit.modeling.shape import ModelShape
     from mixdpo_kit.modeling.model import resolve_model_path
 
     shape = ModelShape.from_config(AutoConfig.from_pretrained(resolve_model_path(name_or_path)))

@@ -20,58 +20,14 @@ It is an estimate to choose settings with.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from mixdpo_kit.core.config import ModelConfig
 from mixdpo_kit.modeling.logprobs import logits_chunk_elements
+from mixdpo_kit.modeling.shape import ModelShape
 
 GIB = 1024 ** 3
 CUDA_CONTEXT_GIB = 0.6
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The few numbers of a decoder config the estimate needs."""
-
-    hidden: int
-    layers: int
-    intermediate: int
-    vocab: int
-    heads: int
-    kv_heads: int
-    tied_embeddings: bool = False
-
-    @classmethod
-    def from_config(cls, config) -> "ModelShape":
-        """From a transformers config object."""
-        heads = config.num_attention_heads
-        return cls(config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size, heads,
-                   getattr(config, "num_key_value_heads", None) or heads,
-                   bool(getattr(config, "tie_word_embeddings", False)))
-
-    def linear_params_per_layer(self) -> int:
-        head_dim = self.hidden // self.heads
-        attn = self.hidden * self.hidden * 2 + 2 * self.hidden * self.kv_heads * head_dim  # q, o, k, v
-        return attn + 3 * self.hidden * self.intermediate  # gate, up, down
-
-    def lora_params(self, r: int) -> int:
-        head_dim = self.hidden // self.heads
-        kv = self.kv_heads * head_dim
-        shapes = [(self.hidden, self.hidden)] * 2 + [(self.hidden, kv)] * 2 + \
-                 [(self.hidden, self.intermediate)] * 2 + [(self.intermediate, self.hidden)]
-        return self.layers * sum(r * (a + b) for a, b in shapes)
-
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
-
-
-# Published shapes (their config.json files), for estimates without downloading anything.
-PUBLISHED_SHAPES = {
-    "Llama-3-8B": ModelShape(hidden=4096, layers=32, intermediate=14336, vocab=128256, heads=32, kv_heads=8),
-    "Qwen2.5-7B": ModelShape(hidden=3584, layers=28, intermediate=18944, vocab=152064, heads=28, kv_heads=4),
-}
 
 
 def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1024, batch_size: int = 1,

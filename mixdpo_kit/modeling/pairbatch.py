@@ -6,6 +6,13 @@ implementations usually do), the prompt goes through the model twice. Shared, on
 chosen ones, and their position ids restart where the prompt ends, so every token sees exactly
 what it would see in its own row, and log-probs and gradients are the same.
 
+Sharing is not free everywhere: the rejected queries still multiply out the chosen keys they may
+not see, so a shared row's attention covers (prompt + chosen + rejected)^2 positions. Where the
+prompt is short beside long responses and the model is narrow, that can outweigh the prompt pass
+it saves. So a batch shares its prompts only where the decoder's estimated matmul work
+(:meth:`~mixdpo_kit.modeling.shape.ModelShape.decoder_flops`) is no larger than in separate rows;
+the LM head costs the same either way (it sees response tokens only).
+
 Either way the result is a :class:`ResponseBatch`: the model inputs plus, for each response token,
 the row and column of its label and of the hidden state that predicts it. Response ``s`` is the
 chosen response of pair ``s`` for ``s < n``, then the rejected responses of the pairs that have one,
@@ -17,6 +24,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+
+from mixdpo_kit.modeling.shape import ModelShape
 
 # Attention implementations that apply an arbitrary 4-D mask (flash-attention kernels do not).
 MASKABLE_ATTENTION = ("sdpa", "eager")
@@ -84,11 +93,13 @@ class ResponseBatch:
 
 @dataclass(frozen=True)
 class PromptSharing:
-    """Whether pairs share their prompt's row on a model, and up to how many positions (a sliding
-    attention window, which a custom mask would bypass: longer batches go unshared)."""
+    """Whether pairs share their prompt's row on a model, up to how many positions (a sliding
+    attention window, which a custom mask would bypass: longer batches go unshared), and the
+    model's shape to choose the cheaper layout per batch with (None: share whenever allowed)."""
 
     enabled: bool
     max_positions: int | None = None
+    shape: ModelShape | None = None
 
 
 def unwrap_model(model):
@@ -127,7 +138,11 @@ def prompt_sharing(model, requested: bool = True) -> PromptSharing:
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and "sliding_attention" not in layer_types:
         window = None
-    return PromptSharing(True, window)
+    try:
+        shape = ModelShape.from_config(config)
+    except AttributeError:  # a config without the usual names (no intermediate_size, ...): always share
+        shape = None
+    return PromptSharing(True, window, shape)
 
 
 def separate_rows(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> ResponseBatch:
@@ -143,14 +158,33 @@ def shared_rows(prompts: list[list[int]], chosen: list[list[int]], rejected: lis
 
 
 def pair_rows(prompts, chosen, rejected, pad_id: int, sharing: PromptSharing) -> ResponseBatch:
-    """The rows of a batch of pairs (``rejected[i]`` None: chosen only), shared where ``sharing`` allows."""
+    """The rows of a batch of pairs (``rejected[i]`` None: chosen only): shared where ``sharing``
+    allows and, given the model's shape, where that costs the decoder no more work than separate rows."""
     if sharing.enabled:
         longest = max(len(p) + max(len(c), len(r or ())) for p, c, r in zip(prompts, chosen, rejected))
-        if sharing.max_positions is None or longest <= sharing.max_positions:
+        within_window = sharing.max_positions is None or longest <= sharing.max_positions
+        if within_window and (sharing.shape is None or shared_is_cheaper(prompts, chosen, rejected, sharing.shape)):
             return shared_rows(prompts, chosen, rejected, pad_id)
     keep = [i for i, r in enumerate(rejected) if r is not None]
     return separate_rows(list(prompts) + [prompts[i] for i in keep],
                          list(chosen) + [rejected[i] for i in keep], pad_id)
+
+
+def layout_flops(prompts, chosen, rejected, shape: ModelShape) -> dict[str, int]:
+    """The decoder's forward matmul FLOPs for a batch of pairs in each layout, padding included:
+    ``{"shared": ..., "separate": ...}`` (``rejected[i]`` None: a chosen-only pair)."""
+    shared_width = max(len(p) + len(c) + len(r or ()) for p, c, r in zip(prompts, chosen, rejected))
+    responses = list(chosen) + [r for r in rejected if r is not None]
+    separate_prompts = list(prompts) + [p for p, r in zip(prompts, rejected) if r is not None]
+    separate_width = max(len(p) + len(x) for p, x in zip(separate_prompts, responses))
+    return {"shared": shape.decoder_flops(len(prompts), shared_width),
+            "separate": shape.decoder_flops(len(responses), separate_width)}
+
+
+def shared_is_cheaper(prompts, chosen, rejected, shape: ModelShape) -> bool:
+    """Whether one row per pair costs the decoder no more work than one row per sequence (ties share)."""
+    flops = layout_flops(prompts, chosen, rejected, shape)
+    return flops["shared"] <= flops["separate"]
 
 
 def _rows(rows: list[list[tuple[list[int], int]]], pad_id: int, shared: bool) -> ResponseBatch:
