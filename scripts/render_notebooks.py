@@ -3,9 +3,9 @@ as a PNG, so a reader on the code host sees the figures without running anything
 
     python scripts/render_notebooks.py [NAME ...]
 
-The notebooks in ``notebooks/`` stay without outputs (clean diffs; ``tests/test_notebooks.py``
+The notebooks in ``notebooks/`` stay without outputs (clean diffs; ``tests/interface/test_notebooks.py``
 checks it). The copies are made on the CPU with the built-in task, so they show the same run a
-learner gets; ``tests/test_rendered_notebooks.py`` fails when a copy's code differs from its source.
+learner gets; ``tests/interface/test_rendered_notebooks.py`` fails when a copy's code differs from its source.
 Widgets (the panels) show as text there: they need a live kernel.
 """
 from __future__ import annotations

@@ -21,4 +21,5 @@ changed=$(comm -13 <(echo "$before") <(echo "$after") | grep -iE "^($(grep -oE '
 if [ -n "$changed" ]; then echo "installing the kit changed Colab's packages: $changed"; exit 1; fi
 $py -m pip install --quiet -c "$pins" pytest nbclient nbformat ipykernel
 $py -m pip list --format=freeze 2>/dev/null | grep -iE "^($(grep -oE '^[a-z]+' "$pins" | paste -sd'|'))=="
-$py -m pytest -q -p no:cacheprovider tests/test_notebooks.py tests/test_widgets_viz.py tests/test_cost.py
+$py -m pytest -q -p no:cacheprovider tests/interface/test_notebooks.py tests/interface/test_widgets.py \
+  tests/reports/test_viz.py tests/modeling/test_cost.py

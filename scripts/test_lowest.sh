@@ -17,9 +17,11 @@ grep -v '^trl==' "$pins" > "$pins.runtime"
 $py -m pip install --quiet "$(grep '^torch==' "$pins")"
 $py -m pip install --quiet -c "$pins.runtime" -e . pytest
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|peft|datasets|accelerate|bitsandbytes|plotly|ipywidgets|numpy)=='
-$py -m pytest -q -p no:cacheprovider tests/test_losses.py tests/test_objectives.py tests/test_trainer.py \
-  tests/test_data_and_tokens.py tests/test_cli_flags.py tests/test_cli.py::test_train_and_evaluate_from_yaml \
-  tests/test_generate_judge.py tests/test_reward_model.py
+$py -m pytest -q -p no:cacheprovider tests/objectives/test_losses.py tests/objectives/test_objectives.py \
+  tests/training/test_trainer.py tests/data/test_loading.py tests/data/test_tokenization.py \
+  tests/modeling/test_logprobs.py::test_padding_does_not_change_sequence_logps tests/interface/test_cli_flags.py \
+  tests/interface/test_cli.py::test_train_and_evaluate_from_yaml tests/data/test_prompt_sets.py \
+  tests/evaluation/test_generation.py tests/evaluation/test_judge.py tests/modeling/test_reward_model.py
 $py -m pip install --quiet "$(grep '^trl==' "$pins")"
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(trl|datasets|accelerate)=='
-$py -m pytest -q -p no:cacheprovider tests/test_trl_oracle.py
+$py -m pytest -q -p no:cacheprovider tests/objectives/test_trl_oracle.py

@@ -95,20 +95,20 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     """The objective (see ``mixdpo-kit objectives``), its routing weights, and the parameters of
-    its preference loss.
+    its preference loss and of the objective itself.
 
-    In YAML the loss parameters sit beside the other keys (``loss: {objective: mixdpo, beta: 0.01}``);
-    they are checked against the objective's preference loss when the config loads, and a resolved
-    config (``objectives.resolve``) lists every one of them with the value that ran.
+    In YAML those parameters sit beside the other keys (``loss: {objective: dpo_nll, beta: 0.1,
+    nll_weight: 0.5}``); they are checked against the objective and its preference loss when the
+    config loads, and a resolved config (``objectives.resolve``) lists every one of them with the
+    value that ran.
     """
 
     objective: str = setting("mixdpo", "a registered objective: mixdpo, dpo, filtered_dpo, beta_dpo, ...")
     preference: str = setting("dpo", "the preference loss of objectives that do not pin one (mixdpo, preference)")
     sft_weight: float = setting(1.0, "the SFT term's weight on SFT-routed pairs")
     preference_weight: float = setting(1.0, "the preference loss's weight on preference-routed pairs")
-    nll_weight: float = setting(1.0, "dpo_nll: the NLL term's weight")
-    soft_temperature: float = setting(0.5, "mixdpo_soft: the temperature, on the margin's scale")
-    params: dict[str, Any] = setting(factory=dict, help="the preference loss's parameters (see objectives/losses.py)")
+    params: dict[str, Any] = setting(factory=dict, help="the preference loss's parameters (see objectives/losses.py) "
+                                     "and the objective's own settings (see objectives/routing.py)")
 
 
 @dataclass

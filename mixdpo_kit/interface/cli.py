@@ -12,7 +12,7 @@ from pathlib import Path
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before anything imports it: see progress.py
 
-from mixdpo_kit.core.config import JudgeConfig, RunConfig, TrainConfig  # noqa: E402
+from mixdpo_kit.core.config import JudgeConfig, LossConfig, RunConfig, TrainConfig  # noqa: E402
 
 
 def _say(lines) -> None:
@@ -89,6 +89,36 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls=RunConfig) -> N
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")  # argparse formats it
         groups[section].add_argument(*names, dest=f"{section}.{f.name}", type=_parser_for(hint), default=None,
                                      metavar=f.name.upper(), help=help_text)
+
+
+def loss_parameters() -> dict[str, dict]:
+    """Every parameter of a registered preference loss or of an objective's own settings, by name:
+    its type hint and the default each owner gives it (a new loss's parameters get their flags)."""
+    from mixdpo_kit.objectives.losses import PREFERENCE_LOSSES
+    from mixdpo_kit.objectives.routing import OBJECTIVES
+
+    owners = [(name, spec.params) for name, spec in PREFERENCE_LOSSES.items()]
+    owners += [(name, obj.params) for name, obj in OBJECTIVES.items() if obj.params is not None]
+    taken = {f.name for f in dataclasses.fields(LossConfig)}
+    out: dict[str, dict] = {}
+    for owner, params in owners:
+        hints = typing.get_type_hints(params)
+        for f in dataclasses.fields(params):
+            if f.name not in taken:
+                entry = out.setdefault(f.name, {"hint": hints[f.name], "defaults": {}})
+                entry["defaults"][owner] = f.default
+    return out
+
+
+def add_loss_parameter_flags(parser: argparse.ArgumentParser) -> None:
+    """A ``--loss.NAME`` flag for every loss and objective parameter; the value is checked against
+    the run's objective and loss when the config loads (as the same key in the YAML file is)."""
+    group = parser.add_argument_group("loss parameters (of the run's preference loss or objective)")
+    for name, entry in sorted(loss_parameters().items()):
+        defaults = ", ".join(f"{owner} {value!r}" for owner, value in entry["defaults"].items())
+        group.add_argument(f"--loss.{name}", dest=f"loss.{name}", type=_parser_for(entry["hint"]), default=None,
+                           metavar=name.upper(),
+                           help=f"defaults: {defaults} (an objective may set its own: mixdpo-kit objectives)")
 
 
 def flag_overrides(args) -> dict:
@@ -171,7 +201,7 @@ def _cmd_objectives(args) -> int:
 
     width = max(map(len, OBJECTIVES))
     for name, obj in OBJECTIVES.items():
-        own = {**obj.defaults, **obj.fixed}
+        own = {**obj.own_defaults(), **obj.defaults, **obj.fixed}
         print(f"{name:<{width}}  {obj.summary}" + (f" [{_params(own)}]" if own else ""))
     print("\npreference losses (loss.preference) and their parameters (set them in the loss: section):")
     width = max(map(len, PREFERENCE_LOSSES))
@@ -267,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_compare)
     for run_command in (d, a, t, c):  # the commands that build a run config: every field is a flag
         add_config_flags(run_command)
+        add_loss_parameter_flags(run_command)
     g = command("generate", "answer a prompt set (AlpacaEval, Arena-Hard, a file); resumable")
     who = g.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", help="a finished run folder: its trained policy (or, with --reference, its SFT model)")

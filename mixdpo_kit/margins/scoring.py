@@ -53,7 +53,7 @@ class RewardModelScorer:
     """A reward model's scores of lists of texts, cached on disk per list (keyed by the model, its
     weights and the exact texts); the model is loaded only when a list is not in the cache."""
 
-    def __init__(self, name: str, cache_dir: str | Path, batch_size: int = 16, max_length: int = 2048,
+    def __init__(self, name: str, cache_dir: str | Path, batch_size: int, max_length: int,
                  trust_remote_code: bool = False, device=None):
         from mixdpo_kit.modeling.model import resolve_model_path, weights_fingerprint
 

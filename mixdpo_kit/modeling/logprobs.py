@@ -28,7 +28,7 @@ def logits_chunk_elements(device: torch.device | str, dtype: torch.dtype, total_
     """How many logits one chunk of :func:`token_logps` holds on ``device`` computing in ``dtype``.
 
     ``total_memory``: the card's memory in bytes (read from the device when not given). The
-    chunk size changes memory and speed, never the numbers (``tests/test_logprobs_chunked.py``).
+    chunk size changes memory and speed, never the numbers (``tests/modeling/test_logprobs.py``).
     """
     device = torch.device(device)
     if device.type != "cuda":

@@ -13,7 +13,7 @@ Reads only the model's config (a few KB). The estimate adds:
   (``logprobs.logits_chunk_elements`` logits per chunk, by device and dtype), and is recomputed
   in the backward pass, in place, so one chunk's fp32 logits exist at a time: 4 bytes per logit,
   plus 2 under 16-bit compute (the matmul's 16-bit output beside its fp32 copy), for
-  ``min(response tokens, chunk)`` tokens × vocabulary (``tests/test_memory.py`` checks the CPU
+  ``min(response tokens, chunk)`` tokens × vocabulary (``tests/modeling/test_memory.py`` checks the CPU
   estimate against a real step's peak of allocated tensor memory at three shapes);
 - on a GPU, a fixed CUDA context and allocator overhead.
 It is an estimate to choose settings with.

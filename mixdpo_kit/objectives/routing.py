@@ -4,14 +4,19 @@ preference loss applies, and in which order pairs are trained.
 An objective is a small registered entry, not a string branch: ``mixdpo`` routes hard pairs to
 SFT; ``dpo`` trains every pair with DPO in random order; ``filtered_dpo`` drops the hard pairs;
 ``curriculum_dpo`` keeps DPO on every pair but sorts them easy→hard; and so on. ``mixdpo-kit
-objectives`` lists them. Thresholds and weights are parameters of :class:`~mixdpo_kit.core.config.LossConfig`.
+objectives`` lists them. The route weights are parameters of :class:`~mixdpo_kit.core.config.LossConfig`;
+an objective with settings of its own (soft MixDPO's temperature, DPO+NLL's NLL weight) declares
+them in a small frozen dataclass, as every preference loss does, and they sit beside the loss's
+parameters in the config's ``loss:`` section.
 
 An objective may set defaults for its loss's parameters (MixDPO: the paper's beta 0.01 and
 eps 0.1) or pin them (``dpo`` is cDPO with eps = 0). :func:`resolve` writes the parameters that
-will run into the config, once, at each entry point (CLI, ``runs.run``, the launcher).
+will run, the loss's and the objective's own, into the config, once, at each entry point (CLI,
+``runs.run``, the launcher).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,7 +26,8 @@ from mixdpo_kit.objectives.losses import get_loss
 
 
 # A routing function takes the pairs' margins, their split (``hard`` mask and ``tau``, see
-# margins.split.Split), the loss config and, when the objective asks, the reference's likelihood gap.
+# margins.split.Split), the loss config and, when the objective asks, the reference's likelihood
+# gap; an objective with settings of its own also gets them, bound, as ``p``.
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,23 @@ def route_hard(margins, split, lc, reference_gap=None) -> Routing:
     return Routing(lc.sft_weight * hard, lc.preference_weight * (1 - hard), np.ones(len(hard), bool))
 
 
-def route_soft(margins, split, lc, reference_gap=None) -> Routing:
+@dataclass(frozen=True)
+class SoftRoutingParams:
+    """Soft MixDPO's setting."""
+
+    soft_temperature: float = 0.5  # T, on the margin's scale
+
+
+@dataclass(frozen=True)
+class NllParams:
+    """DPO+NLL's setting."""
+
+    nll_weight: float = 1.0  # the NLL term's weight on every pair
+
+
+def route_soft(margins, split, lc, reference_gap=None, p: SoftRoutingParams = SoftRoutingParams()) -> Routing:
     """Soft MixDPO: ``w = sigma((margin - tau) / T)``; preference weight w, SFT weight 1 - w."""
-    w = logistic((np.asarray(margins, float) - split.tau) / lc.soft_temperature)
+    w = logistic((np.asarray(margins, float) - split.tau) / p.soft_temperature)
     return Routing(lc.sft_weight * (1 - w), lc.preference_weight * w, np.ones(len(w), bool))
 
 
@@ -66,10 +86,10 @@ def route_sft(margins, split, lc, reference_gap=None) -> Routing:
     return Routing(_full(n, lc.sft_weight), _full(n, 0), np.ones(n, bool))
 
 
-def route_preference_plus_nll(margins, split, lc, reference_gap=None) -> Routing:
+def route_preference_plus_nll(margins, split, lc, reference_gap=None, p: NllParams = NllParams()) -> Routing:
     """DPO+NLL: the preference loss plus ``nll_weight`` × SFT on every pair."""
     n = len(split.hard)
-    return Routing(_full(n, lc.nll_weight), _full(n, lc.preference_weight), np.ones(n, bool))
+    return Routing(_full(n, p.nll_weight), _full(n, lc.preference_weight), np.ones(n, bool))
 
 
 def route_drop_hard(margins, split, lc, reference_gap=None) -> Routing:
@@ -106,6 +126,19 @@ class Objective:
     defaults: dict = field(default_factory=dict)  # loss parameters unless the config sets them
     fixed: dict = field(default_factory=dict)  # loss parameters this objective pins (e.g. eps = 0 for DPO)
     needs_reference_gap: bool = False
+    params: type | None = None  # frozen dataclass of the objective's own settings; its defaults
+
+    def own_defaults(self) -> dict:
+        """The objective's own settings and their defaults (none for most objectives)."""
+        return {} if self.params is None else dataclasses.asdict(self.params())
+
+    def route(self, margins, split, lc, reference_gap=None) -> Routing:
+        """Route the pairs under the loss config ``lc``; the objective's own settings come from
+        ``lc.params`` (missing ones take their defaults)."""
+        if self.params is None:
+            return self.routing(margins, split, lc, reference_gap)
+        p = self.params(**{k: lc.params[k] for k in self.own_defaults() if k in lc.params})
+        return self.routing(margins, split, lc, reference_gap, p)
 
 
 OBJECTIVES: dict[str, Objective] = {}
@@ -123,7 +156,7 @@ MIXDPO_PAPER = {"beta": 0.01, "label_smoothing": 0.1}
 register_objective("mixdpo", route_hard, "MixDPO: margin < tau → SFT on chosen, else the preference loss; "
                    "curriculum from the config (paper: easy→hard)", defaults=MIXDPO_PAPER)
 register_objective("mixdpo_soft", route_soft, "soft MixDPO: weight sigma((margin - tau)/T) on the preference loss, "
-                   "the rest on SFT", defaults=MIXDPO_PAPER)
+                   "the rest on SFT", defaults=MIXDPO_PAPER, params=SoftRoutingParams)
 register_objective("preference", route_preference, "the configured preference loss on every pair, configured order")
 register_objective("sft", route_sft, "SFT on every chosen response", order="random")
 register_objective("dpo", route_preference, "DPO on every pair, shuffled", preference="dpo", order="random",
@@ -144,7 +177,7 @@ for _loss, _summary in [
 ]:
     register_objective(_loss, route_preference, _summary, preference=_loss, order="random")
 register_objective("dpo_nll", route_preference_plus_nll, "DPO + nll_weight × NLL on every pair, shuffled",
-                   preference="dpo", order="random")
+                   preference="dpo", order="random", params=NllParams)
 register_objective("filtered_dpo", route_drop_hard, "DPO with the hard pairs (margin < tau) dropped, shuffled",
                    preference="dpo", order="random")
 register_objective("selective_dpo", route_drop_reference_hard,
@@ -154,6 +187,7 @@ register_objective("hard_only_dpo", route_hard_only, "DPO on the hard pairs alon
                    "the likelihood-displacement probe", preference="dpo", order="random")
 register_objective("curriculum_dpo", route_preference, "MixDPO without routing: its cDPO on every pair, sorted "
                    "easy→hard", preference="dpo", order="easy_to_hard", defaults=MIXDPO_PAPER)
+
 
 def get_objective(name: str) -> Objective:
     """The registered objective ``name`` (a clear error lists the others)."""
@@ -168,23 +202,27 @@ def preference_of(loss_cfg) -> str:
 
 
 def check_loss_params(loss_cfg) -> None:
-    """Raise a ``ValueError`` naming the loss's real parameters when the config sets one it lacks."""
+    """Raise a ``ValueError`` naming the real parameters when the config sets one that neither the
+    loss nor the objective has."""
     spec = get_loss(preference_of(loss_cfg))
-    unknown = sorted(set(loss_cfg.params) - set(spec.defaults()))
+    own = get_objective(loss_cfg.objective).own_defaults()
+    unknown = sorted(set(loss_cfg.params) - set(spec.defaults()) - set(own))
     if unknown:
+        settings = f" and the objective's own settings {own}" if own else ""
         raise ValueError(f"loss: {unknown} are not parameters of the {spec.name!r} loss (objective "
-                         f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}")
+                         f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}{settings}")
 
 
 def resolve(cfg):
     """``cfg`` with everything the objective decides written in: its preference loss, its order,
-    and every loss parameter (the loss's defaults < the objective's defaults < the config < what
-    the objective pins), so the saved config says exactly what ran. Idempotent."""
+    every loss parameter (the loss's defaults < the objective's defaults < the config < what the
+    objective pins) and the objective's own settings, so the saved config says exactly what ran.
+    Idempotent."""
     obj = get_objective(cfg.loss.objective)
     name = preference_of(cfg.loss)
     spec = get_loss(name)
     own = {k: v for k, v in obj.defaults.items() if k in spec.defaults()}
-    params = {**spec.defaults(), **own, **cfg.loss.params, **obj.fixed}
+    params = {**spec.defaults(), **obj.own_defaults(), **own, **cfg.loss.params, **obj.fixed}
     curriculum = {"order": obj.order} if obj.order is not None else {}
     return cfg.override(loss={"preference": name, **params}, curriculum=curriculum)
 
@@ -192,6 +230,6 @@ def resolve(cfg):
 def bound_loss(loss_cfg):
     """The resolved config's preference loss with its parameters bound (see ``losses.make_loss``)."""
     spec = get_loss(loss_cfg.preference)
-    if set(loss_cfg.params) != set(spec.defaults()):
+    if not set(spec.defaults()) <= set(loss_cfg.params):
         raise ValueError("the loss config is not resolved: call objectives.resolve(cfg) at the entry point")
-    return spec.bind(loss_cfg.params)
+    return spec.bind({k: loss_cfg.params[k] for k in spec.defaults()})

@@ -47,7 +47,7 @@ def worked_pair(cfg, policy, prep, index: int) -> dict:
     row = prep.dataset[int(index)]
     lc, tau = cfg.loss, prep.split.tau
     margin, hard = float(prep.margins[index]), bool(prep.split.hard[index])
-    routing = get_objective(lc.objective).routing(prep.margins, prep.split, lc, None)
+    routing = get_objective(lc.objective).route(prep.margins, prep.split, lc)
     a, b = float(routing.sft[index]), float(routing.preference[index])
     pad = policy.tokenizer.pad_token_id
     device = next(policy.model.parameters()).device
@@ -129,11 +129,14 @@ def settings_lines(config: dict) -> list[str]:
     """The settings a run used (``summary["config"]``), as the few lines a learner checks first:
     objective and loss parameters, split, order, optimiser schedule and batch."""
     loss, split, t = config["loss"], config["split"], config["train"]
-    skip = {"objective", "preference", "sft_weight", "preference_weight", "nll_weight", "soft_temperature"}
-    params = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in loss.items()
-                       if k not in skip and v is not None)
+    own = get_objective(loss["objective"]).own_defaults()
+    skip = {"objective", "preference", "sft_weight", "preference_weight", *own}
+    values = lambda keys: ", ".join(f"{k} = {loss[k]:g}" if isinstance(loss[k], float) else f"{k} = {loss[k]}"  # noqa: E731
+                                    for k in keys if loss.get(k) is not None)
+    params = values(k for k in loss if k not in skip)
+    settings = f"{values(own)}; " if own else ""
     rule = (f"quantile {split['quantile']:g}" if split.get("quantile") is not None else f"margin < τ = {split['tau']:g}")
-    return [f"objective {loss['objective']} ({loss['preference']} loss: {params})",
+    return [f"objective {loss['objective']} ({settings}{loss['preference']} loss: {params})",
             f"hard pairs: {rule} on {config['margins']['source']} margins; order {config['curriculum']['order']}",
             f"learning rate {t['learning_rate']:g}, {t['lr_scheduler_type']} schedule, warm-up {t['warmup_ratio']:g}; "
             f"batch {t['per_device_train_batch_size']} × {t['gradient_accumulation_steps']} accumulation"]

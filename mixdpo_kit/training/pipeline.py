@@ -129,7 +129,7 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
     settings = TokenizationSettings.from_config(cfg.data).to_dict()
     gap = compute_margins(prep.dataset, "likelihood_gap", MarginContext(cfg, policy)) \
         if objective.needs_reference_gap else None
-    routing = objective.routing(prep.margins, prep.split, cfg.loss, gap)
+    routing = objective.route(prep.margins, prep.split, cfg.loss, gap)
     prep = select_pairs(prep, routing.keep, f"filtered out by objective {objective.name}")
     sft_w, pref_w = routing.sft[routing.keep], routing.preference[routing.keep]
     needs_ref = loss.spec.needs_reference and bool((pref_w > 0).any())

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mixdpo_kit.core.config import RunConfig, SplitConfig, preset, setting
-from mixdpo_kit.interface.cli import add_config_flags, build_parser, command_config, config_fields
+from mixdpo_kit.interface.cli import add_config_flags, build_parser, command_config, config_fields, loss_parameters
 
 # Flags that do not set a config field: where to write the outputs, which file to read.
 NOT_CONFIG = {("analyze", "out"), ("analyze", "config"), ("train", "config"), ("train", "resume"),
@@ -56,7 +56,12 @@ def test_no_flag_has_a_default_and_each_is_a_config_field_or_listed():
             if action.dest == "verbose":  # how much the command prints, not a setting of the run
                 continue
             assert action.default is None, (command, action.dest, action.default)
-            assert action.dest in fields_of() or (command, action.dest) in NOT_CONFIG, (command, action.dest)
+            assert action.dest in fields_of() | loss_flags() or (command, action.dest) in NOT_CONFIG, \
+                (command, action.dest)
+
+
+def loss_flags() -> set[str]:
+    return {f"loss.{name}" for name in loss_parameters()}
 
 
 @pytest.mark.parametrize("command", RUN_COMMANDS)
@@ -68,6 +73,24 @@ def test_every_config_field_is_a_flag_with_its_help(command):
         if f.metadata.get("flag") and (command, f.metadata["flag"][2:]) not in NOT_CONFIG:
             assert f.metadata["flag"] in by_dest[f"{section}.{f.name}"].option_strings, (command, f.name)
     assert "loss.params" not in fields_of()  # the loss's own parameters are set in its YAML section
+
+
+def test_loss_and_objective_parameters_are_flags_checked_against_the_run(tmp_path):
+    """The preference losses' and objectives' own parameter dataclasses make ``--loss.NAME`` flags;
+    a value lands where the same YAML key would, and a parameter the run's loss and objective lack
+    is refused, naming both."""
+    assert {"loss.beta", "loss.label_smoothing", "loss.nll_weight", "loss.soft_temperature"} <= loss_flags()
+    by_dest = {a.dest: a for a in flags("train")}
+    assert "dpo_nll 1.0" in by_dest["loss.nll_weight"].help and "simpo 2.0" in by_dest["loss.beta"].help
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"loss": {"objective": "dpo_nll", "beta": 0.2}}))
+    args = ["train", "--config", str(path)]
+    cfg = command_config(build_parser().parse_args(args))
+    assert (cfg.loss.params["beta"], cfg.loss.params["nll_weight"]) == (0.2, 1.0)  # the file, then the default
+    cfg = command_config(build_parser().parse_args(args + ["--loss.nll_weight", "0.3", "--loss.beta", "0.05"]))
+    assert (cfg.loss.params["beta"], cfg.loss.params["nll_weight"]) == (0.05, 0.3)
+    with pytest.raises(ValueError, match="soft_temperature.*'dpo' loss.*nll_weight"):
+        command_config(build_parser().parse_args(args + ["--loss.soft_temperature", "0.3"]))
 
 
 def test_a_new_config_field_gets_its_flag():

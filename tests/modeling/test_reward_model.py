@@ -33,7 +33,7 @@ def test_training_ranks_the_training_pairs_better(tmp_path):
     trained = train_reward_model(base, pairs, tmp_path / "rm", epochs=3)
 
     def accuracy(path):
-        scorer = RewardModelScorer(str(path), tmp_path / "cache")
+        scorer = RewardModelScorer(str(path), tmp_path / "cache", batch_size=16, max_length=256)
         chosen, rejected, templated = reward_texts(pairs, scorer.tokenizer)
         return float(np.mean(scorer.scores(chosen, templated) > scorer.scores(rejected, templated)))
 

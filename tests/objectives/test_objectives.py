@@ -91,17 +91,17 @@ def test_confpo_uses_low_confidence_tokens_only():
 def test_routings():
     m = np.array([0.0, 0.5, 1.0, 4.0])
     split = split_by_margin(m, tau=0.5)
-    lc = LossConfig(soft_temperature=0.5, nll_weight=0.3)
-    r = get_objective("mixdpo").routing(m, split, lc)
+    lc = LossConfig(params={"soft_temperature": 0.5, "nll_weight": 0.3})
+    r = get_objective("mixdpo").route(m, split, lc)
     assert r.sft.tolist() == [1, 0, 0, 0] and r.preference.tolist() == [0, 1, 1, 1] and r.keep.all()
-    r = get_objective("mixdpo_soft").routing(m, split, lc)
+    r = get_objective("mixdpo_soft").route(m, split, lc)
     assert r.preference.tolist() == pytest.approx([sig(-1), 0.5, sig(1), sig(7)])
     assert (r.sft + r.preference).tolist() == pytest.approx([1, 1, 1, 1])
-    r = get_objective("dpo_nll").routing(m, split, lc)
+    r = get_objective("dpo_nll").route(m, split, lc)
     assert r.sft.tolist() == [0.3] * 4 and r.preference.tolist() == [1] * 4
-    r = get_objective("filtered_dpo").routing(m, split, lc)
+    r = get_objective("filtered_dpo").route(m, split, lc)
     assert r.keep.tolist() == [False, True, True, True]
-    r = get_objective("selective_dpo").routing(m, split, lc, np.array([0.5, -1.0, 2.0, 0.1]))
+    r = get_objective("selective_dpo").route(m, split, lc, np.array([0.5, -1.0, 2.0, 0.1]))
     assert r.keep.tolist() == [True, False, True, True]  # drops n_hard = 1 pair with the smallest reference gap
 
 
@@ -138,7 +138,24 @@ def test_loss_parameters_are_typed_validated_and_resolved(tmp_path):
         RunConfig.from_yaml(path)
     for name in OBJECTIVES:  # every objective resolves to a registered loss with all its parameters
         lc = resolve(RunConfig().override(loss={"objective": name})).loss
-        assert set(lc.params) == set(PREFERENCE_LOSSES[lc.preference].defaults())
+        own = OBJECTIVES[name].own_defaults()
+        assert set(lc.params) == set(PREFERENCE_LOSSES[lc.preference].defaults()) | set(own)
+
+
+def test_an_objectives_own_settings_are_a_dataclass_resolved_beside_its_loss_parameters():
+    from mixdpo_kit.core.config import RunConfig
+    from mixdpo_kit.objectives.routing import NllParams, SoftRoutingParams, bound_loss
+
+    cfg = resolve(RunConfig().override(loss={"objective": "mixdpo_soft"}))
+    assert cfg.loss.params == {"beta": 0.01, "label_smoothing": 0.1, "soft_temperature": 0.5}
+    assert SoftRoutingParams().soft_temperature == 0.5 and NllParams().nll_weight == 1.0
+    m = np.array([1.5])
+    warm = resolve(RunConfig().override(loss={"objective": "mixdpo_soft", "soft_temperature": 2.0}))
+    r = get_objective("mixdpo_soft").route(m, split_by_margin(m, tau=0.5), warm.loss)
+    assert r.preference[0] == pytest.approx(sig((1.5 - 0.5) / 2.0))
+    assert bound_loss(warm.loss).params.beta == 0.01  # the loss is bound to its own parameters only
+    with pytest.raises(ValueError, match=r"\['nll_weight'\] are not parameters of the 'dpo' loss"):
+        RunConfig().override(loss={"objective": "mixdpo", "nll_weight": 0.5})  # dpo_nll's setting, not mixdpo's
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))

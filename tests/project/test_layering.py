@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mixdpo_kit"
+PACKAGE = Path(__file__).resolve().parents[2] / "mixdpo_kit"
 # The stages, lowest first: a module may import its own stage and any stage listed before it.
 LAYERS = ["objectives", "core", "data", "modeling", "margins", "reports", "evaluation", "training",
           "workflows", "interface"]

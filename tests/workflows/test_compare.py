@@ -11,7 +11,7 @@ from mixdpo_kit.interface.cli import main
 from mixdpo_kit.workflows import compare
 from mixdpo_kit.workflows.variants import variants_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_interval_hand_values():

@@ -35,7 +35,7 @@ def test_the_study_noise_quoted_to_learners_is_the_studys_own():
 
     from mixdpo_kit.reports.explain import STUDY_HALF_WIDTH, difference_line
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
     assert f"a 95 % interval is about ±{STUDY_HALF_WIDTH}" in doc
     run = lambda r: {"evaluation": {"true_reward": {"after": {"mean_reward": r}}}}  # noqa: E731
     assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b")

@@ -5,8 +5,8 @@ truncated pairs; the mask and positions that make it so; the fallback where atte
 the mask; the trainer's loss and gradients either way."""
 import pytest
 import torch
-from test_logprobs_chunked import VOCAB
-from test_logprobs_chunked import _model as tiny_model  # tests/ is on sys.path under pytest
+from test_logprobs import VOCAB
+from test_logprobs import _model as tiny_model  # tests/ is on sys.path under pytest
 
 from mixdpo_kit.modeling import pairbatch
 from mixdpo_kit.modeling.logprobs import score_pairs, token_logps

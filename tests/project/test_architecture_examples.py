@@ -13,7 +13,7 @@ from mixdpo_kit.objectives import losses
 from mixdpo_kit.objectives import routing as objectives
 from mixdpo_kit.workflows import variants
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 from mixdpo_kit.core.config import JudgeConfig, RunConfig
 from mixdpo_kit.data.loading import DataError, load_preferences, read_records
 from mixdpo_kit.interface.cli import main
-from mixdpo_kit.training.pipeline import analyze_data, data_report
+from mixdpo_kit.training.pipeline import analyze_data
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def shared(name: str) -> Path:
@@ -32,7 +32,7 @@ def test_the_sample_ships_and_loads_by_name_offline(capsys, tmp_path):
     assert (report.rows_read, report.rows_kept) == (1000, 994)
     assert report.dropped == {"chosen identical to rejected": 4, "empty response": 2}
     assert ds[0]["prompt"] == [{"role": "user", "content": "how to cook t-bone in the oven"}]
-    shipped = Path(__file__).resolve().parent.parent / "data" / "ultrafeedback-sample"
+    shipped = Path(__file__).resolve().parents[2] / "data" / "ultrafeedback-sample"
     assert (shipped / "LICENSE").exists() and "MIT" in (shipped / "LICENSE").read_text()
     assert "kkminions888-ops/ultrafeedback-dpo-noise-study" in (shipped / "README.md").read_text()
     # analyze: the hard share beside the paper's, and what < vs <= changes on the rating grid.

@@ -1,4 +1,4 @@
-"""One rank of the two-process (gloo, CPU) DDP check; run by tests/test_distributed.py via torchrun.
+"""One rank of the two-process (gloo, CPU) DDP check; run by tests/training/test_distributed.py via torchrun.
 
     python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py MODEL_DIR OUT_DIR PER_DEVICE_BATCH
 """

@@ -1,15 +1,23 @@
-"""Loading, normalising, dropping with reasons, and tokenisation traps (BOS, EOS, boundary, padding)."""
+"""Loading and normalising pairs (UltraFeedback, TRL, HH-RLHF): clear errors for unusable input, every dropped row counted by reason."""
 import json
-
+import math
+import os
+from pathlib import Path
 import datasets
 import pytest
-import torch
 
 from mixdpo_kit.data.loading import DataError, load_preferences, normalise
-from mixdpo_kit.data.tokenization import TokenizationSettings, encode_prompt, encode_response, tokenize_pairs
-from mixdpo_kit.modeling.logprobs import sequence_logps
-from mixdpo_kit.modeling.pairbatch import separate_rows
-from mixdpo_kit.modeling.tiny import build_tokenizer
+from mixdpo_kit.training.pipeline import train
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+def accounted(report) -> bool:
+    return report.rows_read == report.rows_kept + sum(report.dropped.values())
 
 
 def test_ultrafeedback_schema_from_jsonl_parquet_csv_and_memory(chat_pairs, tmp_path):
@@ -63,59 +71,6 @@ def test_malformed_jsonl_line_is_named(tmp_path):
         load_preferences(str(path))
 
 
-def test_single_bos_with_and_without_template_bos():
-    for with_bos in (True, False):
-        tok = build_tokenizer(with_bos_in_template=with_bos)
-        ids = encode_prompt(tok, [{"role": "user", "content": "sort 1 2"}])
-        assert ids.count(tok.bos_token_id) == (1 if with_bos else 0)
-    tok = build_tokenizer()
-    assert encode_prompt(tok, "sort 1 2").count(tok.bos_token_id) == 1  # plain text gets exactly one
-
-
-def test_response_ends_with_one_eos_and_prompt_boundary_is_exact():
-    tok = build_tokenizer()
-    prompt = [{"role": "user", "content": "sort 2 1"}]
-    p, r = encode_prompt(tok, prompt), encode_response(tok, prompt, "1 2")
-    assert r[-1] == tok.eos_token_id and r.count(tok.eos_token_id) == 1
-    full = tok(tok.apply_chat_template(prompt + [{"role": "assistant", "content": "1 2"}], tokenize=False),
-               add_special_tokens=False)["input_ids"]
-    assert p + r == full  # same ids as the whole rendered conversation: no merge across the boundary
-    assert tok.decode(r, skip_special_tokens=True) == "1 2"
-    assert encode_response(tok, "plain", "1 2")[-1] == tok.eos_token_id  # plain text: EOS appended
-
-
-def test_truncation_and_drop_are_counted(chat_pairs):
-    tok = build_tokenizer()
-    ds, report = normalise(chat_pairs)
-    _, kept = tokenize_pairs(ds, tok, TokenizationSettings(max_length=9, max_prompt_length=7), report)
-    assert report.truncated > 0 and len(kept) == 6
-    ds, report = normalise(chat_pairs)
-    _, kept = tokenize_pairs(ds, tok, TokenizationSettings(max_length=9, max_prompt_length=7, truncation="drop"), report)
-    assert report.dropped["longer than max_length / max_prompt_length"] == 6 - len(kept) > 0
-    assert report.rows_kept == len(kept)
-
-
-def test_padding_does_not_change_sequence_logps(tiny_llama):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
-    prompts, responses = [[2, 4, 17, 8, 9]], [[9, 8, 3]]
-    alone = sequence_logps(model, separate_rows(prompts, responses, 0))
-    padded = sequence_logps(model, separate_rows(prompts + [[2, 4, 17, 8, 9, 10, 11, 12]],
-                                                  responses + [[9, 8, 10, 11, 12, 3]], 0))
-    assert torch.allclose(alone[0][0], padded[0][0], atol=1e-5)
-    assert alone[1][0] == padded[1][0] == 3
-
-
-def test_pairs_whose_response_is_truncated_away_are_dropped_and_counted(chat_pairs):
-    tok = build_tokenizer()
-    ds, report = normalise(chat_pairs)
-    # Every rendered prompt has at least 6 tokens; with max_length 6 nothing is left for any response.
-    with pytest.raises(DataError, match="no pairs left"):
-        tokenize_pairs(ds, tok, TokenizationSettings(max_length=6, max_prompt_length=6), report)
-    assert report.dropped["response truncated away (prompt fills max_length)"] == 6
-
-
 @pytest.mark.parametrize("name,content,problem", [
     ("empty.jsonl", "", "the file is empty"), ("blank.jsonl", "  \n\n\t\n", "the file is empty"),
     ("empty.csv", "", "the file is empty"), ("header.csv", "prompt,chosen,rejected\n", "only a header line"),
@@ -130,3 +85,53 @@ def test_unusable_data_files_get_one_line_errors_naming_path_and_problem(tmp_pat
     assert main(["analyze", "--data", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and problem in err[0], err
+
+
+@pytest.mark.parametrize("policy,expect_kept,inversions", [("keep", 2, {"keep": 1}), ("swap", 2, {"swap": 1}),
+                                                            ("drop", 1, {})])
+def test_chosen_score_below_rejected_policy(policy, expect_kept, inversions):
+    raw = datasets.Dataset.from_list([
+        {"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": 2.0, "score_rejected": 5.0},
+        {"prompt": "q", "chosen": "c", "rejected": "d", "score_chosen": 6.0, "score_rejected": 1.0}])
+    ds, report = normalise(raw, score_order=policy)
+    assert len(ds) == expect_kept and report.score_inversions == inversions and accounted(report)
+    if policy == "swap":
+        assert (ds[0]["chosen"], ds[0]["score_chosen"], ds[0]["score_rejected"]) == ("b", 5.0, 2.0)
+    if policy == "drop":
+        assert report.dropped == {"chosen score below rejected score": 1}
+
+
+def test_more_bad_rows_counted_by_reason():
+    rows = [{"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": 2.0, "score_rejected": 1.0},
+            {"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": 2.0, "score_rejected": 1.0},
+            {"prompt": "q", "chosen": "e", "rejected": "f", "score_chosen": math.inf, "score_rejected": 1.0}]
+    ds, report = normalise(datasets.Dataset.from_list(rows))
+    assert report.dropped == {"exact duplicate pair": 1, "missing, non-numeric or non-finite score": 1}
+    hh = datasets.Dataset.from_list([{"chosen": "\n\nHuman: hi\n\nAssistant: yes",
+                                      "rejected": "\n\nHuman: bye\n\nAssistant: no"},
+                                     {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}])
+    ds, report = normalise(hh)
+    assert report.dropped == {"no shared prompt prefix ending in 'Assistant:' (HH-RLHF format)": 1} and len(ds) == 1
+    with pytest.raises(DataError, match="no usable rows left out of 1"):
+        normalise(datasets.Dataset.from_list([{"prompt": "q", "chosen": " ", "rejected": "b"}]))
+
+
+def test_hh_rlhf_real_split_every_row_accounted(small_cfg, tmp_path):
+    if not HH.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{HH} is missing")
+        pytest.skip(f"{HH} is missing")
+    ds, report = load_preferences(str(HH))
+    assert report.rows_read == 2312 and accounted(report)
+    assert isinstance(ds[0]["prompt"], str) and ds[0]["prompt"].endswith("Assistant:")
+    cfg = small_cfg.override(data={"source": str(HH), "max_rows": None, "max_length": 48, "max_prompt_length": 32,
+                                   "eval_source": None},
+                             margins={"source": "likelihood_gap"}, split={"quantile": 0.2},
+                             train={"max_steps": 3, "per_device_train_batch_size": 4})
+    trainer, policy, prep = train(cfg, tmp_path / "hh")
+    saved = json.loads((tmp_path / "hh" / "data_report.json").read_text())
+    assert saved["rows_read"] == 2312
+    assert saved["rows_kept"] + saved["rows_dropped"] == 2312
+    assert saved["rows_kept"] == len(prep.dataset) and saved["truncated"] > 0
+    assert saved["split"]["n_hard"] > 0 and saved["split"]["n_easy"] > 0
+    assert len([h for h in trainer.state.log_history if "loss" in h]) == 3

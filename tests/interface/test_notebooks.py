@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 
 from mixdpo_kit.reports.explain import ROUTED_LOSS_MARKDOWN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MAX_OUTPUT_LINES = 30
 
@@ -124,7 +124,7 @@ def test_learner_pass(path, tmp_path, monkeypatch):
     """As a learner: Run All, then every widget, then every exercise cell again. Fails on an
     exception, a noisy or long output, a printed markdown marker, or a run folder holding two runs."""
     # Headless: no one can press Stop, so the launcher's run ends before the next cell (the kernel
-    # inherits this); tests/test_browser.py runs notebook 03 live, where it does not block.
+    # inherits this); tests/interface/test_browser.py runs notebook 03 live, where it does not block.
     monkeypatch.setenv("MIXDPO_KIT_BLOCKING_RUNS", "1")
     work = tmp_path / path.name
     shutil.copy(path, work)

@@ -1,13 +1,13 @@
 """The chunked log-prob path against the plain one: same log-probs and gradients (fp32, 1e-5) on
 every tiny architecture, tied and untied heads, LoRA, full fine-tuning and 4-bit QLoRA; only
-response positions reach the LM head, a chunk at a time."""
+response positions reach the LM head, a chunk at a time; padding never changes a log-prob."""
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from mixdpo_kit.modeling import logprobs
-from mixdpo_kit.modeling.logprobs import plain_token_logps, token_logps
+from mixdpo_kit.modeling.logprobs import plain_token_logps, sequence_logps, token_logps
 from mixdpo_kit.modeling.pairbatch import separate_rows
 from mixdpo_kit.modeling.tiny import ARCHITECTURES, tiny_config
 
@@ -22,7 +22,7 @@ def _batch():
 
 
 def _model(arch: str, tied: bool, lora: bool, attn: str = "sdpa", **config_kw):
-    """A tiny ``arch`` model (also used by test_prompt_sharing.py), LoRA with a non-zero adapter or full."""
+    """A tiny ``arch`` model (also used by test_pairbatch.py), LoRA with a non-zero adapter or full."""
     torch.manual_seed(0)
     config = tiny_config(arch, vocab_size=VOCAB, hidden=64)
     config.tie_word_embeddings = tied
@@ -145,3 +145,15 @@ def test_a_frozen_head_runs_once_per_chunk_a_trained_head_is_recomputed(monkeypa
     with torch.no_grad():
         token_logps(model, batch, chunk_elements=5 * VOCAB)
     assert len(calls) == 5 and not onehot
+
+
+def test_padding_does_not_change_sequence_logps(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    prompts, responses = [[2, 4, 17, 8, 9]], [[9, 8, 3]]
+    alone = sequence_logps(model, separate_rows(prompts, responses, 0))
+    padded = sequence_logps(model, separate_rows(prompts + [[2, 4, 17, 8, 9, 10, 11, 12]],
+                                                  responses + [[9, 8, 10, 11, 12, 3]], 0))
+    assert torch.allclose(alone[0][0], padded[0][0], atol=1e-5)
+    assert alone[1][0] == padded[1][0] == 3

@@ -40,7 +40,7 @@ def test_the_study_script_takes_its_variants_from_the_registry():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     import builtin_study
 
     base = builtin_study.study_config()

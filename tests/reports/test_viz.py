@@ -1,0 +1,56 @@
+"""Figures: counts, τ lines, stage lines, axis units and labels."""
+import numpy as np
+import pytest
+
+from mixdpo_kit.core.config import TrainConfig
+from mixdpo_kit.margins.curriculum import CurriculumPlan
+from mixdpo_kit.margins.split import split_by_margin
+from mixdpo_kit.reports import viz
+
+
+def hist_counts(fig):
+    return {t.name.split(" (")[0]: len(t.x) for t in fig.data if t.type == "histogram"}
+
+
+def test_margin_histogram_counts_and_tau():
+    m = np.array([0, 0, 0.5, 1, 3, 9.0])
+    fig = viz.margin_histogram(m, split_by_margin(m, tau=0.75))
+    assert hist_counts(fig) == {"hard → SFT": 3, "easy → preference": 3}
+    assert any(s.x0 == 0.75 for s in fig.layout.shapes if s.type == "line")
+
+
+def test_curriculum_timeline_sft_fraction_per_step_and_stage_lines():
+    m = np.array([9, 8, 7, 0, 0, 0.0])
+    plan = CurriculumPlan(m, "staged", n_stages=2)
+    train = TrainConfig(per_device_train_batch_size=2, lr_scheduler_type="constant", warmup_ratio=0.0)
+    fig = viz.curriculum_timeline(plan, m < 0.5, train)
+    frac = [t for t in fig.data if t.name == "SFT fraction"][0]
+    assert list(frac.y) == [0.0, 0.5, 1.0]
+    assert list([t for t in fig.data if t.name == "learning rate"][0].y) == [1.0, 1.0, 1.0]
+    assert "50.0 % of the pairs and 50.00 % of the learning-rate mass" in fig.layout.title.text
+    assert sum(1 for s in fig.layout.shapes if s.type == "line") == 1  # one stage boundary
+
+
+def test_other_figures_build():
+    m = np.array([0, 1, 2, 3.0])
+    assert "ρ = 1.00" in viz.margin_sources(m, m * 2, "a", "b").layout.title.text
+    assert "ρ = -1.00" in viz.margin_vs_length(m, [1, 2, 3, 4], [9, 9, 9, 9][::-1] + np.array([0, 2, 4, 6])).layout.title.text
+    fig = viz.compare_runs(["dpo", "mixdpo"], [0.5, 0.6], [0.4, 0.55], [0.6, 0.65], metric="reward", baseline=0.45,
+                           baseline_name="SFT model")
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.05])
+    assert [s.y0 for s in fig.layout.shapes if s.type == "line"] == [0.45]  # the SFT baseline is drawn
+
+
+def test_figures_label_what_they_show():
+    m = np.array([0, 0.5, 2, 3.0, 5, 8])
+    split = split_by_margin(m, tau=1.0)
+    fig = viz.margin_vs_length(m, [1, 2, 3, 4, 5, 6], [2, 2, 2, 2, 2, 2], split)
+    assert fig.layout.showlegend and {t.name for t in fig.data} == {"hard → SFT (2)", "easy → preference (4)"}
+    assert "strong, positive" in fig.layout.title.text
+    rows = [{"step": 1, "logps/chosen": -5.0, "logps/rejected": -6.0}]
+    names = {t.name for t in viz.logprob_dynamics(rows).data}
+    assert names == {"chosen, this step's training pairs", "rejected, this step's training pairs"}
+    assert not any("/" in n for n in names)
+    judge = viz.judge_scatter([0.1, -0.2], [3, -4], "notebook03", "notebook03-reference")
+    assert len(judge.layout.yaxis.title.text) <= 40 and len(judge.layout.xaxis.title.text) <= 40
+    assert "notebook03-reference" in judge.layout.title.text
