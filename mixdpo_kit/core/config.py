@@ -88,8 +88,11 @@ class ModelConfig:
     gradient_checkpointing: str | bool = setting("auto", "auto (on for GPU (Q)LoRA, off on CPU) | true | false")
     trust_remote_code: bool = setting(False, "run a hub model's own code")
     # One row per preference pair, its prompt computed once for both responses (same numbers;
-    # off: one row per response, the prompt twice). Attention that cannot take the mask falls back.
-    share_prompt: bool = setting(True, "one row per pair, the prompt computed once for both responses")
+    # off: one row per response, the prompt twice). Attention that cannot take the mask falls back,
+    # and a batch whose shared rows would cost the decoder more (short prompts, long responses, a
+    # narrow model) keeps separate rows: see modeling/pairbatch.py.
+    share_prompt: bool = setting(True, "one row per pair, the prompt computed once for both responses, in each "
+                                 "batch where that costs less")
 
 
 @dataclass

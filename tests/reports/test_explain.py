@@ -1,4 +1,5 @@
-"""The worked pair: the library's routed loss for one pair equals the notebooks' hand formulas."""
+"""The worked pair: the library's routed loss for one pair equals the notebooks' hand formulas; a run's
+settings in sentences."""
 import pytest
 import torch
 
@@ -40,3 +41,15 @@ def test_the_study_noise_quoted_to_learners_is_the_studys_own():
     run = lambda r: {"evaluation": {"true_reward": {"after": {"mean_reward": r}}}}  # noqa: E731
     assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b")
     assert difference_line(run(0.760), run(0.750), "a", "b").startswith("a − b = +0.010")
+
+
+def test_settings_lines_name_an_objectives_own_settings_apart_from_its_loss():
+    from mixdpo_kit.core.config import RunConfig
+    from mixdpo_kit.objectives.routing import resolve
+    from mixdpo_kit.reports.explain import settings_lines
+
+    cfg = resolve(RunConfig().override(loss={"objective": "dpo_nll", "nll_weight": 0.5}))
+    assert settings_lines(cfg.to_dict())[0] == "objective dpo_nll (nll_weight = 0.5; dpo loss: beta = 0.1, " \
+                                               "label_smoothing = 0)"
+    assert settings_lines(resolve(RunConfig()).to_dict())[0] == \
+        "objective mixdpo (dpo loss: beta = 0.01, label_smoothing = 0.1)"
