@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mixdpo_kit.objectives.routing import check_loss_params
+from mixdpo_kit.objectives.routing import check_loss_params, get_objective
 
 
 def setting(default=dataclasses.MISSING, help: str = "", flag: str | None = None, factory=None):
@@ -276,11 +276,24 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     folder is now (from any working directory, after a move or a copy to another machine)."""
     run_dir = Path(run_dir)
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    _drop_legacy_loss_settings(data.get("loss") or {})
     for section, key in PATH_FIELDS:
         value = data.get(section, {}).get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute() and (run_dir / value).exists():
             data[section][key] = str(run_dir / value)
     return RunConfig.from_dict(data)
+
+
+# Run folders written before objectives declared their own settings recorded these two in every
+# loss section; where the run's objective does not own them they were never used.
+LEGACY_LOSS_SETTINGS = ("nll_weight", "soft_temperature")
+
+
+def _drop_legacy_loss_settings(loss: dict) -> None:
+    own = get_objective(loss.get("objective", LossConfig.objective)).own_defaults()
+    for key in LEGACY_LOSS_SETTINGS:
+        if key not in own:
+            loss.pop(key, None)
 
 
 def _from_dict(cls, data: dict[str, Any], where: str):

@@ -33,7 +33,7 @@ from mixdpo_kit.evaluation.evaluate import generate
 class Decoding:
     """Decoding settings, recorded with every answer. Greedy unless ``do_sample``."""
 
-    max_new_tokens: int = 1024
+    max_new_tokens: int = JudgeConfig.max_new_tokens  # the one default: an answer a judge reads
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0

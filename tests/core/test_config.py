@@ -1,5 +1,7 @@
-"""The config: YAML round trip, unknown keys named, the paper's preset, the shipped config files."""
+"""The config: YAML round trip, unknown keys named, the paper's preset, the shipped config files, run
+records written by earlier versions."""
 import pytest
+import yaml
 
 from mixdpo_kit.core.config import RunConfig, preset
 
@@ -28,3 +30,20 @@ def test_configs_folder_loads():
 
     for path in sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml")):
         RunConfig.from_yaml(path)
+
+
+def test_run_folders_from_before_objective_settings_still_load(tmp_path):
+    """Earlier run records carry nll_weight and soft_temperature in every loss section; reading a run
+    folder keeps them where the objective owns them and drops them where it never used them. A
+    config file a user writes is still checked strictly."""
+    from mixdpo_kit.core.config import read_run_config
+
+    for objective, kept in [("mixdpo", {}), ("dpo_nll", {"nll_weight": 0.3}), ("mixdpo_soft", {"soft_temperature": 2.0})]:
+        loss = {"objective": objective, "preference": "dpo", "sft_weight": 1.0, "preference_weight": 1.0,
+                "nll_weight": 0.3, "soft_temperature": 2.0, "beta": 0.01, "label_smoothing": 0.1}
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"loss": loss}))
+        params = read_run_config(tmp_path).loss.params
+        assert params == {"beta": 0.01, "label_smoothing": 0.1, **kept}, objective
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"loss": {"objective": "mixdpo", "nll_weight": 0.3}}))
+    with pytest.raises(ValueError, match="nll_weight"):
+        RunConfig.from_yaml(tmp_path / "c.yaml")
