@@ -137,7 +137,6 @@ def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool
             paired_repeats: int = 0) -> dict:
     import warnings
 
-    import torch
 
     from mixdpo_kit.core.config import preset
     from mixdpo_kit.modeling.model import build_policy

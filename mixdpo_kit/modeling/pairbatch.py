@@ -162,9 +162,10 @@ def pair_rows(prompts, chosen, rejected, pad_id: int, sharing: PromptSharing) ->
     allows and, given the model's shape, where that costs the decoder no more work than separate rows."""
     if sharing.enabled:
         longest = max(len(p) + max(len(c), len(r or ())) for p, c, r in zip(prompts, chosen, rejected))
-        within_window = sharing.max_positions is None or longest <= sharing.max_positions
-        if within_window and (sharing.shape is None or shared_is_cheaper(prompts, chosen, rejected, sharing.shape)):
-            return shared_rows(prompts, chosen, rejected, pad_id)
+        if sharing.max_positions is None or longest <= sharing.max_positions:
+            flops = None if sharing.shape is None else layout_flops(prompts, chosen, rejected, sharing.shape)
+            if flops is None or flops["shared"] <= flops["separate"]:  # ties share
+                return shared_rows(prompts, chosen, rejected, pad_id)
     keep = [i for i, r in enumerate(rejected) if r is not None]
     return separate_rows(list(prompts) + [prompts[i] for i in keep],
                          list(chosen) + [rejected[i] for i in keep], pad_id)
@@ -179,12 +180,6 @@ def layout_flops(prompts, chosen, rejected, shape: ModelShape) -> dict[str, int]
     separate_width = max(len(p) + len(x) for p, x in zip(separate_prompts, responses))
     return {"shared": shape.decoder_flops(len(prompts), shared_width),
             "separate": shape.decoder_flops(len(responses), separate_width)}
-
-
-def shared_is_cheaper(prompts, chosen, rejected, shape: ModelShape) -> bool:
-    """Whether one row per pair costs the decoder no more work than one row per sequence (ties share)."""
-    flops = layout_flops(prompts, chosen, rejected, shape)
-    return flops["shared"] <= flops["separate"]
 
 
 def _rows(rows: list[list[tuple[list[int], int]]], pad_id: int, shared: bool) -> ResponseBatch:
