@@ -43,12 +43,16 @@ _PUBLIC = {
     "run_comparison": "workflows.compare", "table_lines": "workflows.compare", "verdict": "workflows.compare",
     "variant_config": "workflows.compare", "VARIANTS": "workflows.variants", "describe": "workflows.variants",
     "register_variant": "workflows.variants", "variants_for": "workflows.variants",
+    "run_displacement": "workflows.displacement", "pair_displacement": "workflows.displacement",
+    "ches_quartiles": "workflows.displacement", "change_words": "workflows.displacement",
+    "DisplacementSetting": "workflows.displacement",
     # interface
     "setup_notebook": "interface.notebook", "gpu_branch": "interface.notebook",
     "gpu_run_settings": "interface.notebook", "MarginExplorer": "interface.widgets",
     "CurriculumDesigner": "interface.widgets", "TrainingLauncher": "interface.widgets",
     "html_table": "interface.widgets", "pairs_side_by_side": "interface.widgets",
     "panel_choices_lines": "interface.widgets", "with_panel_choices": "interface.widgets",
+    "DisplacementExplorer": "interface.widgets",
 }
 
 __all__ = sorted(_PUBLIC)

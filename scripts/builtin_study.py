@@ -24,7 +24,9 @@ from mixdpo_kit.reports.viz import heldout_logps
 from mixdpo_kit.workflows.compare import T_975, heldout_curves, markdown_table, run_comparison, verdict
 from mixdpo_kit.workflows.variants import hard_share, variants_for
 
-GRID = {"beta": (0.1, 0.3, 1.0), "learning_rate": (1e-4, 3e-4)}
+# From the paper's beta 0.01 up past 1.0, learning rates either side of the earlier choice (1e-4), so
+# that a best point on the grid's edge is visible as such (`grid_edges`).
+GRID = {"beta": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), "learning_rate": (3e-5, 1e-4, 3e-4)}
 OWN_PARAMS = ["simpo", "amapo", "confpo", "ipo", "beta_dpo", "madpo", "gdpo", "da_dpo"]  # their papers' settings
 DPO_FAMILY = ["dpo", "cdpo", "filtered_dpo", "selective_dpo", "dpo_nll", "hard_only_dpo"]  # DPO's grid choice
 MIXDPO_FAMILY = ["mixdpo", "curriculum_dpo", "mixdpo_soft"]  # MixDPO's grid choice
@@ -49,6 +51,18 @@ def choose_settings(cfg, out: Path, seeds: int) -> dict:
                        "dev_reward": rows[best]["true_reward"]}
     chosen["grid"] = {v: rows[v]["true_reward"] for v in variants}
     return chosen
+
+
+def grid_edges(setting: dict) -> list[str]:
+    """Which edges of the grid a chosen setting lies on, in words (empty: interior)."""
+    edges = []
+    for key, label in (("beta", "β"), ("learning_rate", "lr")):
+        values = GRID[key]
+        if setting[key] == min(values):
+            edges.append(f"the smallest {label} ({min(values):g})")
+        elif setting[key] == max(values):
+            edges.append(f"the largest {label} ({max(values):g})")
+    return edges
 
 
 ABLATIONS = ["mixdpo_constant_lr", "curriculum_dpo_constant_lr", "mixdpo_shuffled", "mixdpo_sorted_by_chosen_score",
@@ -179,6 +193,13 @@ def grid_table(chosen: dict) -> list[str]:
     for b in GRID["beta"]:
         cells = [f"{chosen['grid'][f'{obj}_b{b}_lr{lr}']:.3f}" for obj in ("dpo", "mixdpo") for lr in GRID["learning_rate"]]
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for obj in ("dpo", "mixdpo"):
+        edges = grid_edges(chosen[obj])
+        scores = sorted((r for v, r in chosen["grid"].items() if v.startswith(obj + "_b")), reverse=True)
+        where = ("on the grid's edge at " + " and ".join(edges)) if edges else "inside the grid on both axes"
+        lines.append(f"- {obj}'s choice (β = {chosen[obj]['beta']:g}, lr = {chosen[obj]['learning_rate']:g}) lies "
+                     f"{where}; the best three points are within {scores[0] - scores[2]:.3f} of each other.")
     return lines + [""]
 
 

@@ -1,6 +1,6 @@
-"""Margins from a model: a reward model's score gap, and the reference model's likelihood gap.
+"""Margins from a model: a reward model's score gap, the reference model's likelihood gap, and CHES.
 
-Both register themselves as margin sources (see :mod:`mixdpo_kit.margins.sources`).
+All three register themselves as margin sources (see :mod:`mixdpo_kit.margins.sources`).
 
 Reward models: any ``AutoModelForSequenceClassification`` with one output works (ArmoRM-style
 multi-output heads use their first output). Conversations are rendered with the reward model's
@@ -9,6 +9,13 @@ same numbers); scores are cached under a key of the model and the exact texts.
 
 Likelihood gap: the reference's mean per-token log-likelihood of chosen minus rejected, read from
 (or added to) the reference log-prob cache the trainer uses.
+
+CHES (Razin et al., "Unintentional Unalignment", arXiv 2410.08847): how alike the reference's
+hidden states of the chosen and the rejected response are. With ``H+`` / ``H−`` the sums of the
+final hidden states that predict each response's tokens, CHES = <H+, H−> − ||H+||²; the
+length-normalised form (the default) divides by the lengths: <H+, H−>/(|y+| |y−|) − ||H+||²/|y+|².
+A high CHES marks a pair on which DPO tends to lower the chosen response's likelihood, so the
+margin is minus CHES (larger = easier, as for every source). Cached per data and model.
 """
 from __future__ import annotations
 
@@ -22,8 +29,8 @@ from mixdpo_kit.core.progress import bar
 from mixdpo_kit.data.chat import conversation_text
 from mixdpo_kit.data.tokenization import TokenizationSettings
 from mixdpo_kit.margins.sources import register_margin_source
-from mixdpo_kit.modeling.logprobs import eval_mode
-from mixdpo_kit.modeling.refcache import ReferenceCache, reference_logps
+from mixdpo_kit.modeling.logprobs import eval_mode, hidden_products_pair_batch, score_pairs
+from mixdpo_kit.modeling.refcache import TOKEN_COLUMNS, ReferenceCache, cache_key, reference_logps
 
 
 def reward_texts(ds, tokenizer) -> tuple[list[str], list[str], bool]:
@@ -120,6 +127,46 @@ def likelihood_gap_source(ds, ctx, arg=None) -> np.ndarray:
     n_c = np.array([len(x) for x in ds["chosen_ids"]], float)
     n_r = np.array([len(x) for x in ds["rejected_ids"]], float)
     return np.asarray(chosen) / n_c - np.asarray(rejected) / n_r
+
+
+def ches_scores(dot, chosen_sq, n_chosen, n_rejected, length_normalized: bool = True) -> np.ndarray:
+    """CHES per pair from ``<H+, H->`` (``dot``), ``||H+||²`` (``chosen_sq``) and the response lengths
+    in tokens: ``dot − chosen_sq``, or ``dot/(n+ n−) − chosen_sq/n+²`` when ``length_normalized``."""
+    dot, sq = np.asarray(dot, np.float64), np.asarray(chosen_sq, np.float64)
+    n_c, n_r = np.asarray(n_chosen, np.float64), np.asarray(n_rejected, np.float64)
+    return dot / (n_c * n_r) - sq / n_c ** 2 if length_normalized else dot - sq
+
+
+def reference_hidden_products(policy, ds, settings: dict, cache_dir: str | Path, batch_size: int
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """``<H+, H->`` and ``||H+||²`` of every tokenised pair under the policy's reference (adapter off),
+    in length-sorted batches, cached under ``cache_dir/ches`` by model identity and token ids."""
+    store = JsonCache(Path(cache_dir) / "ches")
+    key = cache_key(policy.identity(), settings, *(ds[c] for c in TOKEN_COLUMNS))
+    stored = store.get(key)
+    if stored is None:
+        device = next(policy.model.parameters()).device
+        with policy.reference() as ref:
+            dot, sq = score_pairs(ref, *(list(ds[c]) for c in TOKEN_COLUMNS), policy.tokenizer.pad_token_id,
+                                  batch_size, device=device, desc="CHES (reference hidden states)",
+                                  share_prompt=policy.config.share_prompt, pair_batch=hidden_products_pair_batch)
+        stored = {"dot": dot.tolist(), "chosen_sq": sq.tolist()}
+        store.put(key, stored)
+    return np.asarray(stored["dot"]), np.asarray(stored["chosen_sq"])
+
+
+@register_margin_source("ches", "minus the reference's CHES score (hidden-state similarity of chosen and rejected; "
+                        "ches:raw without length normalisation)", needs_tokens=True,
+                        unit="−CHES (hidden-state inner product)")
+def ches_source(ds, ctx, arg=None) -> np.ndarray:
+    if arg not in (None, "raw"):
+        raise ValueError(f"margin source 'ches' takes no argument or 'raw' (ches:raw), got {arg!r}")
+    cfg = ctx.cfg
+    dot, sq = reference_hidden_products(ctx.policy, ds, _token_settings(cfg.data), cfg.train.cache_dir,
+                                        cfg.eval.batch_size)
+    n_c = [len(x) for x in ds["chosen_ids"]]
+    n_r = [len(x) for x in ds["rejected_ids"]]
+    return -ches_scores(dot, sq, n_c, n_r, length_normalized=arg is None)
 
 
 def _token_settings(data_cfg) -> dict:

@@ -3,7 +3,7 @@
 Every source is an entry of one registry, ``MARGIN_SOURCES``: a function of the dataset, a
 :class:`MarginContext` (lazy access to the policy, the reference cache and the config) and an
 optional argument (``column:NAME`` gives ``NAME``). The data sources live here; the model-based
-ones (``reward_model``, ``likelihood_gap``) register themselves in :mod:`mixdpo_kit.margins.scoring`.
+ones (``reward_model``, ``likelihood_gap``, ``ches``) register themselves in :mod:`mixdpo_kit.margins.scoring`.
 Adding a source is one decorated function; ``docs/architecture.md`` shows an example.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Scoring responses: response-token log-probs of a :class:`~mixdpo_kit.modeling.pairbatch.ResponseBatch`,
 summed per response, chosen split from rejected. One path for the trainer, its reference fallback,
-the reference cache, the evaluation and the likelihood-gap margins."""
+the reference cache, the evaluation and the likelihood-gap margins; and the same batches' final
+hidden states, summed per response, for the CHES margins."""
 from __future__ import annotations
 
 import contextlib
@@ -55,12 +56,7 @@ def token_logps(model, batch: ResponseBatch, chunk_elements: int | None = None):
     head_name, head = _plain_output_layer(model)
     if head is None:
         return plain_token_logps(model, batch)
-    owner = unwrap_model(model)
-    setattr(owner, head_name, torch.nn.Identity())
-    try:
-        hidden = model(**batch.model_inputs(model)).logits
-    finally:
-        setattr(owner, head_name, head)
+    hidden = final_hidden_states(model, batch)
     if chunk_elements is None:
         chunk_elements = logits_chunk_elements(hidden.device, _compute_dtype(hidden))
     chunk = max(1, chunk_elements // head.out_features)
@@ -78,6 +74,23 @@ def plain_token_logps(model, batch: ResponseBatch):
     # log_softmax in fp32: bf16/fp16 logits lose the small differences DPO depends on.
     scored = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     return batch.per_response(scored)
+
+
+def final_hidden_states(model, batch: ResponseBatch) -> torch.Tensor:
+    """The last layer's hidden states ``[B, W, hidden]``, the input of the LM head.
+
+    Where the head is a plain linear layer, it is set aside for the forward, so no logits are made.
+    Otherwise the model returns its hidden states alongside the logits.
+    """
+    head_name, head = _plain_output_layer(model)
+    if head is None:
+        return model(**batch.model_inputs(model), output_hidden_states=True).hidden_states[-1]
+    owner = unwrap_model(model)
+    setattr(owner, head_name, torch.nn.Identity())
+    try:
+        return model(**batch.model_inputs(model)).logits
+    finally:
+        setattr(owner, head_name, head)
 
 
 def _plain_output_layer(model) -> tuple[str | None, torch.nn.Linear | None]:
@@ -218,10 +231,26 @@ def score_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None,
     return logps[: len(prompts)], logps[len(prompts):]
 
 
+def hidden_products_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None, share_prompt: bool = True):
+    """Per pair, ``<H+, H->`` and ``<H+, H+>``, where ``H±`` sums the final hidden states that
+    predict the chosen (+) or rejected (−) response's tokens, each seen after the prompt (what the
+    CHES score of :mod:`mixdpo_kit.margins.scoring` is made of). Summed in fp32."""
+    batch = pair_rows(prompts, chosen, rejected, pad_id, prompt_sharing(model, share_prompt))
+    batch = batch if device is None else batch.to(device)
+    hidden = final_hidden_states(model, batch)[batch.token_row, batch.source_col].float()
+    sums = torch.zeros((len(batch.response_lengths), hidden.shape[-1]), device=hidden.device)
+    sums.index_add_(0, batch.token_seq, hidden)
+    plus, minus = sums[: len(prompts)], sums[len(prompts):]
+    return (plus * minus).sum(-1), (plus * plus).sum(-1)
+
+
 def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_size: int, indices=None,
-                device=None, sort_by_length: bool = True, desc: str = "scoring pairs", share_prompt: bool = True):
+                device=None, sort_by_length: bool = True, desc: str = "scoring pairs", share_prompt: bool = True,
+                pair_batch=score_pair_batch):
     """Chosen and rejected log-prob sums (numpy arrays) of the pairs at ``indices`` (default: all),
-    in eval mode, in batches sorted by length (far less padding, same numbers)."""
+    in eval mode, in batches sorted by length (far less padding, same numbers). ``pair_batch``: what
+    one batch computes, two numbers per pair (default :func:`score_pair_batch`; also
+    :func:`hidden_products_pair_batch`)."""
     idx = list(range(len(prompt_ids))) if indices is None else list(indices)
     order = sorted(range(len(idx)), key=lambda k: len(prompt_ids[idx[k]]) + max(
         len(chosen_ids[idx[k]]), len(rejected_ids[idx[k]]))) if sort_by_length else list(range(len(idx)))
@@ -230,7 +259,7 @@ def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_
         for start in bar(range(0, len(order), batch_size), desc):
             ks = order[start: start + batch_size]
             rows = [idx[k] for k in ks]
-            c, r = score_pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],
-                                    [rejected_ids[i] for i in rows], pad_id, device, share_prompt)
+            c, r = pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],
+                              [rejected_ids[i] for i in rows], pad_id, device, share_prompt)
             chosen[ks], rejected[ks] = c.float().cpu().numpy(), r.float().cpu().numpy()
     return chosen, rejected

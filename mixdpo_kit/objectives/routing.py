@@ -104,6 +104,12 @@ def route_hard_only(margins, split, lc, reference_gap=None) -> Routing:
     return Routing(_full(n, 0), _full(n, lc.preference_weight), split.hard.copy())
 
 
+def route_hard_only_sft(margins, split, lc, reference_gap=None) -> Routing:
+    """Only the hard pairs (margin < tau), with SFT on their chosen responses: what MixDPO does to them."""
+    n = len(split.hard)
+    return Routing(_full(n, lc.sft_weight), _full(n, 0), split.hard.copy())
+
+
 def route_drop_reference_hard(margins, split, lc, reference_gap=None) -> Routing:
     """Selective-DPO-style filter: drop the pairs the reference model finds hardest — the smallest
     per-token log-likelihood gap (chosen − rejected) — as many as the margin split calls hard."""
@@ -185,6 +191,8 @@ register_objective("selective_dpo", route_drop_reference_hard,
                    preference="dpo", order="random", needs_reference_gap=True)
 register_objective("hard_only_dpo", route_hard_only, "DPO on the hard pairs alone (margin < tau), shuffled: "
                    "the likelihood-displacement probe", preference="dpo", order="random")
+register_objective("hard_only_sft", route_hard_only_sft, "SFT on the hard pairs' chosen responses alone, shuffled: "
+                   "what MixDPO does to the pairs hard_only_dpo trains", order="random")
 register_objective("curriculum_dpo", route_preference, "MixDPO without routing: its cDPO on every pair, sorted "
                    "easy→hard", preference="dpo", order="easy_to_hard", defaults=MIXDPO_PAPER)
 

@@ -13,6 +13,7 @@ import torch
 
 from mixdpo_kit.core.units import percent, threshold
 from mixdpo_kit.data.chat import as_text
+from mixdpo_kit.margins.sources import MarginContext, compute_margins
 from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch
 from mixdpo_kit.objectives.losses import PairLogps, routed_loss
 from mixdpo_kit.objectives.routing import bound_loss, get_objective
@@ -47,7 +48,11 @@ def worked_pair(cfg, policy, prep, index: int) -> dict:
     row = prep.dataset[int(index)]
     lc, tau = cfg.loss, prep.split.tau
     margin, hard = float(prep.margins[index]), bool(prep.split.hard[index])
-    routing = get_objective(lc.objective).route(prep.margins, prep.split, lc)
+    objective = get_objective(lc.objective)
+    # Selective DPO routes by the reference's likelihood gap: the same gap training used (cached).
+    gap = compute_margins(prep.dataset, "likelihood_gap", MarginContext(cfg, policy)) \
+        if objective.needs_reference_gap else None
+    routing = objective.route(prep.margins, prep.split, lc, gap)
     a, b = float(routing.sft[index]), float(routing.preference[index])
     pad = policy.tokenizer.pad_token_id
     device = next(policy.model.parameters()).device

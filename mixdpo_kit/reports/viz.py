@@ -207,6 +207,27 @@ def heldout_logps(curves: dict) -> go.Figure:
     return fig
 
 
+ARM_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b", "#7f7f7f")
+
+
+def displacement_curves(curves: dict, title: str = "Held-out log-probs during training") -> go.Figure:
+    """Three panels: held-out mean log p(chosen), log p(rejected) and their gap over training, one
+    line per run (``compare.heldout_curves``). A falling chosen line is likelihood displacement."""
+    from plotly.subplots import make_subplots
+
+    panels = ("log p(chosen)", "log p(rejected)", "gap: chosen − rejected")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=panels)
+    for k, (name, c) in enumerate(curves.items()):
+        chosen, rejected = np.asarray(c["chosen"]), np.asarray(c["rejected"])
+        for col, values in enumerate((chosen, rejected, chosen - rejected), start=1):
+            fig.add_scatter(x=c["steps"], y=values, name=name, legendgroup=name, showlegend=col == 1,
+                            line=dict(color=ARM_COLORS[k % len(ARM_COLORS)]), row=1, col=col)
+            fig.update_xaxes(title_text="optimiser step", row=1, col=col)
+    fig.update_yaxes(title_text="mean summed log-prob (nats)", row=1, col=1)
+    fig.update_layout(title=title, height=400, legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
 def judge_scatter(score_diff, length_diff, name_a: str = "A", name_b: str = "B") -> go.Figure:
     """One point per prompt: the judge's score difference (A − B) against the answers' length
     difference (A − B, characters). Points right of 0 and above 0 are longer answers that won:

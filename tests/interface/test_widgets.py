@@ -221,3 +221,24 @@ def test_answer_tables_separate_their_cells():
 
     table = html_table([{"before": "6 5 6 2", "after": "6 5 6 2"}])
     assert table.count("border:1px solid") == 4 and "padding" in table
+
+
+def test_displacement_explorer_trains_the_chosen_setting_and_reads_back_a_trained_one(small_cfg, tmp_path):
+    from mixdpo_kit.interface.widgets import DisplacementExplorer
+
+    cfg = small_cfg.override(data={"max_rows": 64}, train={"max_steps": 2},
+                             eval={"track_pairs": 8, "reward_prompts": 4, "max_pairs": 8})
+    panel = DisplacementExplorer(cfg, out_dir=tmp_path, beta=0.05, learning_rate=1e-3)
+    assert 0.05 in panel.beta.options and panel.lines() == [] and panel.figure is None
+    panel.button.click()
+    assert len(panel.figure.data) == 3 * 4 and len(panel.lines()) == 4  # three panels, four arms
+    assert panel.run_dir("dpo_near_ties").joinpath("summary.json").exists()
+    first = panel.figure
+    panel.beta.value = 1.0
+    panel.run()
+    assert panel.figure is not first and "β = 1" in panel.figure.layout.title.text
+    assert sorted(p.name for p in tmp_path.glob("dpo_all_*")) == ["dpo_all_b0.05_lr0.001", "dpo_all_b1_lr0.001"]
+    stamp = panel.run_dir("dpo_all").joinpath("summary.json").stat().st_mtime
+    panel.run()  # trained before: read back, not trained again
+    assert panel.run_dir("dpo_all").joinpath("summary.json").stat().st_mtime == stamp
+    assert "dpo_near_ties:" in panel.status.value

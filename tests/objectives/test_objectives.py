@@ -101,6 +101,9 @@ def test_routings():
     assert r.sft.tolist() == [0.3] * 4 and r.preference.tolist() == [1] * 4
     r = get_objective("filtered_dpo").route(m, split, lc)
     assert r.keep.tolist() == [False, True, True, True]
+    for name, sft in (("hard_only_dpo", 0), ("hard_only_sft", 1)):  # the near-ties alone, by DPO or by SFT
+        r = get_objective(name).route(m, split, lc)
+        assert r.keep.tolist() == [True, False, False, False] and r.sft[0] == sft and r.preference[0] == 1 - sft
     r = get_objective("selective_dpo").route(m, split, lc, np.array([0.5, -1.0, 2.0, 0.1]))
     assert r.keep.tolist() == [True, False, True, True]  # drops n_hard = 1 pair with the smallest reference gap
 
@@ -178,3 +181,5 @@ def test_every_objective_trains(name, small_cfg, tmp_path):
     assert losses and all(math.isfinite(x) for x in losses)
     if name in ("filtered_dpo", "selective_dpo"):
         assert sum(kept.report.dropped.values()) == prep.split.n_hard > 0
+    if name in ("hard_only_dpo", "hard_only_sft"):
+        assert len(kept.dataset) == prep.split.n_hard > 0

@@ -29,6 +29,16 @@ def test_worked_pair_library_matches_hand_formulas_on_both_routes(small_cfg):
         assert pair["margin m"] == pytest.approx(float(prep.margins[hard if pair is h else easy]))
 
 
+def test_worked_pairs_of_an_objective_routed_by_the_reference_gap(small_cfg):
+    from mixdpo_kit.objectives.routing import resolve
+    from mixdpo_kit.reports.explain import worked_pairs
+
+    cfg = resolve(small_cfg.override(loss={"objective": "selective_dpo"}, split={"quantile": 0.3}))
+    policy = build_policy(cfg.model)
+    pairs = worked_pairs(cfg, policy, analyze_data(cfg, policy=policy))  # a run's last step: it used to fail here
+    assert len(pairs) == 2 and all(p["SFT weight a"] == 0 and p["objective"] == "selective_dpo" for p in pairs)
+
+
 def test_the_study_noise_quoted_to_learners_is_the_studys_own():
     """difference_line reads a one-seed difference against the study's seed noise: the constant must
     be what docs/results.md reports, and the sentence must say whose number it is."""
