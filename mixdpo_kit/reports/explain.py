@@ -14,7 +14,8 @@ import torch
 from mixdpo_kit.core.units import percent, threshold
 from mixdpo_kit.data.chat import as_text
 from mixdpo_kit.margins.sources import MarginContext, compute_margins
-from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch
+from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch, token_logps
+from mixdpo_kit.modeling.pairbatch import pair_rows, prompt_sharing
 from mixdpo_kit.objectives.losses import PairLogps, routed_loss
 from mixdpo_kit.objectives.routing import bound_loss, get_objective
 
@@ -64,7 +65,14 @@ def worked_pair(cfg, policy, prep, index: int) -> dict:
     n_c, n_r = len(row["chosen_ids"]), len(row["rejected_ids"])
     lp = PairLogps(pc.float().cpu(), pr.float().cpu(), torch.tensor([n_c]), torch.tensor([n_r]), rc.float().cpu(),
                    rr.float().cpu(), torch.tensor([margin]))
-    library = float(routed_loss(lp, bound_loss(lc), torch.tensor([a]), torch.tensor([b])).per_pair[0])
+    loss = bound_loss(lc)
+    if loss.spec.token_inputs is not None:  # e.g. ConfPO's low-confidence tokens, as training computes them
+        batch = pair_rows(*args[:3], pad, prompt_sharing(policy.model, policy.config.share_prompt)).to(device)
+        with torch.no_grad(), eval_mode(policy.model):
+            token_lp, mask = token_logps(policy.model, batch)
+        for name, v in loss.spec.token_inputs(token_lp.float().cpu(), mask.float().cpu()).items():
+            lp.extra[f"chosen_{name}"], lp.extra[f"rejected_{name}"] = v[:1], v[1:]
+    library = float(routed_loss(lp, loss, torch.tensor([a]), torch.tensor([b])).per_pair[0])
     values = {k: float(v[0]) for k, v in (("pc", pc), ("pr", pr), ("rc", rc), ("rr", rr))}
     out = {
         "prompt": _text(row["prompt"]), "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"]),

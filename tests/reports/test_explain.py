@@ -1,9 +1,12 @@
 """The worked pair: the library's routed loss for one pair equals the notebooks' hand formulas; a run's
 settings in sentences."""
+import math
+
 import pytest
 import torch
 
 from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.objectives.routing import OBJECTIVES
 from mixdpo_kit.reports.explain import example_indices, worked_pair
 from mixdpo_kit.training.pipeline import analyze_data
 
@@ -29,14 +32,17 @@ def test_worked_pair_library_matches_hand_formulas_on_both_routes(small_cfg):
         assert pair["margin m"] == pytest.approx(float(prep.margins[hard if pair is h else easy]))
 
 
-def test_worked_pairs_of_an_objective_routed_by_the_reference_gap(small_cfg):
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_works_its_pairs(name, small_cfg):
+    """A run's last step: selective_dpo routes by the reference's gap, ConfPO needs token statistics."""
     from mixdpo_kit.objectives.routing import resolve
     from mixdpo_kit.reports.explain import worked_pairs
+    from mixdpo_kit.workflows.compare import variant_config
 
-    cfg = resolve(small_cfg.override(loss={"objective": "selective_dpo"}, split={"quantile": 0.3}))
+    cfg = resolve(variant_config(small_cfg, {"loss": {"objective": name}, "split": {"quantile": 0.3}}))
     policy = build_policy(cfg.model)
-    pairs = worked_pairs(cfg, policy, analyze_data(cfg, policy=policy))  # a run's last step: it used to fail here
-    assert len(pairs) == 2 and all(p["SFT weight a"] == 0 and p["objective"] == "selective_dpo" for p in pairs)
+    pairs = worked_pairs(cfg, policy, analyze_data(cfg, policy=policy))
+    assert len(pairs) == 2 and all(p["objective"] == name and math.isfinite(p["loss (library)"]) for p in pairs)
 
 
 def test_the_study_noise_quoted_to_learners_is_the_studys_own():
