@@ -66,9 +66,9 @@ def summary_lines(settings, changes) -> list[str]:
                 f"{'; '.join(fell)}."]
     closest = min(near, key=lambda s: near[s]["chosen"])
     c = near[closest]
-    ci = "" if np.isnan(c["chosen_ci"]) else f" ± {c['chosen_ci']:.2f}"
+    ci = "" if np.isnan(c["chosen_ci"]) else f" ± {c['chosen_ci']:.3f}"
     return [f"DPO on the near-tie pairs does not lower the held-out chosen log-prob beyond seed noise at any tried "
-            f"setting; the closest case is {closest.label()} (Δ log p(chosen) = {c['chosen']:+.2f}{ci} nats)."]
+            f"setting; the closest case is {closest.label()} (Δ log p(chosen) = {c['chosen']:+.3f}{ci} nats)."]
 
 
 def write_figures(settings, curves, doc: Path) -> dict:

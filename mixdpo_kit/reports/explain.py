@@ -121,9 +121,10 @@ def result_lines(summary: dict) -> list[str]:
     return lines
 
 
-# The five-seed study's spread of a paired difference in ground-truth reward (docs/results.md, "Power"):
-# what one seed of a learner's own comparison can be read against. The study's number, not the learner's.
-STUDY_HALF_WIDTH = 0.003
+# How far one seed's paired difference in ground-truth reward varies (95 %) in the five-seed study
+# (docs/results.md, "Power"): what one seed of a learner's own comparison can be read against. The
+# study's number, not the learner's.
+STUDY_HALF_WIDTH = 0.004
 
 
 def difference_line(a: dict, b: dict, name_a: str, name_b: str) -> str:

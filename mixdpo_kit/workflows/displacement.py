@@ -100,15 +100,15 @@ def displaced(change: dict) -> str:
 def change_words(name: str, change: dict, markdown: bool = False) -> str:
     """One sentence: what happened to the held-out chosen and rejected log-probs and their gap
     (``markdown``: the name as code and a fall in bold, for a page)."""
-    ci = "" if math.isnan(change["chosen_ci"]) else f" ± {change['chosen_ci']:.2f}"
+    ci = "" if math.isnan(change["chosen_ci"]) else f" ± {change['chosen_ci']:.3f}"
     gap = change["gap_after"] - change["gap_before"]
     falls = "**falls**" if markdown else "FALLS"
     state = {"falls": f"the chosen log-prob {falls} (likelihood displacement)",
              "rises": "the chosen log-prob rises", "no clear change": "the chosen log-prob does not move beyond "
              "seed noise"}[displaced(change)]
     name = f"`{name}`" if markdown else name
-    return (f"{name}: {state}: Δ log p(chosen) = {change['chosen']:+.2f}{ci} nats, Δ log p(rejected) = "
-            f"{change['rejected']:+.2f}; the chosen − rejected gap goes {change['gap_before']:.2f} → "
+    return (f"{name}: {state}: Δ log p(chosen) = {change['chosen']:+.3f}{ci} nats, Δ log p(rejected) = "
+            f"{change['rejected']:+.3f}; the chosen − rejected gap goes {change['gap_before']:.2f} → "
             f"{change['gap_after']:.2f} ({'widens' if gap > 0 else 'shrinks'} by {abs(gap):.2f}).")
 
 
