@@ -45,6 +45,8 @@ _PUBLIC = {
     "register_variant": "workflows.variants", "variants_for": "workflows.variants",
     "run_displacement": "workflows.displacement", "pair_displacement": "workflows.displacement",
     "ches_quartiles": "workflows.displacement", "change_words": "workflows.displacement",
+    "ches_line": "workflows.displacement", "ches_vs_ratings": "workflows.displacement",
+    "reference_config": "workflows.displacement",
     "DisplacementSetting": "workflows.displacement",
     # interface
     "setup_notebook": "interface.notebook", "gpu_branch": "interface.notebook",
