@@ -92,8 +92,9 @@ def hard_pairs_words(by: dict, changes: dict) -> list[str]:
     h, d = by["hard_only_dpo"], by["dpo"]
     on_all = ""
     if "dpo" in changes:
-        moved = {"falls": "lowers the held-out chosen log-prob (displacement)", "rises": "raises the held-out chosen "
-                 "log-prob", "no clear change": "leaves the held-out chosen log-prob where it was"}[displaced(changes["dpo"])]
+        moved = {"falls": "lowers the held-out chosen log-prob (displacement)",
+                 "rises": "raises the held-out chosen log-prob",
+                 "no clear change": "leaves the held-out chosen log-prob where it was"}[displaced(changes["dpo"])]
         on_all = f"at the chosen setting, DPO on all pairs {moved}. "
     return [f"In plain words: {on_all}On the small-margin pairs alone, DPO's held-out preference accuracy is "
             f"{h['pref_accuracy']:.1%} (DPO on all pairs: {d['pref_accuracy']:.1%}; 50 % is chance) and its "

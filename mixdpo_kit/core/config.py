@@ -46,9 +46,9 @@ class MarginConfig:
     """Where each pair's difficulty margin comes from (larger = easier)."""
 
     source: str = setting("ratings", "ratings (score_chosen - score_rejected) | score_chosen | score_rejected | "
-                          "reward_model | likelihood_gap (the reference's per-token log-likelihood gap) | ches (minus the "
-                          "reference's length-normalised CHES score; ches:raw unnormalised) | column:NAME "
-                          "(a numeric column of the data)", flag="--margin-source")
+                          "reward_model | likelihood_gap (the reference's per-token log-likelihood gap) | "
+                          "ches (minus the reference's length-normalised CHES score; ches:raw unnormalised) | "
+                          "column:NAME (a numeric column of the data)", flag="--margin-source")
     reward_model: str | None = setting(None, "for source reward_model: a sequence-classification model",
                                        flag="--reward-model")
     normalize: str = setting("raw", "raw | zscore | rank (rank: in [0, 1])", flag="--normalize")
