@@ -60,8 +60,7 @@ def all_pair_steps(prep, train_cfg) -> int:
                                train_cfg.num_train_epochs, train_cfg.max_steps))
 
 
-def displacement_variants(base, settings: list[DisplacementSetting], steps: int,
-                          track_every: int = 5) -> dict[str, dict]:
+def displacement_variants(settings: list[DisplacementSetting], steps: int, track_every: int = 5) -> dict[str, dict]:
     """``{run name: overrides}`` for :func:`~mixdpo_kit.workflows.compare.run_comparison`: every arm at
     every setting, held-out log-probs tracked every ``track_every`` steps, the near-tie arms capped at
     ``steps`` optimiser steps (:func:`all_pair_steps`)."""
@@ -81,7 +80,7 @@ def run_displacement(cfg, settings: list[DisplacementSetting], seeds: int, out_d
     keyed by run name."""
     from mixdpo_kit.training.pipeline import analyze_data
 
-    variants = displacement_variants(cfg, settings, all_pair_steps(analyze_data(cfg), cfg.train), track_every)
+    variants = displacement_variants(settings, all_pair_steps(analyze_data(cfg), cfg.train), track_every)
     run_comparison(cfg, variants, seeds, out_dir)
     return heldout_curves(out_dir, list(variants))
 

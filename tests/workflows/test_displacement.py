@@ -11,7 +11,7 @@ from mixdpo_kit.workflows.displacement import (ARMS, DisplacementSetting, change
 
 def test_arms_share_settings_and_the_near_tie_arms_take_the_all_pair_steps():
     settings = [DisplacementSetting(0.01, 1e-4), DisplacementSetting(1.0, 3e-4)]
-    v = displacement_variants(None, settings, steps=125, track_every=5)
+    v = displacement_variants(settings, steps=125, track_every=5)
     assert len(v) == 8 and set(v) == {run_name(a, s) for a in ARMS for s in settings}
     near, full = v["dpo_near_ties_b0.01_lr0.0001"], v["dpo_all_b1_lr0.0003"]
     assert near["loss"] == {"objective": "hard_only_dpo", "beta": 0.01} and near["train"]["max_steps"] == 125
