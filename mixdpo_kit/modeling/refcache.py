@@ -3,12 +3,19 @@
 The cache key covers everything that changes the numbers: the reference model's identity
 (name, revision, weights fingerprint, quantisation, dtype), the tokenisation settings and the
 exact token ids of every pair. A later run — another objective, seed or notebook — on the same
-data and model reads the file instead of running the reference again.
+data and model reads the file instead of running the reference again. Under several processes
+(``accelerate launch``, ``torchrun``) the missing pairs are split between them, the results gathered
+in the data's order, and the file written once, by the main process.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
+import torch
+
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from mixdpo_kit.core.cache import JsonCache, digest
 from mixdpo_kit.modeling.logprobs import score_pairs
@@ -27,7 +34,7 @@ class ReferenceCache:
 
     def __init__(self, cache_dir: str | Path):
         self.store = JsonCache(Path(cache_dir) / "reference")
-        self.computed = 0  # pairs whose reference log-probs this object computed (not read)
+        self.computed = 0  # pairs whose reference log-probs this process computed (not read)
 
     def get_or_compute(self, reference_ctx, ds, needed: list[int], key: str, pad_id: int, batch_size: int,
                        device=None, sort_by_length: bool = True, share_prompt: bool = True
@@ -40,17 +47,28 @@ class ReferenceCache:
         stored = self.store.get(key) or {"chosen": {}, "rejected": {}}
         todo = [i for i in needed if str(i) not in stored["chosen"]]
         if todo:
+            # Under accelerate/torchrun each process scores every n-th missing pair; the results are
+            # gathered (by index, so the order is the data's), and only the main process writes.
+            # cpu=True where there is no GPU: accelerate then joins torchrun's processes over gloo
+            # (by default it would see one process on a CPU machine).
+            state = PartialState(cpu=not torch.cuda.is_available())
+            mine = todo[state.process_index::state.num_processes]
             columns = [list(ds[c]) for c in TOKEN_COLUMNS]
             with reference_ctx() as ref:
-                chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=todo, device=device,
+                chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=mine, device=device,
                                                sort_by_length=sort_by_length, desc="reference log-probs",
                                                share_prompt=share_prompt)
-            # Another process may have added pairs meanwhile: keep them too.
+            self.computed += len(mine)
+            scored = [(i, float(c), float(r)) for i, c, r in zip(mine, chosen, rejected)]
+            if state.num_processes > 1:
+                scored = gather_object(scored)
+            # Another process (a second notebook) may have added pairs meanwhile: keep them too.
             stored = _merge(self.store.get(key), stored)
-            for i, c, r in zip(todo, chosen, rejected):
-                stored["chosen"][str(i)], stored["rejected"][str(i)] = float(c), float(r)
-            self.store.put(key, stored)
-            self.computed += len(todo)
+            for i, c, r in scored:
+                stored["chosen"][str(i)], stored["rejected"][str(i)] = c, r
+            if state.is_main_process:
+                self.store.put(key, stored)
+            state.wait_for_everyone()
         want = set(needed)
         pick = lambda side: [stored[side][str(i)] if i in want else math.nan for i in range(len(ds))]  # noqa: E731
         return pick("chosen"), pick("rejected")

@@ -11,6 +11,7 @@ import torch
 
 from mixdpo_kit.core.config import preset
 from mixdpo_kit.modeling.model import build_policy
+from mixdpo_kit.modeling.refcache import ReferenceCache
 from mixdpo_kit.training.pipeline import analyze_data, build_trainer
 
 
@@ -29,8 +30,11 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
     prep = analyze_data(cfg, policy=policy)
     # SGD, not Adam: an SGD step is proportional to the gradient, so one and two processes agree up
     # to float reduction order; Adam's early steps are ±lr and flip on near-zero gradients.
-    trainer, _ = build_trainer(cfg, policy, prep, out / f"rank{rank}", save_strategy="no", disable_tqdm=True,
-                               optim="sgd")
+    cache, writes = ReferenceCache(cfg.train.cache_dir), []
+    put = cache.store.put
+    cache.store.put = lambda key, doc: (writes.append(key), put(key, doc))
+    trainer, _ = build_trainer(cfg, policy, prep, out / f"rank{rank}", cache=cache, save_strategy="no",
+                               disable_tqdm=True, optim="sgd")
     seen = []
     original = trainer.compute_loss
 
@@ -45,7 +49,9 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps({
         "rows": seen, "plan_rows": [int(r) for r in prep.dataset.select(prep.plan.indices(0))["row_id"]],
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "params": params, "init": init,
-        "world_size": trainer.args.world_size}))
+        "world_size": trainer.args.world_size, "reference_computed": cache.computed, "cache_writes": len(writes),
+        "ref_chosen": list(trainer.train_dataset["ref_chosen_logps"]),
+        "ref_rejected": list(trainer.train_dataset["ref_rejected_logps"])}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Training runs unchanged under torchrun (DDP, two CPU processes with gloo): the pairs seen per
-step are the curriculum's, and the result matches a single process with the same global batch."""
+step are the curriculum's, the result matches a single process with the same global batch, and
+the reference pass is split between the processes and written once."""
 import json
 import socket
 import subprocess
@@ -48,3 +49,12 @@ def test_ddp_two_processes_follow_the_curriculum_and_match_one_process(tmp_path)
             got = np.array(r["params"][name]) - np.array(single["init"][name])
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
     np.testing.assert_allclose(ranks[0]["losses"], single["losses"], rtol=1e-4)
+    # The reference pass is shared: each process scores about half the pairs, the gathered numbers are
+    # one process's, every process holds all of them, and only the main process writes the cache.
+    n = single["reference_computed"]
+    assert n > 4 and sum(r["reference_computed"] for r in ranks) == n
+    assert all(abs(r["reference_computed"] - n / 2) <= 1 for r in ranks)
+    for r in ranks:
+        for side in ("ref_chosen", "ref_rejected"):
+            np.testing.assert_allclose(r[side], single[side], rtol=1e-5, atol=1e-5)
+    assert [r["cache_writes"] for r in ranks] == [1, 0] and single["cache_writes"] == 1
