@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mixdpo_kit.core.config import preset
+from mixdpo_kit.reports.report import page_figure
 from mixdpo_kit.reports.viz import heldout_logps
 from mixdpo_kit.workflows.compare import T_975, heldout_curves, markdown_table, run_comparison, verdict
 from mixdpo_kit.workflows.displacement import change_words, displaced
@@ -159,15 +160,7 @@ def write_figure(curves: dict, doc: Path) -> str:
     """The mechanism figure as PNG beside the page (HTML when no image export is installed)."""
     if not curves:
         return "(no tracked runs)"
-    fig = heldout_logps(curves)
-    figures = doc.parent / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.write_image(figures / "displacement.png", width=1100, height=380)
-        return "![held-out log-probs during training](figures/displacement.png)"
-    except Exception as err:  # no kaleido / browser: keep an interactive copy instead
-        fig.write_html(figures / "displacement.html", include_plotlyjs="cdn")
-        return f"The figure is `figures/displacement.html` (PNG export unavailable: {type(err).__name__})."
+    return page_figure(heldout_logps(curves), doc, "displacement", "held-out log-probs during training", height=380)
 
 
 def grid_table(chosen: dict) -> list[str]:

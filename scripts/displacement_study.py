@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mixdpo_kit.core.config import preset
+from mixdpo_kit.reports.report import page_figure
 from mixdpo_kit.reports.viz import displacement_curves
 from mixdpo_kit.workflows.displacement import (ARMS, DisplacementSetting, ches_quartiles, ches_vs_ratings, change_words,
                                                displaced, pair_displacement, run_displacement, run_name)
@@ -108,19 +109,11 @@ def summary_lines(settings, changes, quartiles: dict | None = None) -> list[str]
 
 def write_figures(settings, curves, doc: Path) -> dict:
     """One PNG per setting beside the page (HTML where no image export is installed)."""
-    figures = doc.parent / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
     out = {}
     for s in settings:
         mine = {arm: curves[run_name(arm, s)] for arm in ARMS if run_name(arm, s) in curves}
         fig = displacement_curves(mine, f"Held-out log-probs during training, {s.label()} (mean over seeds)")
-        name = f"displacement_{s.name}"
-        try:
-            fig.write_image(figures / f"{name}.png", width=1100, height=400)
-            out[s] = f"![{s.label()}](figures/{name}.png)"
-        except Exception as err:  # no kaleido / browser: an interactive copy instead
-            fig.write_html(figures / f"{name}.html", include_plotlyjs="cdn")
-            out[s] = f"The figure is `figures/{name}.html` (PNG export unavailable: {type(err).__name__})."
+        out[s] = page_figure(fig, doc, f"displacement_{s.name}", s.label())
     return out
 
 

@@ -638,7 +638,7 @@ class DisplacementExplorer:
         self.cfg, self.out_dir, self.seeds = cfg, Path(out_dir), seeds
         self.beta = W.Dropdown(options=sorted({*betas, beta}), value=beta, description="β")
         self.learning_rate = W.Dropdown(options=sorted({*learning_rates, learning_rate}), value=learning_rate,
-                                        description="learning rate")
+                                        description="learning rate", style={"description_width": "initial"})
         self.button = W.Button(description="train and plot", button_style="primary")
         self.button.on_click(lambda _: self.run())
         self.status, self.plot = W.HTML(), W.Output()

@@ -35,3 +35,17 @@ def write_html(path: str | Path, title: str, figures: list, tables: dict[str, li
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts))
     return Path(path)
+
+
+def page_figure(fig, page: str | Path, name: str, caption: str, width: int = 1100, height: int = 400) -> str:
+    """Save ``fig`` as ``figures/NAME.png`` beside a Markdown page and return the line that shows it;
+    where no image export is installed (kaleido and a browser), an interactive HTML copy and a line
+    that says so."""
+    figures = Path(page).parent / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.write_image(figures / f"{name}.png", width=width, height=height)
+        return f"![{caption}](figures/{name}.png)"
+    except Exception as err:  # no kaleido / browser: keep an interactive copy instead
+        fig.write_html(figures / f"{name}.html", include_plotlyjs="cdn")
+        return f"The figure is `figures/{name}.html` (PNG export unavailable: {type(err).__name__})."

@@ -495,3 +495,35 @@ def test_04_runs_its_exercise_and_prints_plain_text(tmp_path):
     assert not [o for o in outputs if "ERROR" in o], [o for o in outputs if "ERROR" in o]
     assert any("mixdpo_constant_lr is " in o and "curriculum_dpo_constant_lr" in o for o in outputs), outputs
     assert not [o for o in outputs if "**" in o]
+
+
+def test_05_displacement_panel_draws_its_curves_and_reads_back_a_trained_setting(tmp_path):
+    """Run All in 05 (its exercise trains β = 1.0): the panel shows three plots with the four arms and
+    its verdicts in plain text; choosing β = 0.01 again and pressing the button redraws that setting."""
+    _requirements_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    shutil.copy(ROOT / "notebooks" / "05_likelihood_displacement.ipynb", tmp_path)
+    url = _start_jupyterlab(tmp_path)
+    panel_titles = """() => [...document.querySelectorAll('.widget-output .js-plotly-plot')]
+        .map(p => p.querySelector('.gtitle') ? p.querySelector('.gtitle').textContent : '')"""
+    arms = "() => [...document.querySelectorAll('.widget-output .legendtext')].map(e => e.textContent)"
+    try:
+        with sync_playwright() as pw:
+            browser, page = _browser_page(pw)
+            outputs = _run_all_and_wait(page, f"{url}/lab/tree/05_likelihood_displacement.ipynb", 900_000)
+            after_run_all = page.evaluate(panel_titles)
+            legend = page.evaluate(arms)
+            page.locator(".widget-dropdown select").first.select_option(label="0.01")
+            page.locator("button", has_text="train and plot").first.click()
+            page.wait_for_function(f"({panel_titles})().some(t => t.includes('β = 0.01'))", timeout=120_000)
+            status = _status_text(page, "dpo_near_ties:")
+            page.locator(".widget-output .js-plotly-plot").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(SCREENSHOTS / "05_displacement_panel.png"))
+            browser.close()
+    finally:
+        _stop_jupyterlab()
+    assert not [o for o in outputs if "ERROR" in o], [o for o in outputs if "ERROR" in o]
+    assert any("β = 1" in t for t in after_run_all), after_run_all  # the exercise's setting is on screen
+    assert {"dpo_near_ties", "sft_near_ties", "dpo_all", "mixdpo_all"} <= set(legend), legend
+    assert "sft_near_ties:" in status and "**" not in status
