@@ -7,16 +7,18 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
+from mixdpo_kit.core.distributed import map_shared, on_main
 from mixdpo_kit.data import synthetic
 from mixdpo_kit.data.tokenization import render_prompt
 from mixdpo_kit.modeling.logprobs import eval_mode, score_pairs
 
 
-def pair_logps(model, ds, pad_id: int, batch_size: int, device=None, share_prompt: bool = True
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Chosen and rejected response log-prob sums of every tokenised pair under ``model``."""
+def pair_logps(model, ds, pad_id: int, batch_size: int, device=None, share_prompt: bool = True,
+               shared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Chosen and rejected response log-prob sums of every tokenised pair under ``model``
+    (``shared``: split between the processes, see :func:`~mixdpo_kit.modeling.logprobs.score_pairs`)."""
     return score_pairs(model, ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], pad_id, batch_size,
-                       device=device, share_prompt=share_prompt)
+                       device=device, share_prompt=share_prompt, shared=shared)
 
 
 def preference_metrics(policy_logps, reference_logps) -> dict[str, float]:
@@ -40,26 +42,36 @@ def preference_metrics(policy_logps, reference_logps) -> dict[str, float]:
     }
 
 
-def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int, **decoding) -> list[str]:
+def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int, shared: bool = False,
+             **decoding) -> list[str]:
     """Completions of chat or text prompts, batched with left padding: greedy (reproducible) unless
-    ``decoding`` asks for sampling (``do_sample=True, temperature=..., top_p=...``)."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    outputs = []
-    try:
-        with eval_mode(model):
-            for start in range(0, len(prompts), batch_size):
-                texts = [render_prompt(tokenizer, p) for p in prompts[start: start + batch_size]]
-                # Rendered chat templates carry their own BOS; plain text gets the tokenizer's.
-                enc = tokenizer(texts, return_tensors="pt", padding=True,
-                                add_special_tokens=isinstance(prompts[start], str)).to(device)
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, **{"do_sample": False, **decoding},
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-    return [o.strip() for o in outputs]
+    ``decoding`` asks for sampling (``do_sample=True, temperature=..., top_p=...``). ``shared``: the
+    batches are split between the processes of ``accelerate launch`` / ``torchrun`` and the answers
+    gathered in the prompts' order (call it on every process); a batch is the same either way."""
+    batches = [prompts[start: start + batch_size] for start in range(0, len(prompts), batch_size)]
+
+    def answer(share: list) -> list[list[str]]:
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        device = next(model.parameters()).device
+        try:
+            with eval_mode(model):
+                return [_generate_batch(model, tokenizer, batch, max_new_tokens, device, decoding) for batch in share]
+        finally:
+            tokenizer.padding_side = side
+
+    answered = map_shared(answer, batches) if shared else answer(batches)
+    return [text for batch in answered for text in batch]
+
+
+def _generate_batch(model, tokenizer, prompts, max_new_tokens: int, device, decoding: dict) -> list[str]:
+    """One left-padded batch of completions (the tokenizer's padding side must be left)."""
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    # Rendered chat templates carry their own BOS; plain text gets the tokenizer's.
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=isinstance(prompts[0], str)).to(device)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, **{"do_sample": False, **decoding},
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return [o.strip() for o in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
 
 
 def builtin_reward(prompts: list[str], responses: list[str]) -> dict:
@@ -88,15 +100,13 @@ class HeldoutLogps(TrainerCallback):
         self.path = Path(path)
 
     def _record(self, state) -> None:
-        if not state.is_world_process_zero:
-            return
+        # Every process scores its share of the pairs; the main process alone appends the row.
         device = next(self.model.parameters()).device
         chosen, rejected = pair_logps(self.model, self.pairs, self.pad_id, self.batch_size, device,
-                                      self.share_prompt)
+                                      self.share_prompt, shared=True)
         row = {"step": state.global_step, "heldout/logps_chosen": float(chosen.mean()),
                "heldout/logps_rejected": float(rejected.mean())}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        on_main(append_line, self.path, json.dumps(row))
 
     def on_train_begin(self, args, state, control, **kw):
         if state.global_step == 0:
@@ -105,3 +115,9 @@ class HeldoutLogps(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self._record(state)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a text file."""
+    with Path(path).open("a") as f:
+        f.write(line + "\n")

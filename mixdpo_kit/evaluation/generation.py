@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from mixdpo_kit.core.config import JudgeConfig
+from mixdpo_kit.core.distributed import map_shared, on_main, process_state
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.evaluation.evaluate import generate
 
@@ -62,7 +63,7 @@ def generate_answers(model, tokenizer, prompts: list[dict], out: str | Path, gen
     Returns the answer rows in prompt order."""
     header = {"generator": generator, "model": model_info or {}, "decoding": asdict(decoding)}
     record = record_path(out)
-    done = _read_record(record, header)
+    done = on_main(_read_record, record, header)  # every process: the answers already there
     for p in prompts:
         if p["id"] in done and done[p["id"]]["instruction"] != p["instruction"]:
             raise ValueError(f"{record}: prompt {p['id']!r} was answered for a different instruction; "
@@ -71,24 +72,34 @@ def generate_answers(model, tokenizer, prompts: list[dict], out: str | Path, gen
     # Longest prompts first: little padding per batch, and an out-of-memory shows at once.
     todo.sort(key=lambda ip: -len(ip[1]["instruction"]))
     batches = [todo[k: k + batch_size] for k in range(0, len(todo), batch_size)]
-    with bar(batches, f"answers of {generator}", leave=True, total=len(batches)) as progress:
-        for batch in progress:
-            if decoding.do_sample:
-                torch.manual_seed(decoding.seed + batch[0][0])
-            inputs = [[{"role": "user", "content": p["instruction"]}] if decoding.chat_template else p["instruction"]
-                      for _, p in batch]
-            texts = generate(model, tokenizer, inputs, _room(model, tokenizer, inputs, decoding.max_new_tokens),
-                             len(batch), **decoding.generate_kwargs())
-            rows = [{"id": p["id"], "instruction": p["instruction"], "output": text, "generator": generator,
-                     "dataset": p["dataset"], "id_field": p["id_field"], "category": p["category"],
-                     "token_len": len(tokenizer(text, add_special_tokens=False)["input_ids"]), "tstamp": time.time()}
-                    for (_, p), text in zip(batch, texts)]
-            _append(record, rows)
+    # Under several processes each answers one batch of a round; the main process appends the round.
+    n = process_state().num_processes
+    rounds = [batches[k: k + n] for k in range(0, len(batches), n)]
+    with bar(rounds, f"answers of {generator}", leave=True, total=len(rounds)) as progress:
+        for batches_now in progress:
+            answered = map_shared(lambda share: [_answer_batch(model, tokenizer, b, generator, decoding)
+                                                 for b in share], batches_now)
+            rows = [row for batch_rows in answered for row in batch_rows]
+            on_main(_append, record, rows)
             done.update((r["id"], r) for r in rows)
     answers = [done[p["id"]] for p in prompts]
-    write_alpaca_eval(out, answers, decoding)
-    write_arena_hard(arena_hard_path(out, generator), answers)
+    on_main(write_alpaca_eval, out, answers, decoding)
+    on_main(write_arena_hard, arena_hard_path(out, generator), answers)
     return answers
+
+
+def _answer_batch(model, tokenizer, batch: list[tuple[int, dict]], generator: str, decoding: Decoding) -> list[dict]:
+    """Answer rows of one batch of (position, prompt row)."""
+    if decoding.do_sample:
+        torch.manual_seed(decoding.seed + batch[0][0])
+    inputs = [[{"role": "user", "content": p["instruction"]}] if decoding.chat_template else p["instruction"]
+              for _, p in batch]
+    texts = generate(model, tokenizer, inputs, _room(model, tokenizer, inputs, decoding.max_new_tokens),
+                     len(batch), **decoding.generate_kwargs())
+    return [{"id": p["id"], "instruction": p["instruction"], "output": text, "generator": generator,
+             "dataset": p["dataset"], "id_field": p["id_field"], "category": p["category"],
+             "token_len": len(tokenizer(text, add_special_tokens=False)["input_ids"]), "tstamp": time.time()}
+            for (_, p), text in zip(batch, texts)]
 
 
 def _room(model, tokenizer, inputs, max_new_tokens: int) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mixdpo_kit.core.config import JudgeConfig, TrainConfig
+from mixdpo_kit.core.distributed import on_main
 from mixdpo_kit.data.loading import DataError, read_records
 from mixdpo_kit.objectives.routing import logistic
 
@@ -216,7 +217,7 @@ def judge_files(a_path, b_path, reward_model: str, out_dir=None, cache_dir: str 
                "reward_model": reward_model, "left_out": left_out,
                **compare_answers(instructions, out_a, out_b, score_a, score_b, settings.bootstrap)}
     if out_dir is not None:
-        write_judgement(out_dir, verdict, instructions, out_a, out_b, score_a, score_b)
+        on_main(write_judgement, out_dir, verdict, instructions, out_a, out_b, score_a, score_b)
     return verdict
 
 

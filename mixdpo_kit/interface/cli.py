@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -163,16 +164,21 @@ def _cmd_analyze(args) -> int:
     from mixdpo_kit.training.pipeline import analyze_data, data_report
     from mixdpo_kit.reports.report import write_html
     from mixdpo_kit.margins.split import paper_comparison
+    from mixdpo_kit.core.distributed import on_main
 
     cfg = command_config(args)
     prep = analyze_data(cfg)  # a model-based margin source builds the policy it needs
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = data_report(prep)
-    (out / "data_report.json").write_text(json.dumps(report, indent=2))
-    figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit),
-            viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit)]
-    write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
+
+    def write():  # by the main process alone under accelerate launch / torchrun
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data_report.json").write_text(json.dumps(report, indent=2))
+        figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit),
+                viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit)]
+        write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
+
+    on_main(write)
     paper = [paper_comparison(prep.split)] if cfg.margins.source == "ratings" and prep.split.tau == 0.5 else []
     _say(report_lines(report) + paper + [f"written: {out / 'data_report.json'}, {out / 'margins.html'}"])
     return 0
@@ -336,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     from mixdpo_kit.core import progress
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from mixdpo_kit.core.distributed import is_main_process
+
+        if not is_main_process():
+            sys.stdout = open(os.devnull, "w")  # launched processes: the main one speaks for all (errors still show)
 
     if args.verbose:
         progress.set_quiet(False)

@@ -25,6 +25,7 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mixdpo_kit.core.cache import JsonCache, digest
+from mixdpo_kit.core.distributed import map_shared, on_main
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.data.chat import conversation_text
 from mixdpo_kit.data.tokenization import TokenizationSettings
@@ -84,9 +85,11 @@ class RewardModelScorer:
         key = digest([self.name, self.fingerprint, self.max_length, templated], texts)
         stored = self.cache.get(key)
         if stored is None:
-            stored = {"model": self.name, "scores": score_texts(self._model(), self.tokenizer, texts, self.batch_size,
-                                                                self.max_length, not templated).tolist()}
-            self.cache.put(key, stored)
+            # Each process scores its share of the texts; the main process alone writes the cache.
+            scores = map_shared(lambda share: score_texts(self._model(), self.tokenizer, share, self.batch_size,
+                                                          self.max_length, not templated).tolist(), texts)
+            stored = {"model": self.name, "scores": scores}
+            on_main(self.cache.put, key, stored)
         return np.asarray(stored["scores"])
 
     def _model(self):
@@ -149,9 +152,10 @@ def reference_hidden_products(policy, ds, settings: dict, cache_dir: str | Path,
         with policy.reference() as ref:
             dot, sq = score_pairs(ref, *(list(ds[c]) for c in TOKEN_COLUMNS), policy.tokenizer.pad_token_id,
                                   batch_size, device=device, desc="CHES (reference hidden states)",
-                                  share_prompt=policy.config.share_prompt, pair_batch=hidden_products_pair_batch)
+                                  share_prompt=policy.config.share_prompt, pair_batch=hidden_products_pair_batch,
+                                  shared=True)
         stored = {"dot": dot.tolist(), "chosen_sq": sq.tolist()}
-        store.put(key, stored)
+        on_main(store.put, key, stored)
     return np.asarray(stored["dot"]), np.asarray(stored["chosen_sq"])
 
 

@@ -9,6 +9,7 @@ import contextlib
 import numpy as np
 import torch
 
+from mixdpo_kit.core.distributed import map_shared
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.modeling.pairbatch import ResponseBatch, pair_rows, prompt_sharing, unwrap_model
 
@@ -246,20 +247,27 @@ def hidden_products_pair_batch(model, prompts, chosen, rejected, pad_id: int, de
 
 def score_pairs(model, prompt_ids, chosen_ids, rejected_ids, pad_id: int, batch_size: int, indices=None,
                 device=None, sort_by_length: bool = True, desc: str = "scoring pairs", share_prompt: bool = True,
-                pair_batch=score_pair_batch):
+                pair_batch=score_pair_batch, shared: bool = False):
     """Chosen and rejected log-prob sums (numpy arrays) of the pairs at ``indices`` (default: all),
     in eval mode, in batches sorted by length (far less padding, same numbers). ``pair_batch``: what
     one batch computes, two numbers per pair (default :func:`score_pair_batch`; also
-    :func:`hidden_products_pair_batch`)."""
+    :func:`hidden_products_pair_batch`). ``shared``: the pairs are split between the processes of
+    ``accelerate launch`` / ``torchrun`` and the results gathered (call it on every process)."""
     idx = list(range(len(prompt_ids))) if indices is None else list(indices)
-    order = sorted(range(len(idx)), key=lambda k: len(prompt_ids[idx[k]]) + max(
-        len(chosen_ids[idx[k]]), len(rejected_ids[idx[k]]))) if sort_by_length else list(range(len(idx)))
-    chosen, rejected = np.empty(len(idx)), np.empty(len(idx))
-    with eval_mode(model):
-        for start in bar(range(0, len(order), batch_size), desc):
-            ks = order[start: start + batch_size]
-            rows = [idx[k] for k in ks]
-            c, r = pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],
-                              [rejected_ids[i] for i in rows], pad_id, device, share_prompt)
-            chosen[ks], rejected[ks] = c.float().cpu().numpy(), r.float().cpu().numpy()
-    return chosen, rejected
+
+    def score(rows_idx: list[int]) -> list[tuple[float, float]]:
+        order = sorted(range(len(rows_idx)), key=lambda k: len(prompt_ids[rows_idx[k]]) + max(
+            len(chosen_ids[rows_idx[k]]), len(rejected_ids[rows_idx[k]]))) if sort_by_length else range(len(rows_idx))
+        order = list(order)
+        chosen, rejected = np.empty(len(rows_idx)), np.empty(len(rows_idx))
+        with eval_mode(model):
+            for start in bar(range(0, len(order), batch_size), desc):
+                ks = order[start: start + batch_size]
+                rows = [rows_idx[k] for k in ks]
+                c, r = pair_batch(model, [prompt_ids[i] for i in rows], [chosen_ids[i] for i in rows],
+                                  [rejected_ids[i] for i in rows], pad_id, device, share_prompt)
+                chosen[ks], rejected[ks] = c.float().cpu().numpy(), r.float().cpu().numpy()
+        return list(zip(chosen.tolist(), rejected.tolist()))
+
+    scored = map_shared(score, idx) if shared else score(idx)
+    return np.array([c for c, _ in scored], float), np.array([r for _, r in scored], float)

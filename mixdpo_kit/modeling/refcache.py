@@ -12,12 +12,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
-
-from accelerate import PartialState
-from accelerate.utils import gather_object
-
 from mixdpo_kit.core.cache import JsonCache, digest
+from mixdpo_kit.core.distributed import map_shared, on_main
 from mixdpo_kit.modeling.logprobs import score_pairs
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -47,28 +43,23 @@ class ReferenceCache:
         stored = self.store.get(key) or {"chosen": {}, "rejected": {}}
         todo = [i for i in needed if str(i) not in stored["chosen"]]
         if todo:
-            # Under accelerate/torchrun each process scores every n-th missing pair; the results are
-            # gathered (by index, so the order is the data's), and only the main process writes.
-            # cpu=True where there is no GPU: accelerate then joins torchrun's processes over gloo
-            # (by default it would see one process on a CPU machine).
-            state = PartialState(cpu=not torch.cuda.is_available())
-            mine = todo[state.process_index::state.num_processes]
             columns = [list(ds[c]) for c in TOKEN_COLUMNS]
-            with reference_ctx() as ref:
-                chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=mine, device=device,
-                                               sort_by_length=sort_by_length, desc="reference log-probs",
-                                               share_prompt=share_prompt)
-            self.computed += len(mine)
-            scored = [(i, float(c), float(r)) for i, c, r in zip(mine, chosen, rejected)]
-            if state.num_processes > 1:
-                scored = gather_object(scored)
+
+            def score(rows: list[int]) -> list[tuple[float, float]]:
+                self.computed += len(rows)
+                with reference_ctx() as ref:
+                    chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=rows, device=device,
+                                                   sort_by_length=sort_by_length, desc="reference log-probs",
+                                                   share_prompt=share_prompt)
+                return list(zip(chosen.tolist(), rejected.tolist()))
+
+            # Under several processes each scores its share of the missing pairs; all get every result.
+            scored = map_shared(score, todo)
             # Another process (a second notebook) may have added pairs meanwhile: keep them too.
             stored = _merge(self.store.get(key), stored)
-            for i, c, r in scored:
+            for i, (c, r) in zip(todo, scored):
                 stored["chosen"][str(i)], stored["rejected"][str(i)] = c, r
-            if state.is_main_process:
-                self.store.put(key, stored)
-            state.wait_for_everyone()
+            on_main(self.store.put, key, stored)
         want = set(needed)
         pick = lambda side: [stored[side][str(i)] if i in want else math.nan for i in range(len(ds))]  # noqa: E731
         return pick("chosen"), pick("rejected")

@@ -16,6 +16,7 @@ import torch
 from transformers import TrainingArguments
 
 from mixdpo_kit.core import progress
+from mixdpo_kit.core.distributed import on_main
 from mixdpo_kit.core.config import RunConfig, write_run_config
 from mixdpo_kit.data.loading import DataReport, is_conversational, load_demonstrations, load_preferences
 from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
@@ -174,10 +175,17 @@ def sft_warmup(cfg: RunConfig, out_dir: Path, callbacks=()) -> Path:
                                show_bar=progress.stage_bars(), save_strategy="no")
     with progress.label("SFT warm-up"):
         trainer.train()
-    target = out_dir / "sft_model"
-    policy.model.save_pretrained(target)
-    policy.tokenizer.save_pretrained(target)
-    return target
+    return save_trained(trainer, out_dir / "sft_model")
+
+
+def save_trained(trainer, path: Path) -> Path:
+    """Save the trained weights (adapter, or the model) and the tokenizer to ``path``. The main
+    process writes — under FSDP after gathering the sharded weights — and the others wait for it."""
+    if trainer.is_fsdp_enabled:  # a sharded state dict would leave no loadable weights in ``path``
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(path))
+    trainer.accelerator.wait_for_everyone()
+    return path
 
 
 def checkpoint_step(out_dir: Path, checkpoint: str | bool) -> int:
@@ -219,7 +227,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     torch.manual_seed(cfg.train.seed)
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
-    write_run_config(cfg, out_dir)
+    on_main(write_run_config, cfg, out_dir)
     ec = cfg.eval
     if ec.track_every > 0 and cfg.data.eval_source:
         tracked = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.track_pairs,
@@ -227,14 +235,14 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
         callbacks = [*callbacks, HeldoutLogps(policy.model, tracked, policy.tokenizer.pad_token_id, ec.batch_size,
                                               ec.track_every, out_dir / "metrics.jsonl", cfg.model.share_prompt)]
     trainer, prep = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)  # prep: after any filtering
-    (out_dir / "data_report.json").write_text(json.dumps(data_report(prep), indent=2))
+    on_main((out_dir / "data_report.json").write_text, json.dumps(data_report(prep), indent=2))
     if stop is not None and stop.is_set():
         raise RunStopped("stopped before the first training step: nothing was trained")
     if resume_from_checkpoint:
-        keep_metrics_until(out_dir / "metrics.jsonl", checkpoint_step(out_dir, resume_from_checkpoint))
+        on_main(keep_metrics_until, out_dir / "metrics.jsonl", checkpoint_step(out_dir, resume_from_checkpoint))
     try:
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     except torch.OutOfMemoryError as err:
         raise RuntimeError(out_of_memory_advice(cfg)) from err
-    trainer.save_model(str(out_dir / ("model" if cfg.model.mode == "full" else "adapter")))
+    save_trained(trainer, out_dir / ("model" if cfg.model.mode == "full" else "adapter"))
     return trainer, policy, prep

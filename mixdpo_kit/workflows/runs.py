@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from mixdpo_kit.core.config import RunConfig, preset
+from mixdpo_kit.core.distributed import on_main
 from mixdpo_kit.data.chat import as_text
 from mixdpo_kit.data.loading import read_source
 from mixdpo_kit.data.tokenization import TokenizationSettings
@@ -51,16 +52,18 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
         pairs = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.max_pairs,
                                 TokenizationSettings.from_config(cfg.data), tok)
         share = policy.config.share_prompt
-        after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device, share)
+        # Every process scores and generates its share (shared=True); all get every result.
+        after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device, share, shared=True)
         before = on_reference("pair_logps", lambda ref: pair_logps(ref, pairs, tok.pad_token_id, ec.batch_size, device,
-                                                                   share))
+                                                                   share, shared=True))
         out["preference"] = preference_metrics(after, before)
     if cfg.data.source == "builtin" and ec.reward_prompts:
         rows = read_source("builtin", ec.reward_split).select(range(ec.reward_prompts))
         texts = list(rows["prompt"])
         chats = [[{"role": "user", "content": t}] for t in texts]
-        after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size)
-        before_gen = on_reference("generations", lambda ref: generate(ref, tok, chats, ec.max_new_tokens, ec.batch_size))
+        after_gen = generate(policy.model, tok, chats, ec.max_new_tokens, ec.batch_size, shared=True)
+        before_gen = on_reference("generations", lambda ref: generate(ref, tok, chats, ec.max_new_tokens, ec.batch_size,
+                                                                      shared=True))
         out["true_reward"] = {"before": builtin_reward(texts, before_gen), "after": builtin_reward(texts, after_gen)}
         rewards = [out["true_reward"][k]["rewards"] for k in ("before", "after")]
         out["generations"] = [{"prompt": t, "before": b, "after": a, "reward before": round(rb, 3),
@@ -68,9 +71,10 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
                               for t, b, a, rb, ra in list(zip(texts, before_gen, after_gen, *rewards))[:ec.n_generations]]
     elif cfg.data.eval_source:
         prompts = list(pairs.select(range(min(ec.n_generations, len(pairs))))["prompt"])
-        after_gen = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size)
+        after_gen = generate(policy.model, tok, prompts, ec.max_new_tokens, ec.batch_size, shared=True)
         before_gen = on_reference("sample generations",
-                                  lambda ref: generate(ref, tok, prompts, ec.max_new_tokens, ec.batch_size))
+                                  lambda ref: generate(ref, tok, prompts, ec.max_new_tokens, ec.batch_size,
+                                                       shared=True))
         out["generations"] = [{"prompt": as_text(p), "before": b, "after": a}
                               for p, b, a in zip(prompts, before_gen, after_gen)]
     return out
@@ -151,7 +155,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     stage = on_stage or (lambda text: None)
     out_dir = Path(out_dir)
     cfg = resolve_objective(cfg)  # config.yaml and summary.json both record what actually ran
-    if not resume_from_checkpoint and clear_run_folder(out_dir, keep=_local_path(cfg.model.name_or_path)):
+    if not resume_from_checkpoint and on_main(clear_run_folder, out_dir, keep=_local_path(cfg.model.name_or_path)):
         stage(f"replaced the previous run in {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -161,7 +165,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
         stage(f"SFT warm-up ({cfg.sft_warmup.max_steps} steps)…")
         sft_path = sft_warmup(cfg, out_dir, callbacks=[StopOnRequest(stop, save=False)] if stop is not None else ())
         if stop is not None and stop.is_set():
-            shutil.rmtree(sft_path)  # half warmed up: not an SFT model anything should start from
+            on_main(shutil.rmtree, sft_path)  # half warmed up: not an SFT model anything should start from
             raise RunStopped("stopped during the SFT warm-up: nothing was trained")
         cfg = cfg.override(model={"name_or_path": str(sft_path)}, sft_warmup={"enabled": False})
         extra["sft_warmup_seconds"] = round(time.time() - start, 1)
@@ -177,7 +181,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
         evaluation["judge"] = judge_policy(cfg, policy, out_dir)
     extra["worked_pairs"] = worked_pairs(cfg, policy, prep)
     extra["wall_seconds"] = round(time.time() - start, 1)
-    return write_run_outputs(out_dir, cfg, prep, evaluation, extra, sft_share)
+    return on_main(write_run_outputs, out_dir, cfg, prep, evaluation, extra, sft_share)
 
 
 def _local_path(name_or_path: str) -> Path | None:
@@ -232,4 +236,4 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     extra = {"worked_pairs": worked_pairs(cfg, policy, prep)}
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}
-    return write_run_outputs(run_dir, cfg, prep, evaluation, {**keep, **extra})
+    return on_main(write_run_outputs, run_dir, cfg, prep, evaluation, {**keep, **extra})
