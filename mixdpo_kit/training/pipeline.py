@@ -92,6 +92,9 @@ def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **over
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.seed, data_seed=t.seed,
         report_to=t.report_to, remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False, save_only_model=False, **mixed_precision(dtype),
+        # Every trainable weight takes part in every step. And DDP's search for unused ones marks a tied
+        # weight (input embeddings = output head, e.g. Qwen2.5-0.5B) ready twice and fails a full fine-tune.
+        ddp_find_unused_parameters=False,
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)

@@ -2,12 +2,15 @@
 process with the same global batch; every other stage splits its work between the processes, gathers
 the same numbers as one process and writes its files once."""
 import json
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from mixdpo_kit.core.config import preset
 
 from mixdpo_kit.modeling.tiny import build_tiny_model, build_tiny_reward_model
 
@@ -24,7 +27,7 @@ def launch(nproc: int, script: Path, *args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}",
                *cmd[1:]]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.returncode == 0, res.stderr[-8000:]
     return res
 
 
@@ -93,3 +96,54 @@ def test_every_stage_splits_its_work_gathers_one_process_numbers_and_writes_once
     # generate_answers' record: the header and one line per prompt, appended by one process.
     record = (tmp_path / "two" / "answers" / "a.json.generations.jsonl").read_text().splitlines()
     assert len(record) == 1 + 8 and len({json.loads(line).get("id") for line in record[1:]}) == 8
+
+
+def test_a_two_process_run_writes_each_file_once_and_resumes(tmp_path):
+    """``mixdpo-kit train`` under torchrun: only the main process writes the run's files (the other
+    writes nothing but its own RNG state in each checkpoint), metrics.jsonl has each row once, and
+    ``--resume`` from that run's checkpoint trains the rest to the same losses."""
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    cfg = preset("demo").override(
+        model={"name_or_path": str(build_tiny_model(tmp_path / "model")), "mode": "lora"},
+        sft_warmup={"max_steps": 2, "batch_size": 8}, data={"max_rows": 48},
+        train={"max_steps": 4, "save_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 2,
+               "learning_rate": 1e-2, "warmup_ratio": 0.0,
+               "output_dir": str(out), "cache_dir": str(tmp_path / "cache")},
+        eval={"batch_size": 8, "max_pairs": 16, "reward_prompts": 8, "n_generations": 2, "max_new_tokens": 4,
+              "track_every": 2})
+    cfg.to_yaml(tmp_path / "run.yaml")
+    worker = HERE / "run_worker.py"
+
+    def train(tag: str, *extra: str) -> list[list[str]]:
+        launch(2, worker, str(out), str(logs), tag, "train", "--config", str(tmp_path / "run.yaml"), *extra)
+        ranks = [json.loads((logs / f"{tag}-rank{r}.json").read_text()) for r in range(2)]
+        assert [r["code"] for r in ranks] == [0, 0]
+        return [r["written"] for r in ranks]
+
+    def check_one_writer(main: list[str], other: list[str]) -> None:
+        assert [p for p in other if not p.endswith("rng_state_1.pth")] == [], other
+        for name in ("config.yaml", "data_report.json", "summary.json", "report.html"):
+            assert main.count(name) == 1, (name, main)
+        assert main.count("adapter/adapter_model.safetensors") == 1
+
+    def logged_losses() -> dict[int, float]:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == len(set(lines))  # no row twice
+        rows = [json.loads(line) for line in lines]  # no interleaved half-lines
+        train_steps = [r["step"] for r in rows if "loss" in r]
+        assert train_steps == [1, 2, 3, 4], train_steps
+        assert [r["step"] for r in rows if "heldout/logps_chosen" in r] == [0, 2, 4]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    check_one_writer(*train("first"))
+    assert (out / "sft_model" / "config.json").exists()
+    first = logged_losses()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lr_mass"]["steps_trained"] == 4
+    # As if the run had been stopped after step 2: resume from that checkpoint.
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    check_one_writer(*train("resumed", "--resume", str(out / "checkpoints" / "checkpoint-2")))
+    resumed = logged_losses()
+    assert (out / "checkpoints" / "checkpoint-4").exists() and first[4] < first[1] - 1e-3  # it trained, and moved
+    np.testing.assert_allclose([resumed[s] for s in (3, 4)], [first[s] for s in (3, 4)], rtol=1e-4)
