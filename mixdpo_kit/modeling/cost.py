@@ -13,6 +13,7 @@ utilisation for small-batch QLoRA with on-the-fly 4-bit dequantisation; pass you
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from mixdpo_kit.core.config import RunConfig
 
@@ -105,3 +106,65 @@ def check_run_size(cfg: RunConfig, n_params: int | None = None) -> None:
                 "reference log-probs of every pair computed before the first step")
     raise RunTooLarge(f"{cfg.data.source}: no cap on this run. The full run would train {cost}. "
                       "Set data.max_rows (e.g. 1000) or train.max_steps to try it first.")
+
+
+# Each stage of a run at scale, on several GPUs, with and without the stages' shared work.
+A100_EFFECTIVE_FLOPS = 125e12  # an assumption: 40 % of an A100's bf16 dense peak, a usual full fine-tune figure
+
+
+@dataclass(frozen=True)
+class RunScale:
+    """What sets a run's FLOPs. Defaults: the paper's (61,135 UltraFeedback pairs of which 53,748 go to
+    DPO, Llama-3-8B fully fine-tuned, max_length 1024, an 8B reward model for reward-model margins,
+    and the kit's default 500 held-out pairs)."""
+
+    pairs: int = 61_135
+    preference_pairs: int = 53_748
+    params: float = 8.0e9
+    max_length: int = 1024
+    reward_params: float = 8.0e9
+    eval_pairs: int = 500
+    full_finetune: bool = True
+    gradient_checkpointing: bool = True
+
+    def training_flops(self) -> float:
+        """One epoch: a preference pair runs both responses, an SFT pair its chosen response only.
+        Per token: forward 2N, backward 4N (2N when the base weights are frozen), recompute 2N."""
+        per_token = 2 + (4 if self.full_finetune else 2) + (2 if self.gradient_checkpointing else 0)
+        sft_pairs = self.pairs - self.preference_pairs
+        return per_token * self.params * self.max_length * (2 * self.preference_pairs + sft_pairs)
+
+    def stage_flops(self) -> dict[str, float]:
+        """FLOPs of each stage besides training: the reference pass over the preference pairs (the
+        likelihood-gap margin reads the same cache), reward-model margins over every pair, and held-out
+        evaluation (policy and reference over both responses)."""
+        forward = lambda n, pairs: 2 * n * self.max_length * 2 * pairs  # noqa: E731  both responses
+        return {"reference log-probs": forward(self.params, self.preference_pairs),
+                "reward-model margins": forward(self.reward_params, self.pairs),
+                "held-out evaluation": 2 * forward(self.params, self.eval_pairs)}
+
+
+def stage_hours(scale: RunScale, gpus: int, shared: bool, flops_per_second: float = A100_EFFECTIVE_FLOPS
+                ) -> dict[str, float]:
+    """Wall-clock hours of each stage on ``gpus`` GPUs. Training is always split by the Trainer; the
+    other stages are split when ``shared`` (this kit) and run whole on every GPU otherwise."""
+    hours = {"training (one epoch)": scale.training_flops() / (gpus * flops_per_second) / 3600}
+    for name, flops in scale.stage_flops().items():
+        hours[name] = flops / ((gpus if shared else 1) * flops_per_second) / 3600
+    return hours
+
+
+def scale_table(scale: RunScale = RunScale(), gpus: int = 8, flops_per_second: float = A100_EFFECTIVE_FLOPS) -> str:
+    """A markdown table of each stage's hours on one GPU and on ``gpus``, whole on every GPU (before)
+    and shared (after), with the totals of a run that uses the reference pass and evaluation, and of
+    one that also scores margins with a reward model."""
+    one = stage_hours(scale, 1, True, flops_per_second)
+    before, after = (stage_hours(scale, gpus, s, flops_per_second) for s in (False, True))
+    rows = [f"| stage | 1 GPU | {gpus} GPUs, whole on every GPU (before) | {gpus} GPUs, shared (after) |",
+            "|---|---|---|---|"]
+    rows += [f"| {name} | {one[name]:.2f} h | {before[name]:.2f} h | {after[name]:.2f} h |" for name in one]
+    for label, names in (("run (training + reference + evaluation)", [n for n in one if "reward" not in n]),
+                         ("run with reward-model margins", list(one))):
+        t = [sum(h[n] for n in names) for h in (one, before, after)]
+        rows.append(f"| **{label}** | {t[0]:.2f} h | {t[1]:.2f} h ({t[1] / t[2]:.1f}× after) | {t[2]:.2f} h |")
+    return "\n".join(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def data_report(prep: PreparedPairs) -> dict:
 
 def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **overrides) -> TrainingArguments:
     """TrainingArguments from the config; mixed precision follows the policy's compute dtype."""
+    refuse_fsdp_without_gpu()
     t = cfg.train
     kwargs = dict(
         output_dir=str(out_dir / "checkpoints"), learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
@@ -98,6 +100,15 @@ def training_arguments(cfg: RunConfig, out_dir: Path, dtype: torch.dtype, **over
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def refuse_fsdp_without_gpu() -> None:
+    """Stop a launch that asks for FSDP on a machine without a GPU, where accelerate would silently
+    train with DDP instead (it turns FSDP on only for GPU processes)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
+        raise ValueError("FSDP was asked for (ACCELERATE_USE_FSDP=true, e.g. by configs/accelerate/fsdp.yaml) but "
+                         "this machine has no GPU: accelerate turns FSDP on only for GPU processes and would train "
+                         "with plain DDP instead. On CPU launch DDP (torchrun, or configs/accelerate/ddp.yaml).")
 
 
 def mixed_precision(dtype: torch.dtype) -> dict[str, bool]:

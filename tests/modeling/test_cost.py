@@ -50,3 +50,23 @@ def test_uncapped_real_data_run_is_refused_with_its_cost(tmp_path, tiny_llama):
     assert launcher.thread is None and not launcher.run_button.disabled
     launcher.max_rows.value = 10
     assert launcher.config().data.max_rows == 10
+
+
+def test_stage_hours_by_hand_and_the_scale_tables_in_the_distributed_doc():
+    from pathlib import Path
+
+    from mixdpo_kit.modeling.cost import RunScale, scale_table, stage_hours
+
+    s = RunScale(pairs=10, preference_pairs=6, params=1.0, max_length=1, reward_params=3.0, eval_pairs=5)
+    # (2 fwd + 4 bwd + 2 recompute) × (2 responses × 6 preference pairs + 1 × 4 SFT pairs)
+    assert s.training_flops() == 8 * 16
+    assert RunScale(pairs=10, preference_pairs=6, params=1.0, max_length=1, full_finetune=False,
+                    gradient_checkpointing=False).training_flops() == 4 * 16
+    assert s.stage_flops() == {"reference log-probs": 2 * 2 * 6, "reward-model margins": 2 * 3 * 2 * 10,
+                               "held-out evaluation": 2 * 2 * 2 * 5}
+    before, after = stage_hours(s, 2, False, 1.0), stage_hours(s, 2, True, 1.0)
+    assert before["training (one epoch)"] == after["training (one epoch)"] == 128 / 2 / 3600
+    assert before["reference log-probs"] == 24 / 3600 and after["reference log-probs"] == 24 / 2 / 3600
+    # The paper-scale tables in docs/distributed.md are this model's output.
+    doc = (Path(__file__).parents[2] / "docs" / "distributed.md").read_text()
+    assert scale_table() in doc and scale_table(RunScale(gradient_checkpointing=False)) in doc

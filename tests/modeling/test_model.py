@@ -95,6 +95,19 @@ def test_qlora_keeps_unquantised_weights_in_the_compute_dtype(tiny_llama, dtype)
     assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_qlora_stores_4bit_weights_in_the_compute_dtype_for_fsdp(tiny_llama, dtype):
+    """FSDP shards and gathers every frozen weight in one float dtype: the packed 4-bit weights must sit
+    in containers of the compute dtype (bnb_4bit_quant_storage), not bitsandbytes' default uint8."""
+    import bitsandbytes as bnb
+
+    policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="qlora", dtype=dtype))
+    want = getattr(torch, dtype)
+    packed = [m.weight for m in policy.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert packed and {w.dtype for w in packed} == {want} and all(w.quant_state is not None for w in packed)
+    assert policy.model.config.quantization_config.bnb_4bit_quant_storage == want
+
+
 def test_sft_warmup_does_not_follow_the_main_runs_schedule(tmp_path, tiny_llama):
     """Runs that differ only in their schedule must start from the same SFT model (the reference)."""
     from safetensors.torch import load_file

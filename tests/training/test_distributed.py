@@ -147,3 +147,26 @@ def test_a_two_process_run_writes_each_file_once_and_resumes(tmp_path):
     resumed = logged_losses()
     assert (out / "checkpoints" / "checkpoint-4").exists() and first[4] < first[1] - 1e-3  # it trained, and moved
     np.testing.assert_allclose([resumed[s] for s in (3, 4)], [first[s] for s in (3, 4)], rtol=1e-4)
+
+
+def test_the_fsdp_config_parses_and_fsdp_on_cpu_is_refused_not_silently_ddp(tmp_path):
+    """configs/accelerate/fsdp.yaml through ``accelerate launch``: the FSDP plugin it sets up is FSDP2 with
+    transformer-block wrapping. On a machine without a GPU accelerate picks MULTI_CPU (DDP) whatever the
+    config says, so the kit refuses to train rather than call that FSDP (see docs/distributed.md)."""
+    model = str(build_tiny_model(tmp_path / "model"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = Path(__file__).parents[2] / "configs" / "accelerate" / "fsdp.yaml"
+    res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                          "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),
+                          str(HERE / "fsdp_worker.py"), model, str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-8000:]
+    for rank in range(2):
+        got = json.loads((out / f"fsdp-rank{rank}.json").read_text())
+        assert got["fsdp_version"] == 2 and got["auto_wrap_policy"] == "transformer_auto_wrap_policy"
+        assert got["state_dict_type"] == "SHARDED_STATE_DICT" and got["reshard_after_forward"]
+        assert got["distributed_type"] == "MULTI_CPU"
+        assert got["error"] and "FSDP was asked for" in got["error"] and "no GPU" in got["error"]
