@@ -1,11 +1,11 @@
 """Execute a notebook headless, as Run All does, and record it as a stage of the GPU check.
 
-    python bench/run_notebook.py NOTEBOOK.ipynb WORKDIR STAGES.jsonl
+    python bench/run_notebook.py NOTEBOOK.ipynb WORKDIR RECORD.json
 
 The notebook runs in WORKDIR (its ``runs/`` land there) with the environment of this process, so
 ``MIXDPO_KIT_*`` variables reach it (notebook 03: ``mixdpo_kit.interface.notebook.gpu_run_settings``). A last
-cell, added here, reads the kernel's peak memory. Appends one JSON line to STAGES.jsonl: wall
-seconds, peak memory, the cells that raised, and the notebook's printed lines that carry results.
+cell, added here, reads the kernel's peak memory. Writes RECORD.json: wall seconds, peak memory,
+the cells that raised, and the notebook's printed lines that carry results.
 The executed copy is saved in WORKDIR.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ print("PEAK", json.dumps({"peak_gib": (torch.cuda.max_memory_allocated() if torc
 RESULT_WORDS = ("GPU:", "win rate", "held-out", "judged by", "answering", "wrote")
 
 
-def main(notebook: str, workdir: str, stages: str) -> int:
+def main(notebook: str, workdir: str, record_path: str) -> int:
     import nbformat
     from nbclient import NotebookClient
 
@@ -50,11 +50,8 @@ def main(notebook: str, workdir: str, stages: str) -> int:
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
     peak = next((json.loads(line[5:]) for _, t in texts for line in t.splitlines() if line.startswith("PEAK ")), {})
     results = [line for _, t in texts for line in t.splitlines() if any(w in line for w in RESULT_WORDS)]
-    record = {"stage": f"notebook {Path(notebook).stem}", "rc": rc or int(bool(errors)), "seconds": seconds, **peak,
-              "errors": errors, "results": results[:12], "parts": {}}
-    with Path(stages).open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(json.dumps(record, indent=1))
+    record = {"rc": rc or int(bool(errors)), "seconds": seconds, **peak, "errors": errors, "results": results[:12]}
+    Path(record_path).write_text(json.dumps(record))
     return record["rc"]
 
 

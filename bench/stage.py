@@ -1,8 +1,8 @@
 """Run one ``mixdpo-kit`` command in this process and record its wall time and peak memory.
 
-    python bench/stage.py STAGES.jsonl NAME -- train --config run.yaml --out runs/x
+    python bench/stage.py RECORD.json -- train --config run.yaml --out runs/x
 
-Appends one JSON line to STAGES.jsonl: the stage's name, its exit code, wall seconds and peak
+Writes RECORD.json: the command, its exit code, wall seconds and peak
 memory (on a GPU the peak of allocated memory, else the process's peak RSS), and the same for
 the parts inside it: model loading, the reference precompute, training and the held-out
 evaluation of ``train``; ``generate``'s answering; ``judge``'s judging.
@@ -53,8 +53,8 @@ def measured(owner, name: str, label: str, parts: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    out, name, sep, *command = argv
-    assert sep == "--", "usage: stage.py STAGES.jsonl NAME -- mixdpo-kit arguments"
+    out, sep, *command = argv
+    assert sep == "--", "usage: stage.py RECORD.json -- mixdpo-kit arguments"
     from mixdpo_kit.interface import cli
     from mixdpo_kit.evaluation import generation
     from mixdpo_kit.evaluation import judge
@@ -76,12 +76,10 @@ def main(argv: list[str]) -> int:
     sync()
     # The parts reset the GPU's peak as they start: the stage's peak is the largest seen.
     peak = max([peak_gib()] + [p["peak_gib"] for p in parts.values()])
-    record = {"stage": name, "rc": rc, "seconds": time.perf_counter() - start, "peak_gib": peak,
+    record = {"rc": rc, "seconds": time.perf_counter() - start, "peak_gib": peak,
               "memory": "peak allocated (GPU)" if torch.cuda.is_available() else "peak RSS (CPU)", "parts": parts,
               "command": "mixdpo-kit " + " ".join(command)}
-    with Path(out).open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
+    Path(out).write_text(json.dumps(record))
     return rc
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from mixdpo_kit.core.cache import JsonCache, digest
 from mixdpo_kit.core.distributed import map_shared, on_main
@@ -64,11 +64,12 @@ class RewardModelScorer:
     def __init__(self, name: str, cache_dir: str | Path, batch_size: int, max_length: int,
                  trust_remote_code: bool = False, device=None):
         from mixdpo_kit.modeling.model import resolve_model_path, weights_fingerprint
+        from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
         self.name, self.path = name, resolve_model_path(name)
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
         self.trust_remote_code = trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+        self.tokenizer = auto_tokenizer(self.path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.cache = JsonCache(Path(cache_dir) / "reward_scores")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from mixdpo_kit.core.config import ModelConfig, read_run_config
+from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
 MODES = ("qlora", "lora", "full")
 
@@ -79,8 +80,7 @@ def resolve_model_path(name_or_path: str, workdir: str | Path = ".mixdpo_cache/m
 
 def load_tokenizer(cfg: ModelConfig):
     """The model's tokenizer, with a pad token (EOS when it has none) and left padding for generation."""
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.name_or_path), revision=cfg.revision,
-                                        trust_remote_code=cfg.trust_remote_code)
+    tok = auto_tokenizer(resolve_model_path(cfg.name_or_path), cfg.revision, cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -185,16 +185,23 @@ def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_p
     ``adapter_path``: load a saved LoRA adapter (safetensors) instead of creating a fresh one;
     ``with_reference=False``: no separate reference copy for full fine-tuning (e.g. plain SFT).
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
-
     if cfg.mode not in MODES:
         raise ValueError(f"unknown model mode {cfg.mode!r}; choose one of {MODES}")
     device = device or default_device()
     dtype = compute_dtype(device, cfg.dtype)
     path = resolve_model_path(cfg.name_or_path)
-    tokenizer = load_tokenizer(cfg)
     model = _load_causal_lm(str(adapter_path) if cfg.mode == "full" and adapter_path else path, cfg, device, dtype,
                             quantize=cfg.mode == "qlora")
+    return prepare_policy(model, load_tokenizer(cfg), cfg, device, dtype, adapter_path, with_reference)
+
+
+def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
+                   adapter_path=None, with_reference: bool = True) -> Policy:
+    """Make a loaded causal LM (4-bit for ``qlora``) the policy ``cfg.mode`` asks for: base weights
+    frozen, gradient checkpointing per ``cfg``, a fresh LoRA adapter (or the one at ``adapter_path``),
+    and the reference: the adapter switched off, or a separate model for full fine-tuning."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
     checkpointing = use_gradient_checkpointing(cfg, device)
     if cfg.mode in ("qlora", "lora"):
         # Not peft's prepare_model_for_kbit_training: it upcasts every non-quantised weight (embeddings,

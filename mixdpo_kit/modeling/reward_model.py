@@ -54,9 +54,9 @@ def train_reward_model(base: str | Path, pairs, out_dir: str | Path, epochs: int
                        batch_size: int = 32, max_length: int = 256, seed: int = 0) -> Path:
     """Fine-tune the sequence-classification model at ``base`` on canonical preference ``pairs``
     (see :func:`mixdpo_kit.data.loading.load_preferences`) and save it, with its tokenizer, to ``out_dir``."""
-    from transformers import AutoTokenizer
+    from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    tokenizer = auto_tokenizer(str(base))
     model = AutoModelForSequenceClassification.from_pretrained(str(base))
     model.config.pad_token_id = tokenizer.pad_token_id
     texts = pairs.map(lambda r: {side: conversation_text(tokenizer, r["prompt"], r[side], templated=True)

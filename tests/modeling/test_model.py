@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from mixdpo_kit.core.config import ModelConfig
-from mixdpo_kit.modeling.model import build_policy, compute_dtype
-from mixdpo_kit.modeling.tiny import build_tiny_model
+from mixdpo_kit.modeling.model import build_policy, compute_dtype, load_tokenizer
+from mixdpo_kit.modeling.tiny import build_text_tokenizer, build_tiny_model, build_tokenizer
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
@@ -37,6 +37,21 @@ def test_qlora_policy_trains_and_reference_is_adapter_off(arch, tmp_path):
     # itself moves the policy's logits by orders of magnitude more.
     torch.testing.assert_close(after_ref, before, rtol=0, atol=1e-5)
     assert (after_policy - after_ref).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("kind", ["words", "bpe"])
+def test_a_saved_tokenizer_loads_back_as_saved_for_every_architecture(arch, kind, tmp_path):
+    # transformers 5 rebuilds a Qwen2 folder's tokenizer with Qwen2's own pre-tokenizer, whatever
+    # was saved: a word-level vocabulary then lost "sort" and split "w17" into letters and digits.
+    text = "sort 1 2 3 . w17 reverse"
+    built = build_tokenizer(["sort", "reverse", ".", "1", "2", "3", "w17"]) if kind == "words" \
+        else build_text_tokenizer(["sort 1 2 3 . w17 reverse, a longer text to learn merges from"] * 20, vocab_size=300)
+    path = build_tiny_model(tmp_path / arch, arch=arch, tokenizer=built)
+    loaded = load_tokenizer(ModelConfig(name_or_path=str(path)))
+    assert loaded(text)["input_ids"] == built(text)["input_ids"]
+    chat = [{"role": "user", "content": text}]
+    assert loaded.apply_chat_template(chat, tokenize=False) == built.apply_chat_template(chat, tokenize=False)
 
 
 def test_lora_full_and_explicit_reference(tiny_llama):
