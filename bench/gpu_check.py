@@ -443,7 +443,7 @@ def markdown(report: dict) -> str:
              + (f"checked in {report['imports']['seconds']:.0f} s; " if report.get("imports", {}).get("ok")
                 else f"FAILED: {report.get('imports', {}).get('error', 'not checked')}; ")
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), "",
-             "| stage | status | estimate s | seconds | peak GiB | result |", "|---|---|---|---|---|---|"]
+             "| stage | status | estimate s (scaled) | seconds | peak GiB | result |", "|---|---|---|---|---|---|"]
     for s in report["stages"]:
         peak = f"{s['peak_gib']:.2f}" if isinstance(s.get("peak_gib"), (int, float)) else ""
         seconds = f"{s['seconds']:.0f}" if "seconds" in s else ""
@@ -495,8 +495,8 @@ def stage_result(s: dict) -> str:
     if "win_rate" in r:
         return f"win rate {r['win_rate']:.3f} over {r.get('prompts')} prompts"
     if "batches" in r:
-        return "; ".join(f"batch {b}: {x['pairs_per_s']:.2f} pairs/s, {gib(x['peak'])} GiB" for b, x in
-                         r["batches"].items())
+        return "; ".join(f"batch {b}: {x['pairs_per_s']:.2f} pairs/s, {gib(x['peak'])} GiB (model drawn and "
+                         f"quantised in {x['build_s']:.1f} s)" for b, x in r["batches"].items())
     if "errors" in r:
         return f"{len(r['errors'])} cells raised; " + " / ".join(r.get("results", [])[:3])
     return ""

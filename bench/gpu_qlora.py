@@ -21,7 +21,7 @@ Configurations:
 The kit's side is built by ``pipeline.analyze_data`` and ``pipeline.build_trainer`` around
 ``model.prepare_policy``; its reference precompute runs in the timed process, as TRL's does.
 
-Measured per batch size, each on a fresh model: each training step's wall time (CUDA-synchronised),
+Measured per batch size, each on a fresh model: the time to draw and quantise it; each training step's wall time (CUDA-synchronised),
 of which the first ``warmup`` are left out; the reference precompute's time; tokens counted from
 the batches the trainer's collator produced; peak GPU memory (allocated and reserved) during the
 precompute and during training; the resident memory at a step's start and the step's transient
@@ -201,7 +201,9 @@ def run_kit(shape: Path, data: Path, batch: int, objective: str, probe: StepProb
         train={"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "num_train_epochs": 1,
                "max_steps": -1, "logging_steps": 1, "cache_dir": str(work / "cache"), "seed": 0}))
     dtype = compute_dtype(device(), cfg.model.dtype)
+    start = time.perf_counter()
     model = materialise(shape, device(), dtype, quantize=True, quant_storage=dtype)  # the kit's storage dtype
+    build_s = time.perf_counter() - start
     policy = prepare_policy(model, load_tokenizer(cfg.model), cfg.model, device(), dtype)
     prep = pipeline.analyze_data(cfg, policy=policy)
     reset_peaks()
@@ -210,7 +212,7 @@ def run_kit(shape: Path, data: Path, batch: int, objective: str, probe: StepProb
     precompute_peak = peaks()
     trainer.data_collator = probe.wrap_collator(trainer.data_collator)
     trainer.train()
-    return {"pairs": len(prep.dataset), "hard": int(prep.split.n_hard),
+    return {"pairs": len(prep.dataset), "hard": int(prep.split.n_hard), "build_s": build_s,
             "precompute_s": ref.get("precompute", {}).get("seconds", 0.0), "precompute_peak": precompute_peak,
             "params": parameter_bytes(policy.model), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
@@ -224,7 +226,9 @@ def run_trl(shape: Path, data: Path, batch: int, precompute: bool, probe: StepPr
     from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
     dtype = compute_dtype()
+    start = time.perf_counter()
     model = materialise(shape, device(), dtype, quantize=True)  # TRL's documented QLoRA: uint8 storage
+    build_s = time.perf_counter() - start
     ds = datasets.load_dataset("json", data_files=str(data), split="train").remove_columns(["score_chosen",
                                                                                             "score_rejected"])
     args = trl.DPOConfig(output_dir=str(work / "run"), beta=BETA, loss_type=["sigmoid"], label_smoothing=LABEL_SMOOTHING,
@@ -240,7 +244,7 @@ def run_trl(shape: Path, data: Path, batch: int, precompute: bool, probe: StepPr
     precompute_peak = peaks()
     trainer.data_collator = probe.wrap_collator(trainer.data_collator)
     trainer.train()
-    return {"pairs": len(ds), "hard": 0, "precompute_s": ref.get("precompute", {}).get("seconds", 0.0),
+    return {"pairs": len(ds), "hard": 0, "build_s": build_s, "precompute_s": ref.get("precompute", {}).get("seconds", 0.0),
             "precompute_peak": precompute_peak, "params": parameter_bytes(trainer.model),
             "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
