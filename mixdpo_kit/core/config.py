@@ -39,13 +39,30 @@ class DataConfig:
     max_prompt_length: int = setting(512, "prompt tokens kept (its end) when a pair is too long")
     truncation: str = setting("truncate", "truncate (keep the prompt's end, the response's start) | drop over-long pairs")
     score_order: str = setting("keep", "a chosen score below the rejected one: keep | swap | drop (each counted)")
+    format: str = setting("auto", "the schema: auto (recognised by the columns) | preference | argilla_dpo_mix | "
+                          "argilla_ultrafeedback | helpsteer2 | helpsteer3 | shp | pku_saferlhf | nectar | ultrafeedback "
+                          "| columns (mixdpo-kit formats lists them)", flag="--format")
+    columns: dict[str, str] = setting(factory=dict, help="a column map for any other schema: prompt, chosen, rejected "
+                                      "[, score_chosen, score_rejected], or prompt, response_a, response_b, label "
+                                      "(0 or a: A is chosen), e.g. prompt=question,chosen=good,rejected=bad")
+    pairing: str = setting("best_vs_random", "K-wise data (Nectar, raw UltraFeedback) as pairs: best_vs_random "
+                           "(UltraFeedback-binarized's rule, seeded) | best_vs_worst | all_pairs", flag="--pairing")
+    rating: str = setting("overall_score", "raw UltraFeedback's rating: overall_score | fine_grained (the mean of "
+                          "its four aspect ratings)", flag="--rating")
+    preference_label: str = setting("better", "PKU-SafeRLHF's chosen response: better | safer")
+    pairing_seed: int = setting(0, "the seed of best_vs_random")
+    subset: str | None = setting(None, "a hub dataset's configuration (load_dataset's name), e.g. preference")
+    data_dir: str | None = setting(None, "a hub dataset's folder (load_dataset's data_dir), e.g. preference for "
+                                   "nvidia/HelpSteer2")
 
 
 @dataclass
 class MarginConfig:
     """Where each pair's difficulty margin comes from (larger = easier)."""
 
-    source: str = setting("ratings", "ratings (score_chosen - score_rejected) | score_chosen | score_rejected | "
+    source: str = setting("data", "data (the data's own margin: its ratings' gap, HelpSteer's preference strength, "
+                          "SHP's vote ratio (data:log_score_ratio its log), Nectar's rank gap) | "
+                          "ratings (score_chosen - score_rejected) | score_chosen | score_rejected | "
                           "reward_model | likelihood_gap (the reference's per-token log-likelihood gap) | "
                           "ches (minus the reference's length-normalised CHES score; ches:raw unnormalised) | "
                           "column:NAME (a numeric column of the data)", flag="--margin-source")

@@ -1,18 +1,23 @@
 """Load preference data from anywhere and normalise it to one schema.
 
-Canonical columns: ``row_id`` (index in the source), ``prompt`` (a list of chat messages, or a
-plain string for non-conversational data), ``chosen`` and ``rejected`` (the response texts),
-and, when the source has them, ``score_chosen`` / ``score_rejected``.
+Canonical columns: ``row_id`` (the source row a pair came from), ``prompt`` (a list of chat
+messages, or a plain string for non-conversational data), ``chosen`` and ``rejected`` (the
+response texts), ``score_chosen`` / ``score_rejected`` when the source rates each response, and
+``margin_<signal>`` when its format carries a margin of its own (a preference strength, a vote
+ratio, a rank gap).
 
-Accepted inputs: UltraFeedback-binarized (message lists that repeat the prompt, plus scores),
-TRL's standard and conversational formats with an explicit prompt, TRL's implicit-prompt
-format (chosen/rejected conversations sharing the prompt turns), and HH-RLHF transcripts.
-Every row that is dropped is counted under its reason in a :class:`DataReport`.
+The format is recognised by the columns (or named, ``data.format``): TRL's standard and
+conversational formats, UltraFeedback-binarized, HH-RLHF, Argilla's rated pairs, HelpSteer2/3,
+SHP, PKU-SafeRLHF, Nectar, raw UltraFeedback, or any schema through a column map
+(:mod:`mixdpo_kit.data.formats`). Every row that is dropped is counted under its reason in a
+:class:`DataReport`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
+import random
+from itertools import chain
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +25,10 @@ from typing import Any
 import datasets
 
 from mixdpo_kit.data import synthetic
+from mixdpo_kit.data.formats import DataOptions, RowDrop, detect_format, is_messages, number
 
-REQUIRED = ("chosen", "rejected")
+CANONICAL_TEXTS = ("prompt", "chosen", "rejected")
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet", ".csv": "csv"}
-HH_ASSISTANT = "\n\nAssistant:"
 
 
 class DataError(ValueError):
@@ -64,12 +69,14 @@ class DataReport:
 
     source: str
     rows_read: int = 0
-    rows_kept: int = 0
+    rows_kept: int = 0  # pairs kept (a K-wise row can make several)
     dropped: dict[str, int] = field(default_factory=dict)
     dropped_examples: dict[str, list[int]] = field(default_factory=dict)
     truncated: int = 0
     score_inversions: dict[str, int] = field(default_factory=dict)  # chosen score < rejected: kept / swapped
     notes: list[str] = field(default_factory=list)
+    format: str = ""  # the registered format the rows were read as
+    format_title: str = ""  # that format in words, with its pairing and rating choices
 
     def drop(self, reason: str, row_id: int) -> None:
         """Count one dropped row under ``reason``."""
@@ -87,8 +94,10 @@ class DataReport:
         return {**asdict(self), "rows_dropped": self.rows_dropped}
 
 
-def read_source(source: str | datasets.Dataset, split: str | None = None) -> datasets.Dataset:
-    """Read raw rows from a Dataset, the built-in task, a local file, or a hub dataset."""
+def read_source(source: str | datasets.Dataset, split: str | None = None, subset: str | None = None,
+                data_dir: str | None = None) -> datasets.Dataset:
+    """Read raw rows from a Dataset, the built-in task, a local file, or a hub dataset (``subset``:
+    its configuration, ``data_dir``: its folder, as ``datasets.load_dataset`` takes them)."""
     if isinstance(source, datasets.Dataset):
         return source
     if isinstance(source, datasets.DatasetDict):
@@ -106,7 +115,12 @@ def read_source(source: str | datasets.Dataset, split: str | None = None) -> dat
         return _read_local(path)
     if path.suffix.lower() in FILE_BUILDERS:
         raise DataError(f"data file not found: {source}")
-    return datasets.load_dataset(source, split=split or "train")
+    try:
+        return datasets.load_dataset(source, subset, data_dir=data_dir, split=split or "train")
+    except ValueError as err:
+        if "split" in str(err).lower():  # the kit's default split is UltraFeedback-binarized's train_prefs
+            raise DataError(f"{source}: {err}; choose one with --split (data.split)") from None
+        raise
 
 
 def _read_local(path: Path) -> datasets.Dataset:
@@ -118,14 +132,20 @@ def _read_local(path: Path) -> datasets.Dataset:
     builder = FILE_BUILDERS[suffix]
     # datasets' own messages for these cases name neither the file nor the problem.
     if builder == "json":
-        read_records(path)  # a malformed line, a truncated gzip, a non-object row: named here
+        for _ in iter_records(path):  # a malformed line, a truncated gzip, a non-object row: named here
+            pass
     elif builder == "csv":
         lines = sum(1 for line in path.read_text().splitlines() if line.strip())
         if lines == 0:
             raise DataError(f"{path}: the file is empty")
         if lines == 1:
             raise DataError(f"{path}: only a header line, no data rows")
-    ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as err:  # Arrow could not give a column one type: say where, not Arrow's message
+        if builder == "json":
+            mixed_type_check(path, iter_records(path))
+        raise DataError(f"{path}: {builder} reader failed ({type(err).__name__}: {str(err)[:200]})") from None
     if len(ds) == 0:
         raise DataError(f"{path}: no data rows")
     return ds
@@ -135,36 +155,85 @@ def read_records(path: str | Path) -> list[dict]:
     """The rows of a JSON-lines file or of a JSON list, gzipped or not, each a JSON object. Bad
     input is a one-line :class:`DataError` naming the file and the line or row: a malformed line,
     a gzip stream that ends early, a JSON document that is not a list, a row that is not an object."""
+    return list(iter_records(path))
+
+
+def iter_records(path: str | Path):
+    """:func:`read_records` one row at a time: a JSON-lines file is never held whole in memory."""
     import gzip
     import zlib
 
     path = Path(path)
-    lines: list[str] = []
+    read = 0
     try:
         with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
-            for line in f:
-                lines.append(line)
+            head: list[str] = []
+            for line in f:  # up to the first line with content: a JSON list, or JSON lines
+                read += 1
+                head.append(line)
+                if line.strip():
+                    break
+            if not "".join(head).strip():
+                raise DataError(f"{path}: the file is empty")
+            if line.lstrip().startswith("["):
+                yield from _rows_of(path, _json_document(path, "".join(head) + f.read()))
+                return
+            rows = 0
+            for number, line in enumerate(chain([line], f), start=read):
+                read = number
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    if rows:  # a bad line in JSON lines
+                        raise DataError(f"{path}: line {number} is not valid JSON ({err.msg}): {line[:80]!r}") from None
+                    # one JSON document over several lines
+                    yield from _rows_of(path, _json_document(path, "".join(head) + "".join(f)))
+                    return
+                rows += 1
+                yield from _rows_of(path, [row], start=rows)
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"{path}: the gzip data breaks off after line {len(lines)} ({err}); a truncated "
-                        "download?") from None
-    text = "".join(lines)
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty")
-    rows = _json_document(path, text) if text.lstrip().startswith("[") else []
-    for number, line in enumerate([] if rows else lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if rows:  # a bad line in JSON lines
-                raise DataError(f"{path}: line {number} is not valid JSON ({err.msg}): {line[:80]!r}") from None
-            rows = _json_document(path, text)  # one JSON document over several lines
-            break
-    for number, row in enumerate(rows, start=1):
+        raise DataError(f"{path}: the gzip data breaks off after line {read} ({err}); a truncated download?") from None
+
+
+def _rows_of(path: Path, rows: list, start: int = 1):
+    for number, row in enumerate(rows, start=start):
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {number} is a {type(row).__name__}, not a JSON object")
-    return rows
+        yield row
+
+
+def mixed_type_check(path: Path, rows) -> None:
+    """Raise a one-line :class:`DataError` at the first row whose value (at any depth, e.g. a
+    completion's ``overall_score``) has another JSON type than the same field in earlier rows: a
+    rating written as text in a column of numbers, a list where a string was."""
+    seen: dict[str, tuple[str, int]] = {}
+
+    def kind(value) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "boolean"
+        return {int: "number", float: "number", str: "text", list: "list", dict: "object"}.get(type(value))
+
+    def walk(value, where: str, number: int) -> None:
+        k = kind(value)
+        if k is None:
+            return
+        first = seen.setdefault(where, (k, number))
+        if first[0] != k:
+            raise DataError(f"{path}: row {number}: {where} is {k} ({json.dumps(value)[:40]}) where row {first[1]} "
+                            f"has {first[0]}; one type per field, please (a rating that is not a number?)")
+        if k == "object":
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else key, number)
+        elif k == "list":
+            for item in value:
+                walk(item, f"{where}[]", number)
+
+    for number, row in enumerate(rows, start=1):
+        walk(row, "", number)
 
 
 def _json_document(path: Path, text: str) -> list:
@@ -177,83 +246,6 @@ def _json_document(path: Path, text: str) -> list:
         raise DataError(f"{path}: a JSON {type(value).__name__}{keys}, not a list of rows (a JSON list or one JSON "
                         "object per line)")
     return value
-
-
-def _is_messages(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
-
-
-def _split_conversation(chosen: list, rejected: list) -> tuple[list, str, str] | None:
-    """Shared prompt turns plus the final assistant texts, or None when they do not share them."""
-    if not chosen or not rejected or chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
-        return None
-    if chosen[:-1] != rejected[:-1]:
-        return None
-    return [dict(role=m["role"], content=m["content"]) for m in chosen[:-1]], chosen[-1]["content"], rejected[-1]["content"]
-
-
-def split_hh_transcripts(chosen: str, rejected: str) -> tuple[str, str, str] | None:
-    """HH-RLHF: prompt = shared text up to and including the last ``Assistant:`` turn marker."""
-    cut = chosen.rfind(HH_ASSISTANT)
-    if cut < 0:
-        return None
-    prefix = chosen[: cut + len(HH_ASSISTANT)]
-    if not rejected.startswith(prefix):
-        return None
-    return prefix, chosen[len(prefix):].strip(), rejected[len(prefix):].strip()
-
-
-def _score(value: Any) -> float | None:
-    """A finite float, or None when the value is missing, non-numeric or not finite."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def normalise_row(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """One raw row → a canonical row, or ``(None, reason)`` when it cannot be used."""
-    chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
-    if _is_messages(chosen) and _is_messages(rejected):
-        if _is_messages(prompt):  # TRL conversational with an explicit prompt
-            if chosen and chosen[-1]["role"] == "assistant" and rejected and rejected[-1]["role"] == "assistant" \
-                    and len(chosen) == 1 and len(rejected) == 1:
-                prompt_msgs, c, r = [dict(role=m["role"], content=m["content"]) for m in prompt], \
-                    chosen[0]["content"], rejected[0]["content"]
-            else:
-                return None, "chosen/rejected are not a single assistant turn"
-        else:  # implicit prompt (UltraFeedback-binarized repeats the prompt inside the messages)
-            parts = _split_conversation(chosen, rejected)
-            if parts is None:
-                return None, "chosen and rejected conversations do not share the prompt turns"
-            prompt_msgs, c, r = parts
-        new_prompt: Any = prompt_msgs
-    elif isinstance(chosen, str) and isinstance(rejected, str):
-        if isinstance(prompt, str):
-            new_prompt, c, r = prompt, chosen, rejected
-        elif prompt is None:
-            parts = split_hh_transcripts(chosen, rejected)
-            if parts is None:
-                return None, "no shared prompt prefix ending in 'Assistant:' (HH-RLHF format)"
-            new_prompt, c, r = parts
-        else:
-            return None, "prompt is neither text nor a message list"
-    else:
-        return None, "chosen/rejected are neither text nor message lists"
-    if not str(c).strip() or not str(r).strip():
-        return None, "empty response"
-    if c == r:
-        return None, "chosen identical to rejected"
-    out = {"prompt": new_prompt, "chosen": c, "rejected": r}
-    for key in ("score_chosen", "score_rejected"):
-        if key in row:
-            out[key] = _score(row[key])
-            if out[key] is None:
-                return None, "missing, non-numeric or non-finite score"
-    return out, None
 
 
 SCORE_ORDER_POLICIES = ("keep", "swap", "drop")
@@ -274,59 +266,123 @@ def _apply_score_order(out: dict, policy: str, report: DataReport, row_id: int) 
 
 
 def normalise(raw: datasets.Dataset, source_name: str = "dataset", max_rows: int | None = None,
-              score_order: str = "keep", keep_columns: tuple[str, ...] = ()) -> tuple[datasets.Dataset, DataReport]:
+              score_order: str = "keep", keep_columns: tuple[str, ...] = (), data_format: str = "auto",
+              options: DataOptions | None = None) -> tuple[datasets.Dataset, DataReport]:
     """Validate and normalise raw rows; returns the canonical dataset and its report.
 
+    ``data_format``: a registered format's name, or ``auto`` (recognised by the columns);
+    ``options``: its pairing, rating and label choices and a column map.
     ``score_order``: what to do when the chosen score is below the rejected one — ``keep`` the
     label as given, ``swap`` the two responses, or ``drop`` the pair; each case is counted.
     ``keep_columns``: extra numeric columns to carry (e.g. a precomputed margin); a row whose
     value is missing or not a finite number is dropped and counted.
-    Raises :class:`DataError` when required columns are missing or nothing usable is left.
+    Raises :class:`DataError` when no format fits the columns or nothing usable is left.
     """
     if score_order not in SCORE_ORDER_POLICIES:
         raise DataError(f"score_order must be one of {SCORE_ORDER_POLICIES}, got {score_order!r}")
-    missing = [c for c in (*REQUIRED, *keep_columns) if c not in raw.column_names]
+    options = options or DataOptions()
+    try:
+        fmt = detect_format(raw.column_names, data_format, options)
+    except ValueError as err:
+        raise DataError(f"{source_name}: {err}") from None
+    missing = [c for c in keep_columns if c not in raw.column_names]
     if missing:
         raise DataError(f"{source_name}: missing required column(s) {missing}; columns found: {raw.column_names}")
     if max_rows is not None:
         raw = raw.select(range(min(max_rows, len(raw))))
-    report = DataReport(source=source_name, rows_read=len(raw))
+    report = DataReport(source=source_name, rows_read=len(raw), format=fmt.name, format_title=fmt.describe(options))
+    rng = random.Random(options.pairing_seed)  # best_vs_random: the same pairs for the same seed and rows
     rows = []
     seen = set()
-    for row_id, row in enumerate(raw):
-        out, reason = normalise_row(row)
-        for column in keep_columns:
-            if out is not None:
-                value = _score(row[column])
-                out, reason = (None, f"missing or non-numeric value in column {column!r}") if value is None \
-                    else ({**out, column: value}, None)
-        if out is not None:
-            key = json.dumps([out["prompt"], out["chosen"], out["rejected"]], sort_keys=True)
-            if key in seen:
-                out, reason = None, "exact duplicate pair"
-            seen.add(key)
-        if out is None:
-            report.drop(reason, row_id)
+    # What makes this dataset: the options, then every kept pair's texts and numbers (see dataset_of).
+    fingerprint = hashlib.blake2b(f"{source_name}:{fmt.name}:{options}:{score_order}:{keep_columns}".encode(),
+                                  digest_size=16)
+    for row_id, row in enumerate(_rows(raw)):
+        try:
+            pairs = fmt.pairs(row, options, rng)
+        except RowDrop as drop:
+            report.drop(str(drop), row_id)
             continue
-        out = _apply_score_order(out, score_order, report, row_id)
-        if out is not None:
-            rows.append({"row_id": row_id, **out})
+        except (KeyError, TypeError) as err:  # a column holding something the format cannot read
+            raise DataError(f"{source_name}: row {row_id} does not fit format {fmt.name!r} ({type(err).__name__}: "
+                            f"{err})") from None
+        for out in pairs:
+            reason = pair_problem(out)
+            for column in keep_columns:
+                if reason is None:
+                    try:
+                        out[column] = number(row[column], column)
+                    except RowDrop:
+                        reason = f"missing or non-numeric value in column {column!r}"
+            if reason is None:  # a digest, not the texts: at 61k pairs the keys alone were hundreds of MB
+                key = hashlib.blake2b(json.dumps([out["prompt"], out["chosen"], out["rejected"]], sort_keys=True)
+                                      .encode(), digest_size=16).digest()
+                reason = "exact duplicate pair" if key in seen else None
+                seen.add(key)
+                fingerprint.update(key)
+            if reason is not None:
+                report.drop(reason, row_id)
+                continue
+            given = out["chosen"]
+            out = _apply_score_order(out, score_order, report, row_id)
+            if out is not None:
+                rows.append({"row_id": row_id, **out})
+                numbers = {k: v for k, v in out.items() if k not in CANONICAL_TEXTS}
+                fingerprint.update(json.dumps([row_id, out["chosen"] is given, numbers]).encode())
     report.rows_kept = len(rows)
     if not rows:
         raise DataError(f"{source_name}: no usable rows left out of {report.rows_read}; dropped {report.dropped}")
     if len({type(r["prompt"]) for r in rows}) > 1:
         raise DataError(f"{source_name}: mixes conversational and plain-text prompts; use one format per dataset")
-    return datasets.Dataset.from_list(rows), report
+    return dataset_of(rows, fingerprint.hexdigest()), report
+
+
+def dataset_of(rows: list[dict], fingerprint: str) -> datasets.Dataset:
+    """A ``datasets.Dataset`` of ``rows`` with the given fingerprint: ``Dataset.from_list`` would
+    hash the whole table to make one, which at 61k pairs holds a second copy of it in memory."""
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    return datasets.Dataset(InMemoryTable(pa.Table.from_pylist(rows)), fingerprint=fingerprint)
+
+
+def _rows(raw: datasets.Dataset, batch: int = 1024):
+    """The rows of ``raw`` as dicts, read a batch of columns at a time (row by row, datasets formats
+    each row on its own: seconds at the paper's 61k pairs)."""
+    for start in range(0, len(raw), batch):
+        columns = raw[start:start + batch]
+        for values in zip(*columns.values()):
+            yield dict(zip(columns, values))
+
+
+def pair_problem(pair: dict) -> str | None:
+    """Why a converted pair cannot be trained on, or None."""
+    if not str(pair["chosen"]).strip() or not str(pair["rejected"]).strip():
+        return "empty response"
+    if pair["chosen"] == pair["rejected"]:
+        return "chosen identical to rejected"
+    return None
 
 
 def load_preferences(source: str | datasets.Dataset, split: str | None = None, max_rows: int | None = None,
+                     subset: str | None = None, data_dir: str | None = None,
                      **normalise_kwargs) -> tuple[datasets.Dataset, DataReport]:
     """Read and normalise preference pairs; see the module docstring for the formats and
     :func:`normalise` for the options."""
     name = source if isinstance(source, str) else "in-memory dataset"
     if isinstance(source, str) and split and not Path(source).exists():
         name = f"{source}:{split}"
-    return normalise(read_source(source, split), name, max_rows=max_rows, **normalise_kwargs)
+    return normalise(read_source(source, split, subset, data_dir), name, max_rows=max_rows, **normalise_kwargs)
+
+
+def load_configured(data_cfg, keep_columns: tuple[str, ...] = (), **where) -> tuple[datasets.Dataset, DataReport]:
+    """Pairs as a ``DataConfig`` describes them: its source, split and row cap (``where`` may replace
+    them: ``source=``, ``split=``, ``max_rows=``, e.g. for the held-out data), its format, pairing,
+    rating, label, column map and score order."""
+    place = {"source": data_cfg.source, "split": data_cfg.split, "max_rows": data_cfg.max_rows, **where}
+    return load_preferences(place["source"], place["split"], max_rows=place["max_rows"], subset=data_cfg.subset,
+                            data_dir=data_cfg.data_dir, score_order=data_cfg.score_order, keep_columns=keep_columns,
+                            data_format=data_cfg.format, options=DataOptions.from_config(data_cfg))
 
 
 def is_conversational(ds: datasets.Dataset) -> bool:
@@ -343,7 +399,7 @@ def load_demonstrations(source: str, split: str = "sft") -> datasets.Dataset:
     rows = []
     for row_id, row in enumerate(raw):
         msgs = row["messages"]
-        if not _is_messages(msgs) or not msgs or msgs[-1]["role"] != "assistant":
+        if not is_messages(msgs) or not msgs or msgs[-1]["role"] != "assistant":
             raise DataError(f"{source}:{split} row {row_id}: 'messages' must end with an assistant turn")
         rows.append({"row_id": row_id, "prompt": msgs[:-1], "chosen": msgs[-1]["content"], "rejected": ""})
     return datasets.Dataset.from_list(rows)

@@ -1,4 +1,4 @@
-"""``mixdpo-kit`` command line: demo, analyze, train, evaluate, objectives, compare, generate, judge."""
+"""``mixdpo-kit`` command line: demo, analyze, formats, train, evaluate, objectives, compare, generate, judge."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before anything imports it: see progress.py
@@ -48,7 +49,7 @@ def config_fields(config_cls=RunConfig):
         cls = section.default_factory
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if typing.get_origin(hints[f.name]) is not dict and hints[f.name] is not dict:
+            if not (cls is LossConfig and f.name == "params"):
                 yield section.name, f, hints[f.name]
 
 
@@ -63,6 +64,11 @@ def _parser_for(hint):
             return NONE
         if bool in kinds and text.lower() in ("true", "false", "yes", "no", "1", "0"):
             return text.lower() in ("true", "yes", "1")
+        if dict in kinds:  # key=value,key=value (a column map)
+            pairs = [item.partition("=") for item in _names(text)]
+            if any(not key or not sep or not value for key, sep, value in pairs):
+                raise argparse.ArgumentTypeError(f"expected key=value pairs separated by commas, got {text!r}")
+            return {key.strip(): value.strip() for key, _, value in pairs}
         if list in kinds and ("," in text or kinds == {list}):
             return _names(text)
         for kind in (int, float):
@@ -159,28 +165,70 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
+    from mixdpo_kit.core.distributed import on_main
+    from mixdpo_kit.data.loading import load_configured
+    from mixdpo_kit.margins.sources import NoMarginSignal, applicable_sources
+    from mixdpo_kit.margins.split import paper_comparison
     from mixdpo_kit.reports import viz
     from mixdpo_kit.reports.explain import report_lines
-    from mixdpo_kit.training.pipeline import analyze_data, data_report
     from mixdpo_kit.reports.report import write_html
-    from mixdpo_kit.margins.split import paper_comparison
-    from mixdpo_kit.core.distributed import on_main
+    from mixdpo_kit.training.pipeline import analyze_data, data_report
+    from mixdpo_kit.workflows.analysis import export_pairs, margin_origin, pairing_choices, pairing_lines
 
     cfg = command_config(args)
-    prep = analyze_data(cfg)  # a model-based margin source builds the policy it needs
     out = Path(args.out)
+    named = cfg.data.format != "auto"
+    try:
+        with warnings.catch_warnings():  # a split with an empty side is a line of the report below
+            warnings.simplefilter("ignore", UserWarning)
+            prep = analyze_data(cfg)  # a model-based margin source builds the policy it needs
+    except NoMarginSignal as none:  # e.g. PKU-SafeRLHF, HH-RLHF: the pairs are still read and reported
+        if args.export:
+            raise ValueError(f"--export needs margins: {none}") from None
+        ds, report = load_configured(cfg.data)
+        document = {**report.to_dict(), "margins": None, "margin_sources": applicable_sources(ds)}
+        on_main(_write_json, out / "data_report.json", document)
+        how = "named with data.format" if named else "recognised by its columns"
+        _say([f"read as {report.format_title}, {how}"] + report_lines(document) +
+             [f"no margins: {none}", f"written: {out / 'data_report.json'}"])
+        return 0
     report = data_report(prep)
+    report["margin_origin"] = margin_origin(prep.report, cfg.margins.source, prep.dataset, named)
+    choices = pairing_choices(cfg, prep.report)
+    report["pairing_choices"] = [{k: v for k, v in c.items() if k != "margins"} for c in choices]
+    exported = export_pairs(cfg, prep, args.export) if args.export else None
 
     def write():  # by the main process alone under accelerate launch / torchrun
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "data_report.json").write_text(json.dumps(report, indent=2))
-        figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit),
-                viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit)]
+        _write_json(out / "data_report.json", report)
+        figs = [viz.margin_histogram(prep.margins, prep.split, unit=prep.margin_unit)]
+        if choices:
+            figs.append(viz.pairing_choices(choices, unit=prep.margin_unit))
+        figs.append(viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train, unit=prep.margin_unit))
         write_html(out / "margins.html", f"Margins of {cfg.data.source}", figs)
 
     on_main(write)
-    paper = [paper_comparison(prep.split)] if cfg.margins.source == "ratings" and prep.split.tau == 0.5 else []
-    _say(report_lines(report) + paper + [f"written: {out / 'data_report.json'}, {out / 'margins.html'}"])
+    rated = cfg.margins.source in ("ratings", "data") and prep.margin_unit == "rating points"
+    paper = [paper_comparison(prep.split)] if rated and prep.split.tau == 0.5 and not choices else []
+    written = [out / "data_report.json", out / "margins.html", *([exported] if exported else [])]
+    _say([report["margin_origin"]] + report_lines(report) + pairing_lines(choices, prep.margin_unit) + paper
+         + [f"written: {', '.join(map(str, written))}"])
+    return 0
+
+
+def _write_json(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def _cmd_formats(args) -> int:
+    from mixdpo_kit.data.formats import FORMATS, SIGNALS
+
+    for fmt in FORMATS.values():
+        columns = ", ".join(fmt.columns) or "data.columns maps yours"
+        signals = "; ".join(f"{s} ({SIGNALS[s].unit})" for s in fmt.signals) or "none (use a model-based source)"
+        print(f"{fmt.name}: {fmt.title}\n    columns: {columns}\n    margin: {signals}"
+              + (f"\n    published as: {', '.join(fmt.published)}" if fmt.published else "")
+              + ("\n    K-wise: data.pairing chooses the pairs" if fmt.kwise else ""))
     return 0
 
 
@@ -287,7 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = command("analyze", "load, validate, compute margins and split; write a data report")
     a.add_argument("--out", required=True, help="folder for data_report.json and margins.html")
     a.add_argument("--config", help="optional YAML config; the flags given override it")
+    a.add_argument("--export", help="also write one row per kept pair (TRL's preference format plus source row, "
+                                    "margin, hard, route, curriculum position) to this .parquet or .jsonl file")
     a.set_defaults(func=_cmd_analyze)
+    f = command("formats", "list the preference-data formats the kit reads, their columns and margins")
+    f.set_defaults(func=_cmd_formats)
     t = command("train", "train, evaluate and report from a YAML config")
     t.add_argument("--config", required=True)
     t.add_argument("--resume", help="a checkpoint folder to resume from")

@@ -219,9 +219,11 @@ class MarginExplorer:
 
     def _same_split_quantiles(self, n_hard: int) -> tuple[float, float]:
         """The slider's quantiles (steps of 0.01) that give ``n_hard`` hard pairs."""
-        qs = [q for q in np.round(np.arange(0, 1.0001, 0.01), 2)
-              if split_by_margin(self.margins, quantile=float(q), warn=False).n_hard == n_hard]
-        return (min(qs), max(qs)) if qs else (self.tau.value, self.tau.value)
+        qs = np.round(np.arange(0, 1.0001, 0.01), 2)
+        ordered = np.sort(self.margins)
+        hard = np.searchsorted(ordered, np.quantile(ordered, qs), side="left")  # split_by_margin's m < tau
+        same = qs[hard == n_hard]
+        return (float(same.min()), float(same.max())) if len(same) else (self.tau.value, self.tau.value)
 
     def refresh(self) -> None:
         """Recompute the split, counts, figure and examples."""
@@ -344,7 +346,7 @@ class CurriculumDesigner:
                               f"{self.mass['steps']} optimiser steps); the preference route gets "
                               f"<b>{percent(self.mass['preference'], 2)}</b>.")
         unit = self._unit if self.explorer is None else self.explorer.units[self.explorer.source.value]
-        self.figure = viz.curriculum_timeline(self.plan, self.hard, train, unit=unit)
+        self.figure = viz.curriculum_timeline(self.plan, self.hard, train, unit=unit, mass=self.mass)
         self.preview.value = html_table(self.first_steps())
         show_figure(self.plot, self.figure)
         for callback in self._listeners:

@@ -7,6 +7,7 @@ resumed from a checkpoint sees exactly the pairs it would have seen.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -91,7 +92,13 @@ def optimizer_steps(plan: CurriculumPlan, batch_size: int, grad_accum: int, epoc
 
 def lr_schedule(n_steps: int, scheduler: str, warmup_ratio: float) -> np.ndarray:
     """The learning rate of each optimiser step relative to the peak, from transformers' own
-    scheduler (so it is the schedule the Trainer runs)."""
+    scheduler (so it is the schedule the Trainer runs). Read-only: the same schedule is computed
+    once (a panel redraws it on every slider move)."""
+    return _lr_schedule(int(n_steps), scheduler, float(warmup_ratio))
+
+
+@functools.lru_cache(maxsize=32)
+def _lr_schedule(n_steps: int, scheduler: str, warmup_ratio: float) -> np.ndarray:
     from transformers import get_scheduler
 
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -102,7 +109,20 @@ def lr_schedule(n_steps: int, scheduler: str, warmup_ratio: float) -> np.ndarray
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         sched.step()
-    return np.asarray(lrs)
+    out = np.asarray(lrs)
+    out.flags.writeable = False
+    return out
+
+
+def step_means(values: np.ndarray, steps: list[np.ndarray]) -> np.ndarray:
+    """The mean of ``values`` over each step's pair indices (0 for an empty step), in one pass."""
+    sizes = np.array([len(idx) for idx in steps], dtype=np.int64)
+    out = np.zeros(len(steps))
+    full = np.flatnonzero(sizes)
+    if len(full):
+        starts = np.concatenate([[0], np.cumsum(sizes[full])[:-1]])
+        out[full] = np.add.reduceat(values[np.concatenate([steps[i] for i in full])], starts) / sizes[full]
+    return out
 
 
 def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int | None = None) -> dict:
@@ -120,7 +140,7 @@ def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int
     lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
     done = len(steps) if steps_done is None else max(0, min(int(steps_done), len(steps)))
     share = np.asarray(sft_share, float)
-    per_step_sft = np.array([share[idx].mean() if len(idx) else 0.0 for idx in steps[:done]])
+    per_step_sft = step_means(share, steps[:done])
     total = lrs[:done].sum()
     sft = float((lrs[:done] * per_step_sft).sum() / total) if total > 0 else 0.0
     trained = np.concatenate(steps[:done]) if done else np.zeros(0, int)

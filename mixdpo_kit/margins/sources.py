@@ -96,6 +96,55 @@ def _scores(ds: datasets.Dataset, source: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ds["score_chosen"], dtype=np.float64), np.asarray(ds["score_rejected"], dtype=np.float64)
 
 
+class NoMarginSignal(ValueError):
+    """The data carries no margin of its own (no ratings, strength, ratio or ranks)."""
+
+
+def data_signal(ds: datasets.Dataset, arg: str | None = None) -> str:
+    """The name of the data's own margin signal (``arg`` picks one where its format has several):
+    the format's ``margin_<signal>`` column, else the rating gap where each response is rated."""
+    from mixdpo_kit.data.formats import SIGNALS
+
+    carried = [c[len("margin_"):] for c in ds.column_names if c.startswith("margin_") and c[7:] in SIGNALS]
+    rated = {"score_chosen", "score_rejected"} <= set(ds.column_names)
+    available = carried + (["rating_gap"] if rated else [])
+    if arg is not None:
+        if arg not in available:
+            raise ValueError(f"margin source data:{arg}: this data carries {available or 'no margin of its own'}")
+        return arg
+    if not available:
+        raise NoMarginSignal("this data carries no margin of its own (no ratings, preference strength, vote ratio or "
+                             "ranks); margin sources that apply: " + ", ".join(applicable_sources(ds)))
+    return available[0]
+
+
+def applicable_sources(ds: datasets.Dataset) -> list[str]:
+    """The margin sources that can score this data: the model-based ones, and ``column:NAME`` for
+    each numeric column besides the canonical ones."""
+    skip = {"row_id", "prompt", "chosen", "rejected"}
+    numeric = [c for c, f in ds.features.items() if c not in skip and getattr(f, "dtype", "") in
+               ("float32", "float64", "int32", "int64")]
+    return ["likelihood_gap", "reward_model (with margins.reward_model)", "ches", *(f"column:{c}" for c in numeric)]
+
+
+def data_unit(ds: datasets.Dataset, spec: str) -> str:
+    """The unit of the ``data`` source's margins on ``ds`` (``spec``: ``data`` or ``data:NAME``)."""
+    from mixdpo_kit.data.formats import SIGNALS
+
+    return SIGNALS[data_signal(ds, str(spec).partition(":")[2] or None)].unit
+
+
+@register_margin_source("data", "the data's own margin: the rating gap, or its format's signal (HelpSteer's "
+                        "preference strength, SHP's vote ratio, Nectar's rank gap); data:NAME picks one",
+                        columns=lambda arg: (), unit="the data's units")
+def data_margins(ds: datasets.Dataset, ctx=None, arg: str | None = None) -> np.ndarray:
+    """The data's own margin signal (see :func:`data_signal`)."""
+    signal = data_signal(ds, arg)
+    if signal == "rating_gap" and f"margin_{signal}" not in ds.column_names:
+        return rating_margins(ds)
+    return np.asarray(ds[f"margin_{signal}"], dtype=np.float64)
+
+
 @register_margin_source("ratings", "score_chosen − score_rejected (the paper's default)", unit="rating points")
 def rating_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarray:
     """``score_chosen - score_rejected`` for every pair."""
@@ -145,9 +194,15 @@ def normalize_margins(margins, how: str = "raw") -> np.ndarray:
 NORMALIZED_UNITS = {"zscore": "standard deviations", "rank": "rank, 0–1"}
 
 
-def margin_unit(spec="ratings", how: str = "raw") -> str:
-    """What a margin from source ``spec`` normalised by ``how`` is measured in (for axis titles)."""
-    return NORMALIZED_UNITS.get(how) or margin_source(spec)[0].unit
+def margin_unit(spec="ratings", how: str = "raw", ds: datasets.Dataset | None = None) -> str:
+    """What a margin from source ``spec`` normalised by ``how`` is measured in (for axis titles);
+    the ``data`` source's unit depends on the data (``ds``)."""
+    if how in NORMALIZED_UNITS:
+        return NORMALIZED_UNITS[how]
+    source, _ = margin_source(spec)
+    if source.name == "data" and ds is not None:
+        return data_unit(ds, spec)
+    return source.unit
 
 
 def margin_stats(margins: np.ndarray) -> dict[str, float]:

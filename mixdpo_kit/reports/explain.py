@@ -161,11 +161,14 @@ def report_lines(report: dict) -> list[str]:
     by reason, the margins, the split."""
     dropped = report.get("dropped", {})
     drops = "; ".join(f"{n} {reason}" for reason, n in dropped.items() if n) or "none"
+    truncated = f"; {report['truncated']:,} truncated to fit the length limits" if report.get("truncated") else ""
+    read = f"{report['rows_read']:,} rows read, {report['rows_kept']:,} pairs kept; dropped: {drops}{truncated}"
+    if report.get("margins") is None:  # data with no margin of its own, analysed without a model
+        return [read]
     m, split = report["margins"], report["split"]
     rule = (f"quantile {split['quantile']:g} of the margins, τ = {threshold(split['tau'])}"
             if split.get("quantile") is not None else f"margin < τ = {threshold(split['tau'])}")
-    truncated = f"; {report['truncated']:,} truncated to fit the length limits" if report.get("truncated") else ""
-    return [f"{report['rows_read']:,} rows read, {report['rows_kept']:,} kept; dropped: {drops}{truncated}",
+    return [read,
             f"margins: median {m['median']:g}, from {m['min']:g} to {m['max']:g}; {m['ties']:,} exact ties (margin 0)",
             f"hard pairs ({rule}): {split['n_hard']:,} of {split['n_pairs']:,} ({percent(split['hard_fraction'])})"] + \
         ([split["grid_note"]] if split.get("grid_note") else [])

@@ -9,24 +9,50 @@ import numpy as np
 import plotly.graph_objects as go
 
 from mixdpo_kit.core.units import percent, threshold
-from mixdpo_kit.margins.curriculum import CurriculumPlan, lr_mass_by_route, lr_schedule, optimizer_steps
+from mixdpo_kit.margins.curriculum import CurriculumPlan, lr_mass_by_route, lr_schedule, optimizer_steps, step_means
 from mixdpo_kit.margins.sources import correlation_strength, rank_correlation
-from mixdpo_kit.margins.split import Split
+from mixdpo_kit.margins.split import Split, grid_step
 
 HARD, EASY = "#d62728", "#1f77b4"
 
 
+# Above this many points a scatter is drawn with WebGL, or as counts per cell where points stack
+# (ratings on a 0.5 grid put thousands on one spot): one SVG marker per pair makes a browser crawl.
+LARGE = 5000
+
+
+def histogram_bars(margins, tau: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Bar centres, counts and width of the margins: one bar per value when they sit on a grid
+    (UltraFeedback's halves, ranks), else about 40 bins with an edge at ``tau``, so no bar holds
+    pairs from both sides of τ."""
+    m = np.asarray(margins, dtype=float)
+    if not len(m):
+        return np.zeros(0), np.zeros(0), 1.0
+    step = grid_step(m)
+    values, counts = np.unique(m, return_counts=True)
+    if step is not None and len(values) <= 200:
+        return values, counts, step * 0.9
+    width = (m.max() - m.min()) / 40 or 1.0
+    first, last = np.floor((m.min() - tau) / width), np.ceil((m.max() - tau) / width)
+    edges = tau + width * np.arange(first, max(last, first + 1) + 1)
+    counts, edges = np.histogram(m, bins=edges)
+    return (edges[:-1] + edges[1:]) / 2, counts, width
+
+
 def margin_histogram(margins, split: Split, title: str = "Margins", unit: str = "rating points") -> go.Figure:
-    """Histogram of margins in ``unit``; the hard region (margin < τ) shaded, τ marked, both sides counted."""
+    """Histogram of margins in ``unit`` (counts per bar, computed here: the browser gets bars, not
+    every pair); the hard region (margin < τ) shaded, τ marked, both sides counted."""
     m = np.asarray(margins, dtype=float)
     fig = go.Figure()
     lo, hi = (float(m.min()), float(m.max())) if len(m) else (0.0, 1.0)
-    fig.add_vrect(x0=min(lo, split.tau) - 0.25, x1=split.tau, fillcolor=HARD, opacity=0.08, line_width=0)
-    fig.add_vrect(x0=split.tau, x1=max(hi, split.tau) + 0.25, fillcolor=EASY, opacity=0.05, line_width=0)
-    fig.add_histogram(x=m[split.hard], name=f"hard → SFT ({split.n_hard})", marker_color=HARD, opacity=0.85)
-    fig.add_histogram(x=m[~split.hard], name=f"easy → preference ({split.n_easy})", marker_color=EASY, opacity=0.85)
+    x, counts, width = histogram_bars(m, split.tau)
+    fig.add_vrect(x0=min(lo, split.tau) - width, x1=split.tau, fillcolor=HARD, opacity=0.08, line_width=0)
+    fig.add_vrect(x0=split.tau, x1=max(hi, split.tau) + width, fillcolor=EASY, opacity=0.05, line_width=0)
+    for side, name, color in ((x < split.tau, f"hard → SFT ({split.n_hard:,})", HARD),
+                              (x >= split.tau, f"easy → preference ({split.n_easy:,})", EASY)):
+        fig.add_bar(x=x[side], y=counts[side], width=width, name=name, marker_color=color, opacity=0.85)
     fig.add_vline(x=split.tau, line_dash="dash", annotation_text=f"τ = {threshold(split.tau)}")
-    fig.update_layout(barmode="overlay", title=f"{title}: {split.n_hard} hard / {split.n_easy} easy",
+    fig.update_layout(barmode="overlay", bargap=0, title=f"{title}: {split.n_hard:,} hard / {split.n_easy:,} easy",
                       xaxis_title=f"margin ({unit}; larger = easier)", yaxis_title="pairs",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
@@ -47,37 +73,85 @@ def rating_histograms(score_chosen, score_rejected, unit: str = "rating points")
 def margin_vs_length(margins, chosen_lengths, rejected_lengths, split: Split | None = None,
                      length_unit: str = "tokens", unit: str = "rating points") -> go.Figure:
     """Margin (in ``unit``) against the chosen−rejected length difference (in ``length_unit``):
-    is difficulty confounded with length?"""
+    is difficulty confounded with length? Beyond ``LARGE`` pairs, counts per cell (τ drawn)."""
     m = np.asarray(margins, dtype=float)
     diff = np.asarray(chosen_lengths, dtype=float) - np.asarray(rejected_lengths, dtype=float)
     rho = rank_correlation(m, diff)
     fig = go.Figure()
-    groups = [(np.ones(len(m), bool), "pairs", EASY)] if split is None else \
-        [(split.hard, f"hard → SFT ({split.n_hard})", HARD), (~split.hard, f"easy → preference ({split.n_easy})", EASY)]
-    for mask, name, color in groups:
-        fig.add_scatter(x=diff[mask], y=m[mask], mode="markers", name=name,
-                        marker=dict(size=4, color=color, opacity=0.6))
+    if len(m) > LARGE:
+        fig.add_trace(density(diff, m))
+        if split is not None:
+            fig.add_hline(y=split.tau, line_dash="dash", annotation_text=f"τ = {threshold(split.tau)}: "
+                          f"{split.n_hard:,} hard below, {split.n_easy:,} easy")
+    else:
+        groups = [(np.ones(len(m), bool), "pairs", EASY)] if split is None else \
+            [(split.hard, f"hard → SFT ({split.n_hard})", HARD), (~split.hard, f"easy → preference ({split.n_easy})", EASY)]
+        for mask, name, color in groups:
+            fig.add_scatter(x=diff[mask], y=m[mask], mode="markers", name=name,
+                            marker=dict(size=4, color=color, opacity=0.6))
     fig.update_layout(title=f"Margin vs length difference (Spearman ρ = {rho:.2f}: {correlation_strength(rho)})",
                       xaxis_title=f"length of chosen − length of rejected ({length_unit})",
-                      yaxis_title=f"margin ({unit})", showlegend=split is not None,
+                      yaxis_title=f"margin ({unit})", showlegend=split is not None and len(m) <= LARGE,
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
 
 
+def density(x, y) -> go.Histogram2d:
+    """Counts of points per cell (a cell per grid value on a gridded axis), for many points."""
+    def bins(v):
+        step = grid_step(v)
+        if step is not None and len(np.unique(v)) <= 200:
+            return dict(start=float(v.min()) - step / 2, end=float(v.max()) + step / 2, size=step)
+        return dict(size=(float(v.max()) - float(v.min())) / 60 or 1.0)
+    return go.Histogram2d(x=x, y=y, xbins=bins(x), ybins=bins(y), colorscale="Blues", name="pairs",
+                          colorbar=dict(title="pairs"), hovertemplate="%{z} pairs<extra></extra>")
+
+
 def margin_sources(a, b, name_a: str = "source A", name_b: str = "source B") -> go.Figure:
-    """Scatter of two margin sources for the same pairs, with their rank correlation."""
+    """Two margin sources for the same pairs, with their rank correlation: a scatter, or beyond
+    ``LARGE`` pairs the counts per cell (ratings on a grid stack thousands of pairs on one point)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
     rho = rank_correlation(a, b)
-    fig = go.Figure(go.Scatter(x=np.asarray(a, float), y=np.asarray(b, float), mode="markers",
-                               marker=dict(size=4, opacity=0.6)))
+    trace = density(a, b) if len(a) > LARGE else go.Scatter(x=a, y=b, mode="markers", marker=dict(size=4, opacity=0.6))
+    fig = go.Figure(trace)
     fig.update_layout(title=f"{name_a} vs {name_b} (Spearman ρ = {rho:.2f})", xaxis_title=name_a, yaxis_title=name_b)
     return fig
 
 
-def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, unit: str = "rating points") -> go.Figure:
+def pairing_choices(choices: list[dict], unit: str = "rating points") -> go.Figure:
+    """K-wise data under each pairing rule (and rating): the share of pairs at each margin (left)
+    and the hard share at τ (right), from :func:`mixdpo_kit.workflows.analysis.pairing_choices`."""
+    from plotly.subplots import make_subplots
+
+    every = np.concatenate([np.asarray(c["margins"], float) for c in choices])
+    values = np.unique(every)
+    # A grid (ratings in halves, ranks) keeps its values; anything else gets 40 bins.
+    edges = np.append(values, values[-1] + 1) if len(values) <= 60 else np.histogram_bin_edges(every, 40)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.12,
+                        subplot_titles=("share of pairs at each margin", f"hard pairs at τ = {choices[0]['tau']:g}"))
+    names = [c["pairing"] + (f" · {c['rating']}" if "rating" in c else "") for c in choices]
+    for name, c in zip(names, choices):
+        counts, _ = np.histogram(c["margins"], bins=edges)
+        fig.add_scatter(x=edges[:-1], y=counts / max(len(c["margins"]), 1), mode="lines", line_shape="hv",
+                        name=f"{name} ({c['pairs']:,} pairs)", row=1, col=1)
+    fig.add_bar(x=names, y=[c["hard_share"] for c in choices], showlegend=False, marker_color=HARD,
+                text=[percent(c["hard_share"]) for c in choices], textposition="outside", row=1, col=2)
+    fig.update_xaxes(title_text=f"margin ({unit}; larger = easier)", row=1, col=1)
+    fig.update_xaxes(title_text="pairing rule", tickangle=-30, row=1, col=2)
+    fig.update_yaxes(title_text="share of pairs", tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title_text="hard share", tickformat=".0%", rangemode="tozero", row=1, col=2)
+    fig.update_layout(title="The same prompts paired by each rule: margins and hard share", height=460,
+                      legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0.0))
+    return fig
+
+
+def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, unit: str = "rating points",
+                        mass: dict | None = None) -> go.Figure:
     """The planned order: each pair's margin by position (top); per optimiser step, the fraction
     routed to SFT (middle) and the learning rate relative to its peak (bottom), with the share of
     the learning-rate mass each route receives in the title. ``train_cfg``: a ``TrainConfig``
-    (batch size, accumulation, epochs, schedule)."""
+    (batch size, accumulation, epochs, schedule); ``mass``: that share when already computed
+    (:func:`~mixdpo_kit.margins.curriculum.lr_mass_by_route`)."""
     from plotly.subplots import make_subplots
 
     t = train_cfg
@@ -86,15 +160,18 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, u
     h = np.asarray(hard, dtype=float)
     steps = optimizer_steps(plan, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
                             t.max_steps)
-    frac = np.array([h[idx].mean() for idx in steps])
+    frac = step_means(h, steps)
     lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
-    mass = lr_mass_by_route(plan, h, t)
+    mass = mass or lr_mass_by_route(plan, h, t)
     fig = make_subplots(rows=3, cols=1, row_heights=[0.5, 0.25, 0.25], vertical_spacing=0.17,
                         subplot_titles=("margin of each pair in training order (epoch 1)",
                                         "fraction of each optimiser step routed to SFT",
                                         f"learning rate ({t.lr_scheduler_type}, warm-up {t.warmup_ratio:g})"))
-    fig.add_scatter(x=np.arange(len(order)), y=m, mode="markers", name="margin", showlegend=False,
-                    marker=dict(size=3, color=np.where(h[order] > 0, HARD, EASY)), row=1, col=1)
+    points = go.Scattergl if len(order) > LARGE else go.Scatter  # tens of thousands of pairs: WebGL
+    position, routed = np.arange(len(order)), h[order] > 0
+    for side, color in ((routed, HARD), (~routed, EASY)):
+        fig.add_trace(points(x=position[side], y=m[side], mode="markers", name="margin", showlegend=False,
+                             marker=dict(size=3, color=color)), row=1, col=1)
     fig.add_scatter(x=np.arange(1, len(frac) + 1), y=frac, name="SFT fraction", showlegend=False,
                     line=dict(color=HARD, shape="hv"), row=2, col=1)
     fig.add_scatter(x=np.arange(1, len(lrs) + 1), y=lrs, name="learning rate", showlegend=False,

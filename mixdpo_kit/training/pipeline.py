@@ -18,8 +18,8 @@ from transformers import TrainingArguments
 
 from mixdpo_kit.core import progress
 from mixdpo_kit.core.distributed import on_main
-from mixdpo_kit.core.config import RunConfig, write_run_config
-from mixdpo_kit.data.loading import DataReport, is_conversational, load_demonstrations, load_preferences
+from mixdpo_kit.core.config import DataConfig, RunConfig, write_run_config
+from mixdpo_kit.data.loading import DataReport, is_conversational, load_configured, load_demonstrations
 from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.evaluation.evaluate import HeldoutLogps
 from mixdpo_kit.margins.curriculum import CurriculumPlan
@@ -56,8 +56,7 @@ def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, m
     margins`` replaces the configured source."""
     source, arg = margin_source(margin_fn or cfg.margins.source)
     ctx = MarginContext(cfg, policy, build_policy=lambda: build_policy(cfg.model))
-    ds, report = load_preferences(cfg.data.source, cfg.data.split, max_rows=cfg.data.max_rows,
-                                  score_order=cfg.data.score_order, keep_columns=source.columns(arg))
+    ds, report = load_configured(cfg.data, keep_columns=source.columns(arg))
     if tokenizer is None and (policy is not None or source.needs_tokens):
         tokenizer = ctx.tokenizer
     if tokenizer is not None:
@@ -65,13 +64,15 @@ def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, m
     margins = normalize_margins(compute_margins(ds, margin_fn or cfg.margins.source, ctx), cfg.margins.normalize)
     split = split_by_margin(margins, cfg.split.tau, cfg.split.quantile)
     plan = CurriculumPlan(margins, cfg.curriculum.order, cfg.curriculum.n_stages, cfg.curriculum.seed)
-    unit = margin_unit(margin_fn or cfg.margins.source, cfg.margins.normalize)
+    unit = margin_unit(margin_fn or cfg.margins.source, cfg.margins.normalize, ds)
     return PreparedPairs(ds, report, margins, split, plan, unit)
 
 
-def tokenized_pairs(source: str, split: str, max_rows: int | None, settings: TokenizationSettings, tokenizer):
-    """Load, validate and tokenise pairs without margins (e.g. held-out evaluation data)."""
-    ds, report = load_preferences(source, split, max_rows=max_rows)
+def tokenized_pairs(source: str, split: str, max_rows: int | None, settings: TokenizationSettings, tokenizer,
+                    data_cfg: DataConfig | None = None):
+    """Load, validate and tokenise pairs without margins (e.g. held-out evaluation data), read with
+    ``data_cfg``'s format choices when given."""
+    ds, report = load_configured(data_cfg or DataConfig(), source=source, split=split, max_rows=max_rows)
     return tokenize_pairs(ds, tokenizer, settings, report)[0]
 
 
@@ -245,7 +246,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     ec = cfg.eval
     if ec.track_every > 0 and cfg.data.eval_source:
         tracked = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.track_pairs,
-                                  TokenizationSettings.from_config(cfg.data), policy.tokenizer)
+                                  TokenizationSettings.from_config(cfg.data), policy.tokenizer, cfg.data)
         callbacks = [*callbacks, HeldoutLogps(policy.model, tracked, policy.tokenizer.pad_token_id, ec.batch_size,
                                               ec.track_every, out_dir / "metrics.jsonl", cfg.model.share_prompt)]
     trainer, prep = build_trainer(cfg, policy, prep, out_dir, callbacks=callbacks)  # prep: after any filtering

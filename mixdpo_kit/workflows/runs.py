@@ -50,7 +50,7 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
 
     if cfg.data.eval_source:
         pairs = tokenized_pairs(cfg.data.eval_source, cfg.data.eval_split, ec.max_pairs,
-                                TokenizationSettings.from_config(cfg.data), tok)
+                                TokenizationSettings.from_config(cfg.data), tok, cfg.data)
         share = policy.config.share_prompt
         # Every process scores and generates its share (shared=True); all get every result.
         after = pair_logps(policy.model, pairs, tok.pad_token_id, ec.batch_size, device, share, shared=True)

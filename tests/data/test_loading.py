@@ -47,7 +47,8 @@ def test_trl_formats_explicit_and_implicit():
 
 def test_missing_columns_error_names_them():
     bad = datasets.Dataset.from_list([{"prompt": "q", "good": "a", "bad": "b"}])
-    with pytest.raises(DataError, match=r"missing required column\(s\) \['chosen', 'rejected'\].*good"):
+    with pytest.raises(DataError, match=r"no known format fits the columns \['bad', 'good', 'prompt'\]: pairs need "
+                                         r"chosen and rejected.*data.columns"):
         normalise(bad)
 
 

@@ -37,7 +37,8 @@ def test_analyze_builtin_and_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     datasets.Dataset.from_list([{"prompt": "q", "answer": "a"}]).to_json(bad)
     assert main(["analyze", "--data", str(bad), "--out", str(tmp_path / "b")]) == 2
-    assert "missing required column(s) ['chosen', 'rejected']" in capsys.readouterr().err
+    assert "no known format fits the columns ['answer', 'prompt']: pairs need chosen and rejected" in \
+        capsys.readouterr().err
     assert main(["analyze", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "c")]) == 2
 
 

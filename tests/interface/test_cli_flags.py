@@ -11,7 +11,7 @@ from mixdpo_kit.core.config import RunConfig, SplitConfig, preset, setting
 from mixdpo_kit.interface.cli import add_config_flags, build_parser, command_config, config_fields, loss_parameters
 
 # Flags that do not set a config field: where to write the outputs, which file to read.
-NOT_CONFIG = {("analyze", "out"), ("analyze", "config"), ("train", "config"), ("train", "resume"),
+NOT_CONFIG = {("analyze", "out"), ("analyze", "config"), ("analyze", "export"), ("train", "config"), ("train", "resume"),
               ("evaluate", "run"), ("compare", "config"), ("compare", "out")}
 RUN_COMMANDS = ("demo", "analyze", "train", "compare")
 # Per config field: a value for the YAML file and a different one for the flag (as typed, as parsed).
