@@ -353,13 +353,13 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 
 def _mixdpo_paper() -> RunConfig:
-    # The authors' run: rating margins, tau = 0.5, beta = 0.01, conservative DPO with eps = 0.1,
+    # The authors' run: rating margins (the data's own margin), tau = 0.5, beta = 0.01, conservative DPO with eps = 0.1,
     # sequential easy->hard, one epoch, lr 1e-6 cosine with 10 % warm-up, 1024/512 tokens.
     return RunConfig(
         data=DataConfig(source="HuggingFaceH4/ultrafeedback_binarized", split="train_prefs",
                         eval_source="HuggingFaceH4/ultrafeedback_binarized", eval_split="test_prefs",
                         max_length=1024, max_prompt_length=512),
-        margins=MarginConfig(source="ratings"),
+        margins=MarginConfig(source="data"),  # UltraFeedback-binarized's own: the rating gap
         split=SplitConfig(tau=0.5),
         curriculum=CurriculumConfig(order="easy_to_hard"),
         loss=LossConfig(objective="mixdpo", preference="dpo", params={"beta": 0.01, "label_smoothing": 0.1}),

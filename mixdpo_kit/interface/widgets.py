@@ -94,9 +94,9 @@ def pairs_side_by_side(dataset, margins, n: int = 3, seed: int = 0) -> dict[str,
     return out
 
 
-def _registered_unit(source: str) -> str:
+def _registered_unit(source: str, dataset=None) -> str:
     try:
-        return margin_unit(source)
+        return margin_unit(source, ds=dataset)
     except ValueError:
         return "margin units"
 
@@ -113,12 +113,17 @@ class MarginExplorer:
     """Margin source, τ slider (absolute or quantile), live histogram, counts and border examples."""
 
     def __init__(self, dataset, margins, tau: float | None = None, n_examples: int = 3, units: dict | None = None):
-        """``margins``: one array, or ``{source name: array}`` to choose between sources;
+        """``margins``: one array, or ``{source name: array}`` to choose between sources, or
+        ``{name: (pairs, array, config overrides)}`` where each choice has pairs of its own (K-wise
+        data paired by different rules: :func:`mixdpo_kit.workflows.analysis.pairing_sources`);
         ``tau``: the starting threshold (default: the config's); ``units``: ``{source name: unit}``
         for the axis (default: the registered source's unit)."""
-        self.dataset = dataset
-        self.sources = dict(margins) if isinstance(margins, dict) else {"ratings": np.asarray(margins)}
-        self.units = {name: (units or {}).get(name) or _registered_unit(name) for name in self.sources}
+        given = dict(margins) if isinstance(margins, dict) else {"data": margins}  # the data's own margins
+        # name -> (pairs, margins, what apply_to writes into a config)
+        self.sources = {name: value if isinstance(value, tuple) else (dataset, value, {"margins": {"source": name}})
+                        for name, value in given.items()}
+        self.units = {name: (units or {}).get(name) or _registered_unit(name, pairs)
+                      for name, (pairs, _, _) in self.sources.items()}
         self.n_examples = n_examples
         self.source = W.Dropdown(options=list(self.sources), description="source")
         self.mode = W.ToggleButtons(options=["absolute", "quantile"], description="τ as")
@@ -128,6 +133,7 @@ class MarginExplorer:
         self.examples = W.HTML()
         self._listeners = []
         self._split: Split | None = None
+        self._source_before = None
         self._decimals = 2
         self._configure_slider(SplitConfig.tau if tau is None else tau)
         self.tau.observe(lambda _: self.refresh(), names="value")
@@ -139,13 +145,25 @@ class MarginExplorer:
 
     @property
     def margins(self) -> np.ndarray:
-        return np.asarray(self.sources[self.source.value], dtype=float)
+        return np.asarray(self.sources[self.source.value][1], dtype=float)
+
+    @property
+    def dataset(self):
+        """The pairs of the current source (each pairing rule has its own)."""
+        return self.sources[self.source.value][0]
 
     def _configure_slider(self, value: float | None = None) -> None:
         """Fit the slider to the mode and source; with no ``value``, keep the current share of hard
-        pairs (a new mode or margin scale must not silently change the split)."""
+        pairs (a new mode or margin scale must not silently change the split), or τ itself when the
+        new source is the same margin on other pairs (another pairing rule of K-wise data: its own
+        hard share at the same τ is the point of switching)."""
         m = self.margins
         share = None if self._split is None else float(self._split.hard.mean())
+        before, self._source_before = self._source_before, self.source.value
+        signal = lambda name: self.sources[name][2].get("margins", {}).get("source")  # noqa: E731
+        same_signal = before not in (None, self.source.value) and signal(before) == signal(self.source.value)
+        if value is None and self.mode.value == "absolute" and same_signal:
+            value = self._split.tau
         # One message to the browser for range and value together: sent one by one, the browser
         # clamps the old value into the new range and sends that back (tau 5.5 -> quantile 1.00).
         with self.tau.hold_sync(), self.tau.hold_trait_notifications():
@@ -237,11 +255,13 @@ class MarginExplorer:
             callback(split)
 
     def apply_to(self, cfg: RunConfig) -> RunConfig:
-        """``cfg`` with this panel's margin source and threshold (a source the kit can compute again)."""
-        margin_source(self.source.value)  # e.g. "true reward" exists only on the built-in task: say so
+        """``cfg`` with this panel's margin source (or pairing choice) and threshold (a source the
+        kit can compute again)."""
+        overrides = self.sources[self.source.value][2]
+        margin_source(overrides.get("margins", {}).get("source", "data"))  # e.g. "true reward": built-in task only
         quantile = self.tau.value if self.mode.value == "quantile" else None
         tau = cfg.split.tau if quantile is not None else self.tau.value
-        return cfg.override(margins={"source": self.source.value}, split={"tau": tau, "quantile": quantile})
+        return cfg.override(**overrides, split={"tau": tau, "quantile": quantile})
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -297,6 +317,8 @@ class CurriculumDesigner:
 
     def _follow_split(self, split: Split) -> None:
         self.margins, self.hard = self.explorer.margins, split.hard
+        ds = self.explorer.dataset  # another pairing rule: other pairs, other source rows
+        self.row_ids = np.asarray(ds["row_id"]) if "row_id" in ds.column_names else np.arange(len(self.margins))
         self.refresh()
 
     def on_change(self, callback) -> None:

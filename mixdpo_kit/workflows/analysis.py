@@ -43,22 +43,30 @@ def pairing_choices(cfg: RunConfig, report: DataReport) -> list[dict]:
     """For K-wise data (``report.format`` is K-wise), every pairing rule — and for raw UltraFeedback
     every rating — on the same source rows: pairs, prompts, the margins' median and middle half,
     and the hard share at the config's τ (or quantile). Empty for pairwise data."""
-    fmt = FORMATS[report.format]
-    if not fmt.kwise:
-        return []
     out = []
+    for ds, margins, overrides in pairing_sources(cfg, report).values():
+        choice = {k: v for k, v in overrides["data"].items() if k in ("pairing", "rating")}
+        split = split_by_margin(margins, cfg.split.tau, cfg.split.quantile, warn=False)
+        stats = margin_stats(margins)
+        this_run = choice["pairing"] == cfg.data.pairing and choice.get("rating", cfg.data.rating) == cfg.data.rating
+        out.append({**choice, "this_run": this_run, "prompts": len(set(ds["row_id"])), "pairs": len(ds),
+                    "median": stats["median"], "q25": stats["q25"], "q75": stats["q75"], "ties": stats["ties"],
+                    "tau": float(split.tau), "hard": int(split.n_hard), "hard_share": float(split.hard.mean()),
+                    "margins": margins.tolist()})
+    return out
+
+
+def pairing_sources(cfg: RunConfig, report: DataReport) -> dict[str, tuple]:
+    """K-wise data under each pairing rule (and rating) for the margin explorer: ``{name: (pairs,
+    margins, config overrides)}``, the data's own margins; empty for pairwise data."""
+    fmt = FORMATS[report.format]
+    out = {}
     for rating in RATINGS if fmt.name == "ultrafeedback" else (None,):
         for pairing in PAIRINGS:
-            choice = {"pairing": pairing, **({"rating": rating} if rating else {})}
-            ds, _ = load_configured(cfg.override(data={**choice, "format": fmt.name}).data)
-            margins = compute_margins(ds, "data")
-            split = split_by_margin(margins, cfg.split.tau, cfg.split.quantile, warn=False)
-            stats = margin_stats(margins)
-            this_run = pairing == cfg.data.pairing and rating in (None, cfg.data.rating)
-            out.append({**choice, "this_run": this_run, "prompts": len(set(ds["row_id"])), "pairs": len(ds),
-                        "median": stats["median"], "q25": stats["q25"], "q75": stats["q75"], "ties": stats["ties"],
-                        "tau": float(split.tau), "hard": int(split.n_hard), "hard_share": float(split.hard.mean()),
-                        "margins": margins.tolist()})
+            data = {"pairing": pairing, **({"rating": rating} if rating else {}), "format": fmt.name}
+            ds, _ = load_configured(cfg.override(data=data).data)
+            name = pairing + (f" · {rating}" if rating else "")
+            out[name] = (ds, compute_margins(ds, "data"), {"data": data, "margins": {"source": "data"}})
     return out
 
 

@@ -22,7 +22,13 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
 def test_mixdpo_paper_preset_matches_the_paper():
     p = preset("mixdpo_paper")
     assert (p.split.tau, p.loss.params["beta"], p.loss.params["label_smoothing"], p.curriculum.order, p.margins.source,
-            p.loss.objective, p.train.learning_rate) == (0.5, 0.01, 0.1, "easy_to_hard", "ratings", "mixdpo", 1e-6)
+            p.loss.objective, p.train.learning_rate) == (0.5, 0.01, 0.1, "easy_to_hard", "data", "mixdpo", 1e-6)
+    # "data" is the data's own margin: on UltraFeedback-binarized's rows, the paper's rating gap
+    from mixdpo_kit.data.loading import load_preferences
+    from mixdpo_kit.margins.sources import compute_margins
+
+    ds, _ = load_preferences("ultrafeedback-sample")
+    assert (compute_margins(ds, "data") == compute_margins(ds, "ratings")).all()
 
 
 def test_configs_folder_loads():

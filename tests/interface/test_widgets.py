@@ -1,4 +1,6 @@
 """The notebooks' panels, driven programmatically (no browser): the margin explorer, the curriculum designer and the training launcher."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ def builtin():
 
 
 def hist_counts(fig):
-    return {t.name.split(" (")[0]: len(t.x) for t in fig.data if t.type == "histogram"}
+    return {t.name.split(" (")[0]: int(sum(t.y)) for t in fig.data if t.type == "bar"}
 
 
 def test_margin_explorer_slider_and_quantile(builtin):
@@ -209,7 +211,7 @@ def test_panel_choices_lines_name_every_exported_setting(tmp_path, builtin):
     d.apply_to(ex.apply_to(preset("demo"))).to_yaml(tmp_path / "panels.yaml")
     cfg = with_panel_choices(preset("demo"), tmp_path / "panels.yaml")
     text = "\n".join(panel_choices_lines(cfg))
-    for needle in ("ratings", "quantile 0.2", "staged, 4 margin buckets", "stages 4, seed 0",
+    for needle in ("margins: data", "quantile 0.2", "staged, 4 margin buckets", "stages 4, seed 0",
                    "16 pairs × 2 accumulation = 32 pairs per optimiser step", "cosine schedule", "warm-up 0.1"):
         assert needle in text, (needle, text)
     assert "τ = 0.5" not in text  # a quantile export is not reported as the default tau
@@ -242,3 +244,28 @@ def test_displacement_explorer_trains_the_chosen_setting_and_reads_back_a_traine
     panel.run()  # trained before: read back, not trained again
     assert panel.run_dir("dpo_all").joinpath("summary.json").stat().st_mtime == stamp
     assert "dpo_near_ties:" in panel.status.value
+
+
+def test_explorer_switches_between_pairing_rules_and_the_designer_follows(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from schema_files import write_schema_files
+
+    from mixdpo_kit.training.pipeline import analyze_data
+    from mixdpo_kit.workflows.analysis import pairing_sources
+
+    cfg = preset("mixdpo_paper").override(data={"source": str(write_schema_files(tmp_path)["nectar"]), "max_rows": None},
+                                          split={"tau": 2.0})
+    prep = analyze_data(cfg)
+    sources = pairing_sources(cfg, prep.report)
+    assert list(sources) == ["best_vs_random", "best_vs_worst", "all_pairs"]
+    ex = MarginExplorer(prep.dataset, sources, tau=2.0, units={name: "rank places" for name in sources})
+    d = CurriculumDesigner(None, explorer=ex)
+    ex.source.value = "all_pairs"  # 9 pairs from 2 prompts; the same τ makes the neighbouring ranks hard
+    assert len(ex.dataset) == 9 and ex.split.n_hard == 5 and len(d.margins) == len(d.hard) == 9
+    assert sorted(set(d.row_ids.tolist())) == [0, 4] and d.first_steps()[0]["pairs"] == 4
+    out = ex.apply_to(cfg)
+    assert (out.data.pairing, out.data.format, out.margins.source, out.split.tau) == ("all_pairs", "nectar", "data", 2.0)
+    ex.source.value = "best_vs_worst"
+    assert len(ex.dataset) == 2 and ex.split.n_hard == 0 and "rank places" in ex.figure.layout.xaxis.title.text

@@ -65,3 +65,20 @@ def test_lr_mass_of_a_stopped_run_counts_only_the_steps_it_trained():
     assert line.startswith("stopped at step 6 of 10") and "0.0 % of the 6 pairs trained" in line
     assert lr_mass_line(lr_mass_by_route(plan, margins < 0.5, const)) == \
         "hard pairs (SFT route): 20.0 % of the pairs, 20.00 % of the learning-rate mass"
+
+
+def test_step_means_equal_the_mean_over_each_steps_pairs():
+    from mixdpo_kit.margins.curriculum import step_means
+
+    values = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.5])
+    steps = [np.array([0, 1]), np.array([], int), np.array([2, 3, 5]), np.array([4])]
+    assert step_means(values, steps).tolist() == [0.5, 0.0, 2.5 / 3, 0.0]
+    assert step_means(values, []).tolist() == []
+
+
+def test_the_schedule_is_computed_once_and_cannot_be_changed_by_a_caller():
+    from mixdpo_kit.margins.curriculum import lr_schedule
+
+    a = lr_schedule(100, "cosine", 0.1)
+    assert lr_schedule(100, "cosine", 0.1) is a and not a.flags.writeable
+    assert a[0] == 0.0 and a.max() == pytest.approx(1.0)

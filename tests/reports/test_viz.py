@@ -9,7 +9,7 @@ from mixdpo_kit.reports import viz
 
 
 def hist_counts(fig):
-    return {t.name.split(" (")[0]: len(t.x) for t in fig.data if t.type == "histogram"}
+    return {t.name.split(" (")[0]: int(sum(t.y)) for t in fig.data if t.type == "bar"}
 
 
 def test_margin_histogram_counts_and_tau():
@@ -54,3 +54,34 @@ def test_figures_label_what_they_show():
     judge = viz.judge_scatter([0.1, -0.2], [3, -4], "notebook03", "notebook03-reference")
     assert len(judge.layout.yaxis.title.text) <= 40 and len(judge.layout.xaxis.title.text) <= 40
     assert "notebook03-reference" in judge.layout.title.text
+
+
+def test_histogram_bars_never_straddle_tau():
+    rng = np.random.default_rng(0)
+    grid = np.round(rng.uniform(0, 9, 500) * 2) / 2
+    x, counts, width = viz.histogram_bars(grid, 0.5)
+    assert sorted(x) == sorted(np.unique(grid)) and counts.sum() == 500 and width == pytest.approx(0.45)
+    for tau in (0.37, 1.0, -5.0):  # continuous margins: τ is a bin edge wherever it falls
+        m = rng.normal(0, 1, 2000)
+        x, counts, width = viz.histogram_bars(m, tau)
+        assert counts.sum() == 2000
+        assert all(hi <= tau + 1e-9 or lo >= tau - 1e-9 for lo, hi in zip(x - width / 2, x + width / 2))
+        hard_bars = counts[x < tau].sum()
+        assert hard_bars == (m < tau).sum()  # the bars below τ hold exactly the hard pairs
+
+
+def test_figures_at_the_papers_scale_send_counts_or_webgl_not_one_svg_marker_per_pair():
+    rng = np.random.default_rng(0)
+    n = 61_135
+    m = np.round(rng.uniform(0, 9, n) * 2) / 2
+    split = split_by_margin(m, tau=0.5)
+    hist = viz.margin_histogram(m, split)
+    assert len(hist.to_json()) < 20_000  # bars, not 61k values
+    assert {t.type for t in viz.margin_vs_length(m, rng.integers(1, 900, n), rng.integers(1, 900, n), split).data} \
+        == {"histogram2d"}
+    assert {t.type for t in viz.margin_sources(m, m - rng.integers(0, 3, n), "a", "b").data} == {"histogram2d"}
+    timeline = viz.curriculum_timeline(CurriculumPlan(m), split.hard, TrainConfig())
+    pairs = [t for t in timeline.data if t.name == "margin"]
+    assert {t.type for t in pairs} == {"scattergl"} and sum(len(t.x) for t in pairs) == n
+    small = viz.margin_sources(m[:100], m[:100], "a", "b")  # few pairs: every one a point to hover
+    assert {t.type for t in small.data} == {"scatter"}
