@@ -13,7 +13,10 @@ REV``) on the code at a git revision, run by this same script:
 - ``slider``: the margin explorer and the curriculum designer built as notebook 02 builds them,
   linked; one τ-slider move is timed from the new value to both panels redrawn (their figures
   serialised as the browser receives them), median of ``--moves`` moves (target 0.3 s); also the
-  explorer alone, and the size of the figures sent.
+  explorer alone, and the size of the figures sent;
+- ``figures`` (``--browser``): the margin figures of notebooks 01–02 and ``margins.html`` at that
+  size, each drawn by plotly.js in headless Chromium: seconds to the first draw and to redraw a
+  zoom, and the page's size; screenshots go to ``runs/margin-panels/``.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PAIRS = 61_135
+SHOTS = ROOT / "runs" / "margin-panels"  # screenshots of the figures, to look at
 
 
 def build_file(path: Path, pairs: int = PAPER_PAIRS) -> Path:
@@ -82,6 +86,61 @@ print(json.dumps({"pairs": len(prep.margins), "linked_s": statistics.median(t fo
 """
 
 
+FIGURES = r"""
+import sys, warnings
+from pathlib import Path
+warnings.simplefilter("ignore")
+import numpy as np
+from mixdpo_kit.core.config import preset
+from mixdpo_kit.training.pipeline import analyze_data
+from mixdpo_kit.margins.sources import compute_margins
+from mixdpo_kit.reports import viz
+cfg = preset("mixdpo_paper").override(data={"source": sys.argv[1], "max_rows": None}, margins={"source": "ratings"})
+prep = analyze_data(cfg)
+words = lambda column: [len(t.split()) for t in prep.dataset[column]]
+figures = {"margin_histogram": viz.margin_histogram(prep.margins, prep.split),
+           "margin_vs_length": viz.margin_vs_length(prep.margins, words("chosen"), words("rejected"), prep.split,
+                                                    length_unit="words"),
+           "margin_sources": viz.margin_sources(prep.margins, compute_margins(prep.dataset, "score_rejected"),
+                                                "ratings", "score_rejected"),
+           "curriculum_timeline": viz.curriculum_timeline(prep.plan, prep.split.hard, cfg.train)}
+for name, fig in figures.items():
+    fig.write_html(str(Path(sys.argv[2]) / f"{name}.html"), include_plotlyjs=True, full_html=True)
+"""
+
+# In the browser: wait for plotly's first draw, then time a zoom (a relayout redraws every trace).
+DRAWN = "() => { const g = document.querySelector('.js-plotly-plot'); return g && g._fullLayout && " \
+        "g.querySelector('.main-svg'); }"
+ZOOM = """async () => { const g = document.querySelector('.js-plotly-plot'); const t = performance.now();
+  const xs = Object.keys(g._fullLayout).filter(k => /^xaxis\d*$/.test(k));
+  const update = {}; for (const x of xs) { const r = g._fullLayout[x].range; update[x + '.range'] = [r[0], (r[0] + r[1]) / 2]; }
+  await Plotly.relayout(g, update); return performance.now() - t; }"""
+
+
+def browser_times(folder: Path, shots: Path | None) -> dict:
+    """Each figure page in headless Chromium: seconds to the first draw, and to redraw a zoom."""
+    from playwright.sync_api import sync_playwright
+
+    out = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        for html in sorted(folder.glob("*.html")):
+            start = time.perf_counter()
+            page.goto(html.as_uri(), wait_until="load", timeout=300_000)
+            page.wait_for_function(DRAWN, timeout=300_000)
+            drawn = time.perf_counter() - start
+            zoom = page.evaluate(ZOOM) / 1000
+            if shots is not None:
+                shots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shots / f"{folder.name}-{html.stem}.png"))
+            out[html.stem] = {"first_draw_s": drawn, "zoom_redraw_s": zoom, "page_mb": html.stat().st_size / 1e6}
+        browser.close()
+    return out
+
+
 def run_measurement(src: Path, what: str, data: Path, moves: int) -> dict:
     """One measurement in its own process with ``src`` first on the path."""
     env = {**os.environ, "PYTHONPATH": str(src)}
@@ -96,6 +155,14 @@ def run_measurement(src: Path, what: str, data: Path, moves: int) -> dict:
         lines = proc.stdout.splitlines()
         peak = int(next(line for line in lines if line.startswith("PEAK ")).split()[1]) * 1024
         return {"seconds": seconds, "peak_rss_gb": peak / 1e9, "printed": lines[:3]}
+    if what == "figures":
+        folder = Path(tempfile.mkdtemp()) / ("this" if src == ROOT else "baseline")
+        folder.mkdir()
+        proc = subprocess.run([sys.executable, "-c", FIGURES, str(data), str(folder)], env=env, capture_output=True,
+                              text=True)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-2000:])
+        return browser_times(folder, SHOTS)
     proc = subprocess.run([sys.executable, "-c", SLIDER, str(data), str(moves)], env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
@@ -116,6 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=PAPER_PAIRS)
     ap.add_argument("--moves", type=int, default=10, help="slider moves timed (median reported)")
     ap.add_argument("--baseline", help="a git revision to measure the same way (its code in a temporary worktree)")
+    ap.add_argument("--browser", action="store_true", help="also draw the margin figures of notebooks 01-02 and "
+                    "margins.html in headless Chromium (Debian's chromium, playwright): time to draw and to zoom")
     args = ap.parse_args(argv)
     data = build_file(Path(tempfile.mkdtemp()) / "ultrafeedback-61k.jsonl", args.pairs)
     sides = {"this code": ROOT}
@@ -124,7 +193,8 @@ def main(argv=None) -> int:
     results = {"pairs": args.pairs, "cores": os.cpu_count(), "sides": {}}
     try:
         for name, src in sides.items():
-            results["sides"][name] = {what: run_measurement(src, what, data, args.moves) for what in ("analyze", "slider")}
+            whats = ("analyze", "slider", "figures") if args.browser else ("analyze", "slider")
+            results["sides"][name] = {what: run_measurement(src, what, data, args.moves) for what in whats}
             print(name, json.dumps(results["sides"][name]), flush=True)
     finally:
         if args.baseline:
@@ -133,7 +203,12 @@ def main(argv=None) -> int:
     if args.baseline:
         this, base = results["sides"]["this code"], results["sides"][f"baseline {args.baseline}"]
         results["ratios"] = {"slider_linked": this["slider"]["linked_s"] / base["slider"]["linked_s"],
-                             "analyze_seconds": this["analyze"]["seconds"] / base["analyze"]["seconds"]}
+                             "analyze_seconds": this["analyze"]["seconds"] / base["analyze"]["seconds"],
+                             "analyze_peak_rss": this["analyze"]["peak_rss_gb"] / base["analyze"]["peak_rss_gb"]}
+        for name, fig in this.get("figures", {}).items():
+            old = base["figures"][name]
+            results["ratios"][f"{name} first draw"] = fig["first_draw_s"] / old["first_draw_s"]
+            results["ratios"][f"{name} zoom"] = fig["zoom_redraw_s"] / old["zoom_redraw_s"]
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results.get("ratios", {})))

@@ -90,7 +90,7 @@ class DataFormat:
 
     def describe(self, options: DataOptions | None = None) -> str:
         """The format in a few words, with its K-wise choices."""
-        text = self.title + (f" ({', '.join(self.published)})" if self.published else "")
+        text = self.title + (f" ({', '.join(self.published)})" if 0 < len(self.published) <= 2 else "")
         if self.kwise and options is not None:
             rating = f", rating {options.rating}" if self.name == "ultrafeedback" else ""
             text += f", pairing {options.pairing}{rating}"
@@ -200,7 +200,7 @@ def two_responses(prompt, first: str, second: str, chosen_index: Any, what: str)
 # ---------------------------------------------------------------- the formats (most specific first)
 
 @register_format("ultrafeedback", "raw UltraFeedback (an instruction and rated completions)",
-                 ("instruction", "completions"), kwise=True, published=("openbmb/UltraFeedback",))
+                 ("instruction", "completions"), signals=("rating_gap",), kwise=True, published=("openbmb/UltraFeedback",))
 def ultrafeedback_pairs(row: dict, options: DataOptions, rng: random.Random) -> list[dict]:
     """Each completion's ``overall_score`` or the mean of its four aspect ratings (``fine_grained``:
     annotations' ``Rating``, "N/A" left out, else the row's ``fine-grained_score``), then pairs."""

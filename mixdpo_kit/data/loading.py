@@ -116,7 +116,8 @@ def read_source(source: str | datasets.Dataset, split: str | None = None, subset
     if path.suffix.lower() in FILE_BUILDERS:
         raise DataError(f"data file not found: {source}")
     try:
-        return datasets.load_dataset(source, subset, data_dir=data_dir, split=split or "train")
+        where = {key: value for key, value in (("name", subset), ("data_dir", data_dir)) if value}
+        return datasets.load_dataset(source, split=split or "train", **where)
     except ValueError as err:
         if "split" in str(err).lower():  # the kit's default split is UltraFeedback-binarized's train_prefs
             raise DataError(f"{source}: {err}; choose one with --split (data.split)") from None

@@ -64,7 +64,7 @@ PAPER_HARD, PAPER_PAIRS = 7387, 61135
 def grid_step(margins) -> float | None:
     """The step of the grid the margins sit on (0.5 for UltraFeedback's ratings), or None."""
     m = np.asarray(margins, dtype=np.float64)
-    for step in (0.5, 1.0, 0.25, 0.1):
+    for step in (1.0, 0.5, 0.25, 0.1):  # the coarsest that fits: ranks and strengths are whole numbers
         if len(m) and np.allclose(m / step, np.round(m / step), atol=1e-9):
             return step
     return None

@@ -60,6 +60,8 @@ def pairing_sources(cfg: RunConfig, report: DataReport) -> dict[str, tuple]:
     """K-wise data under each pairing rule (and rating) for the margin explorer: ``{name: (pairs,
     margins, config overrides)}``, the data's own margins; empty for pairwise data."""
     fmt = FORMATS[report.format]
+    if not fmt.kwise:
+        return {}
     out = {}
     for rating in RATINGS if fmt.name == "ultrafeedback" else (None,):
         for pairing in PAIRINGS:

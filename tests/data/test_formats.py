@@ -55,6 +55,7 @@ def test_a_pairwise_schema_analyses_as_published(name, files, tmp_path, capsys):
     title, read, kept, margins, drops = EXPECTED[name]
     report, printed = analyze(files, name, tmp_path, capsys)
     assert report["format"] == name and (report["rows_read"], report["rows_kept"]) == (read, kept)
+    assert report["pairing_choices"] == [] and "pairing " not in printed  # pairwise: nothing to choose
     assert report["dropped"] == drops
     assert printed.splitlines()[0].startswith(f"read as {title}") and "recognised by its columns" in printed
     ds, _ = pairs(files[name])
@@ -164,12 +165,12 @@ def test_a_hub_name_is_read_through_the_same_code(files, monkeypatch):
     local = datasets.load_dataset("json", data_files=str(files["helpsteer2"]), split="train")
     calls = []
 
-    def hub(name, subset=None, data_dir=None, split=None):
-        calls.append((name, subset, data_dir, split))
+    def hub(path, split=None, **where):
+        calls.append((path, split, where))
         return local
     monkeypatch.setattr(datasets, "load_dataset", hub)
     ds, report = load_configured(DataConfig(source="nvidia/HelpSteer2", split="train", data_dir="preference"))
-    assert calls == [("nvidia/HelpSteer2", None, "preference", "train")] and report.format == "helpsteer2"
+    assert calls == [("nvidia/HelpSteer2", "train", {"data_dir": "preference"})] and report.format == "helpsteer2"
     monkeypatch.undo()
     same, _ = pairs(files["helpsteer2"])
     assert ds.to_list() == same.to_list()

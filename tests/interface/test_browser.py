@@ -239,6 +239,13 @@ figures = [viz.margin_histogram(m, split), viz.margin_vs_length(m, rng.integers(
            viz.heldout_logps({"dpo": {"steps": [0, 5], "chosen": [-5, -4], "rejected": [-6, -6.5]},
                               "mixdpo": {"steps": [0, 5], "chosen": [-5, -3.9], "rejected": [-6, -6.4]}}),
            viz.judge_scatter(rng.normal(0.1, 1, 100), rng.normal(40, 200, 100), "mixdpo", "sft")]
+# At the paper's scale (61,135 pairs on the rating grid): counts per cell and WebGL, not an SVG marker per pair.
+big = np.round(rng.uniform(0, 9, 61135) * 2) / 2
+big_split = split_by_margin(big, tau=0.5)
+figures += [viz.margin_vs_length(big, rng.integers(1, 900, big.size), rng.integers(1, 900, big.size), big_split),
+            viz.margin_sources(big, big - rng.integers(0, 3, big.size), "rating margin (rating points)",
+                               "minus the rejected rating (rating points)"),
+            viz.curriculum_timeline(CurriculumPlan(big, "easy_to_hard"), big_split.hard, TrainConfig())]
 for fig in figures:
     fig.show()
 """
@@ -285,7 +292,7 @@ def test_figures_have_axis_titles_and_legends_clear_of_text(tmp_path):
         with sync_playwright() as pw:
             browser, page = _browser_page(pw)
             _open_and_run_all(page, f"{url}/lab/tree/figures.ipynb")
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 9", timeout=120_000)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 12", timeout=120_000)
             time.sleep(2)
             n_plots = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
             problems = page.evaluate(FIGURE_PROBLEMS_JS)
@@ -296,7 +303,7 @@ def test_figures_have_axis_titles_and_legends_clear_of_text(tmp_path):
             browser.close()
     finally:
         _stop_jupyterlab()
-    assert n_plots == 9
+    assert n_plots == 12
     assert not problems, problems
 
 

@@ -83,3 +83,23 @@ def test_a_run_folder_works_after_a_move_from_any_directory(small_cfg, tmp_path,
                  "--max-new-tokens", "4", "--out", "answers.json"]) == 0
     assert main(["evaluate", "--run", "../moved"]) == 0
     assert (tmp_path / "moved" / "summary.json").exists()
+
+
+def test_formats_lists_every_registered_schema_with_its_columns_and_margin(capsys):
+    from mixdpo_kit.data.formats import FORMATS
+
+    assert main(["formats"]) == 0
+    out = capsys.readouterr().out
+    for fmt in FORMATS.values():
+        assert out.count(f"{fmt.name}: {fmt.title}") == 1 and all(c in out for c in fmt.columns)
+    assert "margin: preference_strength (strength points, 1–3)" in out and "K-wise" in out
+
+
+def test_export_of_data_without_a_margin_says_why(tmp_path, capsys):
+    path = tmp_path / "hh.jsonl"
+    path.write_text("".join(json.dumps({"chosen": f"\n\nHuman: q{i}\n\nAssistant: yes", "rejected":
+                                        f"\n\nHuman: q{i}\n\nAssistant: no"}) + "\n" for i in range(3)))
+    assert main(["analyze", "--data", str(path), "--out", str(tmp_path / "a")]) == 0  # reported, no margins
+    assert main(["analyze", "--data", str(path), "--out", str(tmp_path / "b"), "--export", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "--export needs margins" in err and "likelihood_gap" in err
