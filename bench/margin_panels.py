@@ -21,6 +21,7 @@ REV``) on the code at a git revision, run by this same script:
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -52,7 +53,14 @@ def build_file(path: Path, pairs: int = PAPER_PAIRS) -> Path:
     return path
 
 
-ANALYZE = """
+# An editable install resolves mixdpo_kit through its own import hook, ahead of PYTHONPATH: drop it,
+# so each side imports the code on its path (this tree, or the baseline's worktree).
+PRELUDE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+"""
+
+ANALYZE = PRELUDE + """
 import resource, sys
 from mixdpo_kit.interface.cli import main
 rc = main(sys.argv[1:])
@@ -60,7 +68,7 @@ print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(rc)
 """
 
-SLIDER = r"""
+SLIDER = PRELUDE + r"""
 import json, statistics, sys, time, warnings
 warnings.simplefilter("ignore")
 from mixdpo_kit.core.config import preset
@@ -86,7 +94,7 @@ print(json.dumps({"pairs": len(prep.margins), "linked_s": statistics.median(t fo
 """
 
 
-FIGURES = r"""
+FIGURES = PRELUDE + r"""
 import sys, warnings
 from pathlib import Path
 warnings.simplefilter("ignore")
@@ -142,13 +150,17 @@ def browser_times(folder: Path, shots: Path | None) -> dict:
 
 
 def run_measurement(src: Path, what: str, data: Path, moves: int) -> dict:
-    """One measurement in its own process with ``src`` first on the path."""
+    """One measurement in its own process with ``src`` first on the path (and its code imported:
+    each script says which file it imported)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
+    run = functools.partial(subprocess.run, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    where = run([sys.executable, "-c", PRELUDE + "import mixdpo_kit; print(mixdpo_kit.__file__)"]).stdout.strip()
+    if not where.startswith(str(src)):
+        raise RuntimeError(f"{src}: the measurement would import {where}")
     if what == "analyze":
         out = Path(tempfile.mkdtemp())
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", ANALYZE, "analyze", "--data", str(data), "--out", str(out)],
-                              env=env, capture_output=True, text=True)
+        proc = run([sys.executable, "-c", ANALYZE, "analyze", "--data", str(data), "--out", str(out)])
         seconds = time.perf_counter() - start
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
@@ -158,12 +170,11 @@ def run_measurement(src: Path, what: str, data: Path, moves: int) -> dict:
     if what == "figures":
         folder = Path(tempfile.mkdtemp()) / ("this" if src == ROOT else "baseline")
         folder.mkdir()
-        proc = subprocess.run([sys.executable, "-c", FIGURES, str(data), str(folder)], env=env, capture_output=True,
-                              text=True)
+        proc = run([sys.executable, "-c", FIGURES, str(data), str(folder)])
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
         return browser_times(folder, SHOTS)
-    proc = subprocess.run([sys.executable, "-c", SLIDER, str(data), str(moves)], env=env, capture_output=True, text=True)
+    proc = run([sys.executable, "-c", SLIDER, str(data), str(moves)])
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -22,7 +22,8 @@ $py -m pytest -q -p no:cacheprovider tests/objectives/test_losses.py tests/objec
   tests/modeling/test_logprobs.py::test_padding_does_not_change_sequence_logps tests/interface/test_cli_flags.py \
   tests/interface/test_cli.py::test_train_and_evaluate_from_yaml tests/data/test_prompt_sets.py \
   tests/evaluation/test_generation.py tests/evaluation/test_judge.py tests/modeling/test_reward_model.py \
-  "tests/modeling/test_model.py::test_a_saved_tokenizer_loads_back_as_saved_for_every_architecture"
+  "tests/modeling/test_model.py::test_a_saved_tokenizer_loads_back_as_saved_for_every_architecture" \
+  tests/data/test_formats.py
 $py -m pip install --quiet "$(grep '^trl==' "$pins")"
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(trl|datasets|accelerate)=='
 $py -m pytest -q -p no:cacheprovider tests/objectives/test_trl_oracle.py

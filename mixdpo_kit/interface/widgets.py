@@ -279,6 +279,11 @@ def _slider_step(margins: np.ndarray) -> float:
     return float(next(k * power for k in (1, 2, 5, 10) if k * power >= raw))
 
 
+def row_id_column(ds) -> np.ndarray:
+    """The pairs' source rows as one array (column access row by row takes seconds at 61k pairs)."""
+    return ds.select_columns(["row_id"]).with_format("numpy")[:]["row_id"]
+
+
 class CurriculumDesigner:
     """Order, stages, seed, batch size and accumulation → live timeline and first-steps preview."""
 
@@ -291,7 +296,12 @@ class CurriculumDesigner:
         self.explorer, self._unit = explorer, unit
         self.margins = np.asarray(margins if explorer is None else explorer.margins, dtype=float)
         self.hard = np.asarray(hard if hard is not None else explorer.split.hard, dtype=bool)
-        self.row_ids = np.arange(len(self.margins)) if row_ids is None else np.asarray(row_ids)
+        self.row_ids, self._rows_of = np.arange(len(self.margins)), None  # _rows_of: the pairs row_ids belong to
+        if row_ids is not None:
+            self.row_ids, self._rows_of = np.asarray(row_ids), explorer and explorer.dataset
+        elif explorer is not None and "row_id" in explorer.dataset.column_names:
+            self._rows_of = explorer.dataset
+            self.row_ids = row_id_column(explorer.dataset)
         self.preview_steps = preview_steps
         self.train, c = train or TrainConfig(), curriculum or CurriculumConfig()
         self.order = W.Dropdown(options=list(ORDERS), value=c.order, description="order")
@@ -317,8 +327,10 @@ class CurriculumDesigner:
 
     def _follow_split(self, split: Split) -> None:
         self.margins, self.hard = self.explorer.margins, split.hard
-        ds = self.explorer.dataset  # another pairing rule: other pairs, other source rows
-        self.row_ids = np.asarray(ds["row_id"]) if "row_id" in ds.column_names else np.arange(len(self.margins))
+        ds = self.explorer.dataset
+        if ds is not self._rows_of:  # another pairing rule: other pairs, other source rows (read once per rule)
+            self._rows_of = ds
+            self.row_ids = row_id_column(ds) if "row_id" in ds.column_names else np.arange(len(ds))
         self.refresh()
 
     def on_change(self, callback) -> None:
