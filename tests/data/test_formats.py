@@ -152,7 +152,7 @@ def test_a_column_map_reads_any_schema_and_names_a_missing_column(tmp_path, caps
     assert report["format"] == "columns" and report["split"]["n_hard"] == 1 and report["margins"]["max"] == 3.0
     ab = tmp_path / "ab.jsonl"
     ab.write_text("".join(json.dumps({"q": t[0], "x": t[1], "y": t[2], "pick": p}) + "\n"
-                          for t, p in zip(T, ["b", "a", 1, 5])))
+                          for t, p in zip(T, ["b", "a", "1", "5"])))
     ds, report = pairs(ab, columns={"prompt": "q", "response_a": "x", "response_b": "y", "label": "pick"})
     assert [r["chosen"] for r in ds] == [T[0][2], T[1][1], T[2][2]] and report.dropped == {"column 'pick' is not 0 or 1": 1}
     assert main(["analyze", "--data", str(path), "--data.columns", "prompt=question,chosen=great,rejected=bad",
