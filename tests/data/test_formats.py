@@ -161,18 +161,29 @@ def test_a_column_map_reads_any_schema_and_names_a_missing_column(tmp_path, caps
     assert len(err.splitlines()) == 1 and "needs column(s) ['great']" in err
 
 
-def test_a_hub_name_is_read_through_the_same_code(files, monkeypatch):
-    local = datasets.load_dataset("json", data_files=str(files["helpsteer2"]), split="train")
+FILES_BY_HUB = {"argilla_dpo_mix": ("argilla/dpo-mix-7k", {}),
+                "argilla_ultrafeedback": ("argilla/ultrafeedback-binarized-preferences-cleaned", {}),
+                "helpsteer2": ("nvidia/HelpSteer2", {"data_dir": "preference"}),
+                "helpsteer3": ("nvidia/HelpSteer3", {"subset": "preference"}),
+                "shp": ("stanfordnlp/SHP", {}), "pku_saferlhf": ("PKU-Alignment/PKU-SafeRLHF", {}),
+                "nectar": ("berkeley-nest/Nectar", {}), "ultrafeedback": ("openbmb/UltraFeedback", {})}
+
+
+@pytest.mark.parametrize("name", sorted(FILES_BY_HUB))
+def test_each_schema_is_read_by_its_hub_name_through_the_same_code(name, files, monkeypatch):
+    hub_name, where = FILES_BY_HUB[name]
+    local = datasets.load_dataset("json", data_files=str(files[name]), split="train")
     calls = []
 
-    def hub(path, split=None, **where):
-        calls.append((path, split, where))
+    def hub(path, split=None, **kwargs):
+        calls.append((path, split, kwargs))
         return local
     monkeypatch.setattr(datasets, "load_dataset", hub)
-    ds, report = load_configured(DataConfig(source="nvidia/HelpSteer2", split="train", data_dir="preference"))
-    assert calls == [("nvidia/HelpSteer2", "train", {"data_dir": "preference"})] and report.format == "helpsteer2"
+    ds, report = load_configured(DataConfig(source=hub_name, split="train", **where))
+    assert calls == [(hub_name, "train", {"name" if k == "subset" else k: v for k, v in where.items()})]
+    assert report.format == name
     monkeypatch.undo()
-    same, _ = pairs(files["helpsteer2"])
+    same, _ = pairs(files[name])
     assert ds.to_list() == same.to_list()
 
 
