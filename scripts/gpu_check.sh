@@ -26,9 +26,13 @@ fi
 export SHARED_DATA PYTHONUNBUFFERED=1
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
   SITE=${SITE:-/tmp/mixdpo-kit-site}
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+  # A failed install is not the end: the check's first step imports everything and records what is missing.
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl; then
+    echo "installed $(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE"
+  else
+    echo "gpu_check: installing the wheels in $WHEELS failed (see above)"
+  fi
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  echo "installed $(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 INSTALLED=$(date +%s.%N)
