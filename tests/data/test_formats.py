@@ -193,7 +193,7 @@ def test_a_rating_written_as_text_is_a_counted_drop_or_one_line_naming_the_file_
              "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": f"b{i}"}],
              "chosen_rating": rating, "rejected_rating": 1.0} for i, rating in enumerate([5.0, 4.0, "n/a"])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # datasets 4 and later keep a column of mixed JSON types (the text is then a counted drop);
+    # datasets 5 keeps a column of mixed JSON types (the text is then a counted drop), datasets 3 refuses it:
     # where the reader refuses the file, the kit names the row instead of Arrow's message.
     rc = main(["analyze", "--data", str(path), "--out", str(tmp_path / "o")])
     if rc == 0:
