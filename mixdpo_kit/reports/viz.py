@@ -63,8 +63,9 @@ def rating_histograms(score_chosen, score_rejected, unit: str = "rating points")
     fig = go.Figure()
     for values, name, color in ((score_chosen, "chosen", EASY), (score_rejected, "rejected", HARD)):
         v = np.asarray(values, dtype=float)
-        fig.add_histogram(x=v, name=f"{name} (mean {v.mean():.2f})", marker_color=color, opacity=0.6, xbins=dict(size=0.5))
-    fig.update_layout(barmode="overlay", title="The ratings of the chosen and the rejected answers",
+        x, counts, width = histogram_bars(v, float(v.min()) if len(v) else 0.0)  # counted here: bars, not every pair
+        fig.add_bar(x=x, y=counts, width=width, name=f"{name} (mean {v.mean():.2f})", marker_color=color, opacity=0.6)
+    fig.update_layout(barmode="overlay", bargap=0, title="The ratings of the chosen and the rejected answers",
                       xaxis_title=f"rating ({unit})", yaxis_title="pairs",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig

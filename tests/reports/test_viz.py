@@ -83,5 +83,7 @@ def test_figures_at_the_papers_scale_send_counts_or_webgl_not_one_svg_marker_per
     timeline = viz.curriculum_timeline(CurriculumPlan(m), split.hard, TrainConfig())
     pairs = [t for t in timeline.data if t.name == "margin"]
     assert {t.type for t in pairs} == {"scattergl"} and sum(len(t.x) for t in pairs) == n
+    ratings = viz.rating_histograms(m + 1, np.ones(n))
+    assert {t.type for t in ratings.data} == {"bar"} and [int(sum(t.y)) for t in ratings.data] == [n, n]
     small = viz.margin_sources(m[:100], m[:100], "a", "b")  # few pairs: every one a point to hover
     assert {t.type for t in small.data} == {"scatter"}
