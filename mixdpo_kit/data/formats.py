@@ -332,7 +332,7 @@ def argilla_dpo_mix_pairs(row: dict, options: DataOptions, rng: random.Random) -
 
 
 def rated_pair(row: dict, chosen_rating: str, rejected_rating: str) -> dict:
-    pair = preference_pair({k: v for k, v in row.items() if k not in ("score_chosen", "score_rejected")})
+    pair = preference_pair(row)
     pair.update(score_chosen=number(row[chosen_rating], chosen_rating),
                 score_rejected=number(row[rejected_rating], rejected_rating))
     return pair

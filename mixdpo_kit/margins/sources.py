@@ -136,7 +136,7 @@ def data_unit(ds: datasets.Dataset, spec: str) -> str:
 
 @register_margin_source("data", "the data's own margin: the rating gap, or its format's signal (HelpSteer's "
                         "preference strength, SHP's vote ratio, Nectar's rank gap); data:NAME picks one",
-                        columns=lambda arg: (), unit="the data's units")
+                        unit="the data's units")
 def data_margins(ds: datasets.Dataset, ctx=None, arg: str | None = None) -> np.ndarray:
     """The data's own margin signal (see :func:`data_signal`)."""
     signal = data_signal(ds, arg)
