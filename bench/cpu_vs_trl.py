@@ -45,7 +45,7 @@ def _cfg(model: str, workdir: Path, objective: str, hard_fraction: float, pairs:
         loss={"objective": objective, "beta": 0.1, "label_smoothing": 0.0},
         split={"quantile": hard_fraction if hard_fraction > 0 else None, "tau": 0.5 if hard_fraction > 0 else -1e9},
         train={"per_device_train_batch_size": 8, "num_train_epochs": 1, "learning_rate": 1e-4, "logging_steps": 10,
-               "cache_dir": str(workdir / "cache"), "seed": 0},
+               "seed": 0}, cache={"dir": str(workdir / "cache")},
     )
 
 

@@ -168,7 +168,8 @@ model: {{name_or_path: {models / 'policy'}, mode: qlora, lora_r: 16, lora_alpha:
 data: {{source: ultrafeedback-sample, eval_source: {'ultrafeedback-sample' if evaluate else 'null'}, max_rows: {s.rows},
        max_length: {s.max_length}, max_prompt_length: {s.max_length // 2}}}
 train: {{learning_rate: 5.0e-5, per_device_train_batch_size: 4, gradient_accumulation_steps: 1, logging_steps: 1,
-        max_steps: {max_steps}, save_steps: 100000, cache_dir: {check.work / ('cache_' + name)}}}
+        max_steps: {max_steps}, save_steps: 100000}}
+cache: {{dir: {check.work / ('cache_' + name)}}}
 eval: {{batch_size: 8, max_pairs: {s.eval_pairs}, max_new_tokens: {s.eval_new_tokens}, n_generations: 2,
        reward_prompts: 0}}
 """

@@ -199,7 +199,8 @@ def run_kit(shape: Path, data: Path, batch: int, objective: str, probe: StepProb
         data={"source": str(data), "max_rows": None, "max_length": 4096, "max_prompt_length": 4096},
         loss={"objective": objective}, split={"tau": 0.5, "quantile": None}, curriculum={"order": "random"},
         train={"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "num_train_epochs": 1,
-               "max_steps": -1, "logging_steps": 1, "cache_dir": str(work / "cache"), "seed": 0}))
+               "max_steps": -1, "logging_steps": 1, "seed": 0},
+        cache={"dir": str(work / "cache")}))
     dtype = compute_dtype(device(), cfg.model.dtype)
     start = time.perf_counter()
     model = materialise(shape, device(), dtype, quantize=True, quant_storage=dtype)  # the kit's storage dtype

@@ -150,7 +150,8 @@ def run_kit(model: str, data: str, workdir: str, share_prompt: bool, floor: bool
         sft_warmup={"enabled": False}, data={"source": data, "max_length": 2048, "max_prompt_length": 1024},
         loss={"objective": "curriculum_dpo", "beta": 0.1, "label_smoothing": 0.0}, split={"tau": -1e9},
         train={"per_device_train_batch_size": BATCH, "num_train_epochs": 1, "learning_rate": 1e-4,
-               "logging_steps": 10, "cache_dir": str(Path(workdir) / "cache"), "seed": 0}))
+               "logging_steps": 10, "seed": 0},
+        cache={"dir": str(Path(workdir) / "cache")}))
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
     probe = Probe()

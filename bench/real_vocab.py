@@ -75,7 +75,7 @@ def run_kit(model: str, data: str, workdir: str, objective: str, eval_batch: int
         loss={"objective": objective, "beta": 0.1, "label_smoothing": 0.0}, split={"tau": 0.5},
         eval={"batch_size": eval_batch},  # the reference precompute runs at this batch (16: the preset default)
         train={"per_device_train_batch_size": 4, "num_train_epochs": 1, "learning_rate": 1e-4, "logging_steps": 10,
-               "cache_dir": str(Path(workdir) / "cache"), "seed": 0}))
+               "seed": 0}, cache={"dir": str(Path(workdir) / "cache")}))
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
     start = time.perf_counter()  # reference precompute (cold cache) + training

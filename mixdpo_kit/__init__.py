@@ -2,12 +2,14 @@
 
 The package is one folder per stage of the flow (see ``docs/architecture.md``). What the notebooks
 and the README use is importable from here, ``from mixdpo_kit import run_demo, MarginExplorer``,
-and stays put when a module moves; each name is imported on first use, so ``import mixdpo_kit``
-itself loads nothing heavy.
+and stays put when a module moves; each name is imported on first use. ``import mixdpo_kit`` loads
+the objectives alone (and torch with them): their registries check every config built.
 """
 from __future__ import annotations
 
 import importlib
+
+from mixdpo_kit import objectives as _objectives  # noqa: F401  (registers the config's loss checks)
 
 # public name -> the module that defines it (a module itself where the name is the module's)
 _PUBLIC = {

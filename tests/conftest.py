@@ -41,5 +41,6 @@ def small_cfg(tiny_llama, tmp_path):
         model={"name_or_path": tiny_llama}, sft_warmup={"enabled": False},
         data={"max_rows": 48}, eval={"max_pairs": 16, "reward_prompts": 8, "n_generations": 2, "max_new_tokens": 6},
         train={"per_device_train_batch_size": 4, "max_steps": 6, "logging_steps": 1, "save_steps": 3,
-               "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "run")},
+               "output_dir": str(tmp_path / "run")},
+        cache={"dir": str(tmp_path / "cache")},
     ))

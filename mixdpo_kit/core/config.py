@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
-
-from mixdpo_kit.objectives.routing import check_loss_params, get_objective
 
 
 def setting(default=dataclasses.MISSING, help: str = "", flag: str | None = None, factory=None):
@@ -150,8 +148,27 @@ class TrainConfig:
     save_total_limit: int | None = setting(2, "checkpoints kept (none: all)")
     seed: int = setting(42, "the training seed")
     precompute_reference: bool = setting(True, "compute the reference log-probs once, before training")
-    cache_dir: str = setting(".mixdpo_cache", "the reference log-prob and reward-score caches")
     report_to: str = setting("none", "transformers' loggers: none, tensorboard, wandb, ...")
+
+
+# What the kit computes once and keeps, each in its own folder of the cache.
+CACHE_KINDS = ("reference", "reward_scores", "ches", "judge", "sft_answers", "models")
+
+
+@dataclass
+class CacheConfig:
+    """The one folder the kit keeps what it computes once: reference log-probs, model-based margins,
+    the judge's scores and the SFT model's answers, and the models it builds (``tiny-*``). Apart
+    from it the kit writes only into the run folder."""
+
+    dir: str = setting(".mixdpo_cache", "the cache folder (reference log-probs, margins, judge, built models)",
+                       flag="--cache-dir")
+
+    def path(self, kind: str) -> Path:
+        """The folder of one kind of cached thing (one of :data:`CACHE_KINDS`)."""
+        if kind not in CACHE_KINDS:
+            raise ValueError(f"unknown cache kind {kind!r}; choose one of {CACHE_KINDS}")
+        return Path(self.dir) / kind
 
 
 @dataclass
@@ -227,6 +244,7 @@ class RunConfig:
     sft_warmup: SFTWarmupConfig = field(default_factory=SFTWarmupConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-ready); the loss parameters sit flat in ``loss``."""
@@ -245,8 +263,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         """Build from a nested dict; unknown sections or keys, and loss parameters the chosen loss
         does not have, raise ``ValueError`` naming them."""
-        cfg = _from_dict(cls, data or {}, "config")
-        check_loss_params(cfg.loss)
+        cfg = _from_dict(cls, _upgrade_legacy(data or {}), "config")
+        for check in CONFIG_CHECKS:
+            check(cfg)
         return cfg
 
     @classmethod
@@ -257,16 +276,16 @@ class RunConfig:
             raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         preset_name = data.pop("preset", None)
         base = preset(preset_name).to_dict() if preset_name else {}
-        return cls.from_dict(_deep_merge(base, data))
+        return cls.from_dict(deep_merge(base, data))
 
     def override(self, **sections: dict[str, Any]) -> "RunConfig":
         """A copy with some fields replaced, e.g. ``cfg.override(loss={"beta": 0.1})``."""
-        return RunConfig.from_dict(_deep_merge(self.to_dict(), sections))
+        return RunConfig.from_dict(deep_merge(self.to_dict(), sections))
 
 
 # Fields that may hold a local path: in a run folder's config.yaml, a path inside the folder is
 # written relative to it, so the folder can be moved or copied and still reloaded.
-PATH_FIELDS = (("model", "name_or_path"), ("train", "output_dir"), ("train", "cache_dir"), ("data", "source"),
+PATH_FIELDS = (("model", "name_or_path"), ("train", "output_dir"), ("cache", "dir"), ("data", "source"),
                ("data", "eval_source"))
 
 
@@ -293,8 +312,9 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     """A run folder's ``config.yaml`` with its folder-relative paths resolved against where the
     folder is now (from any working directory, after a move or a copy to another machine)."""
     run_dir = Path(run_dir)
-    data = yaml.safe_load((run_dir / "config.yaml").read_text())
-    _drop_legacy_loss_settings(data.get("loss") or {})
+    data = _upgrade_legacy(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    for check in LEGACY_READERS:
+        check(data)
     for section, key in PATH_FIELDS:
         value = data.get(section, {}).get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute() and (run_dir / value).exists():
@@ -302,16 +322,29 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.from_dict(data)
 
 
-# Run folders written before objectives declared their own settings recorded these two in every
-# loss section; where the run's objective does not own them they were never used.
-LEGACY_LOSS_SETTINGS = ("nll_weight", "soft_temperature")
+# Checks that need the objectives (their parameters): mixdpo_kit.objectives registers them when it
+# is imported, which the package's __init__ does first, so the config depends on no other stage.
+CONFIG_CHECKS: list[Callable[[RunConfig], None]] = []  # run on every config built; raise ValueError
+LEGACY_READERS: list[Callable[[dict], None]] = []  # fix a run folder's config.yaml (a dict) in place
 
 
-def _drop_legacy_loss_settings(loss: dict) -> None:
-    own = get_objective(loss.get("objective", LossConfig.objective)).own_defaults()
-    for key in LEGACY_LOSS_SETTINGS:
-        if key not in own:
-            loss.pop(key, None)
+def register_config_check(check: Callable[[RunConfig], None]) -> None:
+    """Run ``check(cfg)`` on every config built (it raises ``ValueError`` naming what is wrong)."""
+    CONFIG_CHECKS.append(check)
+
+
+def register_legacy_reader(reader: Callable[[dict], None]) -> None:
+    """Let ``reader`` bring an older run folder's config (a plain dict) up to date before it is built."""
+    LEGACY_READERS.append(reader)
+
+
+def _upgrade_legacy(data: dict) -> dict:
+    # Configs written before the cache had its own section kept its folder in train.cache_dir.
+    train = data.get("train")
+    if isinstance(train, dict) and "cache_dir" in train:
+        data = {**data, "train": {k: v for k, v in train.items() if k != "cache_dir"}}
+        data["cache"] = {**(data.get("cache") or {}), "dir": train["cache_dir"]}  # the older key, given, wins
+    return data
 
 
 def _from_dict(cls, data: dict[str, Any], where: str):
@@ -342,11 +375,12 @@ def _dataclass_type(f: dataclasses.Field):
     return None
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``, mappings merged key by key at every depth (neither changed)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -26,6 +26,7 @@ import datasets
 
 from mixdpo_kit.data import synthetic
 from mixdpo_kit.data.formats import DataOptions, RowDrop, detect_format, is_messages, number
+from mixdpo_kit.data.shipped import SAMPLES, sample_path
 
 CANONICAL_TEXTS = ("prompt", "chosen", "rejected")
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -33,34 +34,6 @@ FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "
 
 class DataError(ValueError):
     """Preference data that cannot be used, with what is wrong and where."""
-
-
-# Real data that ships with the kit, by name (data/<folder>/, with its licence and source beside it).
-SAMPLES = {"ultrafeedback-sample": "ultrafeedback-sample/ultrafeedback-binarized-sample.jsonl.gz"}
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-
-
-def sample_path(name: str) -> Path:
-    """A shipped sample's file: in a source checkout the committed one; in an installed package
-    (e.g. on Colab) a copy fetched once from the repository into the user cache."""
-    local = DATA_DIR / SAMPLES[name]
-    if local.exists():
-        return local
-    cache = Path.home() / ".cache" / "mixdpo_kit" / SAMPLES[name]
-    if not cache.exists():
-        import importlib.metadata
-        import urllib.request
-
-        urls = dict(u.split(", ", 1) for u in importlib.metadata.metadata("mixdpo-kit").get_all("Project-URL") or [])
-        repo = urls.get("Repository", "").removeprefix("https://github.com/")
-        url = f"https://raw.githubusercontent.com/{repo}/main/data/{SAMPLES[name]}"
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            urllib.request.urlretrieve(url, cache.with_suffix(".part"))
-        except OSError as err:
-            raise DataError(f"{name}: not in this installation and not downloadable from {url} ({err})") from None
-        cache.with_suffix(".part").rename(cache)
-    return cache
 
 
 @dataclass

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixdpo_kit.data.shipped import shipped_file
+
 DIGITS = [str(d) for d in range(10)]
 TASKS = ("sort", "reverse", "count")
 FILLER = ("ok", "so", "the", "answer", "is", "well", ".")
@@ -183,19 +185,9 @@ def write(directory: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict[
     return paths
 
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "data" / "synthetic"
-
-
 def builtin_path(split: str) -> Path:
-    """Path of a built-in split: the committed ``data/synthetic`` files in a source checkout, else
-    (an installed package, e.g. on Colab) the same files regenerated once into the user cache."""
-    path = BUILTIN_DIR / f"{split}.jsonl"
-    if path.exists():
-        return path
-    cache = Path.home() / ".cache" / "mixdpo_kit" / "synthetic"
-    if not (cache / f"{split}.jsonl").exists():
-        write(cache)
-    return cache / f"{split}.jsonl"
+    """Path of a built-in split: the shipped ``data/synthetic`` file (``write`` regenerates them)."""
+    return shipped_file(f"synthetic/{split}.jsonl")
 
 
 def response_text(value) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixdpo_kit.core.config import JudgeConfig, TrainConfig
+from mixdpo_kit.core.config import CacheConfig, JudgeConfig
 from mixdpo_kit.core.distributed import on_main
 from mixdpo_kit.data.loading import DataError, read_records
 from mixdpo_kit.objectives.routing import logistic
@@ -194,20 +194,22 @@ def builtin_truth(instructions, out_a, out_b, judge_wins, n_boot: int) -> dict |
 
 
 def judge_files(a_path, b_path, reward_model: str, out_dir=None, cache_dir: str | Path | None = None,
-                settings: JudgeConfig | None = None, trust_remote_code: bool = False) -> dict:
+                settings: JudgeConfig | None = None, trust_remote_code: bool = False,
+                models_dir: str | Path | None = None) -> dict:
     """Judge answer file A against B with ``reward_model``; with ``out_dir``, write ``judgement.json``
     (the verdict and every prompt's scores) and ``judgement.html`` (the figure and the verdict).
     ``settings``: the judge's batch, length and bootstrap settings (default: the config's defaults);
-    ``cache_dir``: where reward scores are cached (default: ``judge/`` in the config's cache)."""
+    ``cache_dir``: where reward scores are cached (default: the default cache's ``judge`` folder);
+    ``models_dir``: where a ``tiny-reward*`` judge is built (default: the default cache's ``models``)."""
     settings = settings or JudgeConfig()
-    cache_dir = cache_dir if cache_dir is not None else Path(TrainConfig.cache_dir) / "judge"
+    cache_dir = cache_dir if cache_dir is not None else CacheConfig().path("judge")
     from mixdpo_kit.data.chat import conversation_text
     from mixdpo_kit.margins.scoring import RewardModelScorer
 
     a_rows, b_rows = read_answers(a_path), read_answers(b_path)
     instructions, out_a, out_b, left_out = match_answers(a_rows, b_rows)
     scorer = RewardModelScorer(reward_model, cache_dir, settings.score_batch_size, settings.max_length,
-                               trust_remote_code)
+                               trust_remote_code, models_dir=models_dir)
     templated = scorer.has_template
     texts = lambda outs: [conversation_text(scorer.tokenizer, p, o, templated)  # noqa: E731
                           for p, o in zip(instructions, outs)]
@@ -275,10 +277,11 @@ def judge_policy(cfg, policy, out_dir) -> dict:
     mine = out_dir / "answers" / f"{run_name(out_dir)}.json"
     generate_answers(policy.model, policy.tokenizer, prompts, mine, run_name(out_dir), decoding, jc.batch_size)
     key = digest(policy.identity(), [p["instruction"] for p in prompts], vars(decoding))
-    theirs = Path(cfg.train.cache_dir) / "sft_answers" / key / "sft.json"
+    theirs = cfg.cache.path("sft_answers") / key / "sft.json"
     with policy.reference() as ref:
         generate_answers(ref, policy.tokenizer, prompts, theirs, "sft", decoding, jc.batch_size, policy.identity())
-    return judge_files(mine, theirs, jc.reward_model, out_dir / "judge", Path(cfg.train.cache_dir) / "judge", jc)
+    return judge_files(mine, theirs, jc.reward_model, out_dir / "judge", cfg.cache.path("judge"), jc,
+                       models_dir=cfg.cache.path("models"))
 
 
 def judgement_figure(out_dir):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before anything imports it: see progress.py
 
-from mixdpo_kit.core.config import JudgeConfig, LossConfig, RunConfig, TrainConfig  # noqa: E402
+from mixdpo_kit.core.config import CacheConfig, JudgeConfig, LossConfig, RunConfig  # noqa: E402
 
 
 def _say(lines) -> None:
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--b", required=True, help="answers file B, on the same prompts (e.g. the SFT model's)")
     j.add_argument("--reward-model", required=True, help="a sequence-classification reward model: path or hub name")
     j.add_argument("--out", required=True, help="folder for judgement.json and judgement.html")
-    j.add_argument("--cache-dir", default=str(Path(TrainConfig.cache_dir) / "judge"),
+    j.add_argument("--cache-dir", default=str(CacheConfig().path("judge")),
                    help="reward scores are cached here")
     j.add_argument("--batch-size", type=int, default=JudgeConfig.score_batch_size, help="answers per reward-model batch")
     j.add_argument("--max-length", type=int, default=JudgeConfig.max_length,

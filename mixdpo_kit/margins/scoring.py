@@ -25,6 +25,7 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification
 
 from mixdpo_kit.core.cache import JsonCache, digest
+from mixdpo_kit.core.config import CacheConfig
 from mixdpo_kit.core.distributed import map_shared, on_main
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.data.chat import conversation_text
@@ -62,11 +63,11 @@ class RewardModelScorer:
     weights and the exact texts); the model is loaded only when a list is not in the cache."""
 
     def __init__(self, name: str, cache_dir: str | Path, batch_size: int, max_length: int,
-                 trust_remote_code: bool = False, device=None):
+                 trust_remote_code: bool = False, device=None, models_dir: str | Path | None = None):
         from mixdpo_kit.modeling.model import resolve_model_path, weights_fingerprint
         from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
-        self.name, self.path = name, resolve_model_path(name)
+        self.name, self.path = name, resolve_model_path(name, models_dir)
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
         self.trust_remote_code = trust_remote_code
         self.tokenizer = auto_tokenizer(self.path, trust_remote_code=trust_remote_code)
@@ -107,7 +108,8 @@ class RewardModelScorer:
 def reward_model_margins(ds, model_name: str, cache_dir: str | Path, batch_size: int, max_length: int,
                          trust_remote_code: bool = False, device=None) -> np.ndarray:
     """``score(chosen) − score(rejected)`` under a reward model, cached on disk."""
-    scorer = RewardModelScorer(model_name, cache_dir, batch_size, max_length, trust_remote_code, device)
+    scorer = RewardModelScorer(model_name, cache_dir, batch_size, max_length, trust_remote_code, device,
+                               CacheConfig(dir=str(cache_dir)).path("models"))
     chosen, rejected, templated = reward_texts(ds, scorer.tokenizer)
     return scorer.scores(chosen, templated) - scorer.scores(rejected, templated)
 
@@ -118,7 +120,7 @@ def reward_model_source(ds, ctx, arg=None) -> np.ndarray:
     mc = ctx.cfg.margins
     if not mc.reward_model:
         raise ValueError("margin source 'reward_model' needs margins.reward_model (a model name or path)")
-    return reward_model_margins(ds, mc.reward_model, ctx.cfg.train.cache_dir, mc.batch_size, ctx.cfg.data.max_length,
+    return reward_model_margins(ds, mc.reward_model, ctx.cfg.cache.dir, mc.batch_size, ctx.cfg.data.max_length,
                                 ctx.cfg.model.trust_remote_code)
 
 
@@ -127,7 +129,7 @@ def reward_model_source(ds, ctx, arg=None) -> np.ndarray:
 def likelihood_gap_source(ds, ctx, arg=None) -> np.ndarray:
     cfg = ctx.cfg
     chosen, rejected = reference_logps(ctx.policy, ds, list(range(len(ds))), _token_settings(cfg.data),
-                                       ReferenceCache(cfg.train.cache_dir), cfg.eval.batch_size)
+                                       ReferenceCache(cfg.cache.dir), cfg.eval.batch_size)
     n_c = np.array([len(x) for x in ds["chosen_ids"]], float)
     n_r = np.array([len(x) for x in ds["rejected_ids"]], float)
     return np.asarray(chosen) / n_c - np.asarray(rejected) / n_r
@@ -167,7 +169,7 @@ def ches_source(ds, ctx, arg=None) -> np.ndarray:
     if arg not in (None, "raw"):
         raise ValueError(f"margin source 'ches' takes no argument or 'raw' (ches:raw), got {arg!r}")
     cfg = ctx.cfg
-    dot, sq = reference_hidden_products(ctx.policy, ds, _token_settings(cfg.data), cfg.train.cache_dir,
+    dot, sq = reference_hidden_products(ctx.policy, ds, _token_settings(cfg.data), cfg.cache.dir,
                                         cfg.eval.batch_size)
     n_c = [len(x) for x in ds["chosen_ids"]]
     n_r = [len(x) for x in ds["rejected_ids"]]

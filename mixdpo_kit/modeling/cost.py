@@ -91,7 +91,7 @@ def cost_line(cfg: RunConfig, on_gpu: bool) -> str:
 def check_run_size(cfg: RunConfig, n_params: int | None = None) -> None:
     """Refuse a real-data run with neither ``data.max_rows`` nor ``train.max_steps``; the message
     says what the full run would cost. The built-in task and the shipped samples are always allowed."""
-    from mixdpo_kit.data.loading import SAMPLES
+    from mixdpo_kit.data.shipped import SAMPLES
 
     capped = bool(cfg.data.max_rows) or (cfg.train.max_steps or 0) > 0
     if cfg.data.source == "builtin" or cfg.data.source in SAMPLES or capped:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from mixdpo_kit.core.config import ModelConfig, read_run_config
+from mixdpo_kit.core.config import CacheConfig, ModelConfig, read_run_config
 from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
 MODES = ("qlora", "lora", "full")
@@ -56,10 +56,12 @@ def use_gradient_checkpointing(cfg: ModelConfig, device: torch.device) -> bool:
     return bool(cfg.gradient_checkpointing)
 
 
-def resolve_model_path(name_or_path: str, workdir: str | Path = ".mixdpo_cache/models") -> str:
-    """``tiny-<arch>`` names build (once) a local tiny model, ``tiny-reward`` a randomly initialised
-    tiny reward model, ``tiny-reward-builtin`` one trained on the built-in task's pairs
+def resolve_model_path(name_or_path: str, models_dir: str | Path | None = None) -> str:
+    """``tiny-<arch>`` names build (once, into ``models_dir``: the cache's ``models`` folder, by
+    default the default cache's) a local tiny model, ``tiny-reward`` a randomly initialised tiny
+    reward model, ``tiny-reward-builtin`` one trained on the built-in task's pairs
     (:mod:`mixdpo_kit.modeling.reward_model`); anything else is passed through."""
+    workdir = Path(models_dir) if models_dir is not None else CacheConfig().path("models")
     if name_or_path in ("tiny-reward", "tiny-reward-builtin"):
         from mixdpo_kit.modeling.reward_model import build_builtin_reward_model
         from mixdpo_kit.modeling.tiny import build_tiny_reward_model
@@ -78,9 +80,9 @@ def resolve_model_path(name_or_path: str, workdir: str | Path = ".mixdpo_cache/m
     return name_or_path
 
 
-def load_tokenizer(cfg: ModelConfig):
+def load_tokenizer(cfg: ModelConfig, models_dir: str | Path | None = None):
     """The model's tokenizer, with a pad token (EOS when it has none) and left padding for generation."""
-    tok = auto_tokenizer(resolve_model_path(cfg.name_or_path), cfg.revision, cfg.trust_remote_code)
+    tok = auto_tokenizer(resolve_model_path(cfg.name_or_path, models_dir), cfg.revision, cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -136,6 +138,7 @@ class Policy:
     config: ModelConfig
     dtype: torch.dtype
     ref_model: torch.nn.Module | None = None  # None: the policy with its adapter off
+    models_dir: str | Path | None = None  # where tiny-* names were built (None: the default cache's)
 
     @contextlib.contextmanager
     def reference(self):
@@ -151,7 +154,7 @@ class Policy:
     def identity(self) -> dict:
         """What determines the reference's outputs: model, revision, weights, quantisation, dtype."""
         ref = self.config.ref_model or self.config.name_or_path
-        return {"model": ref, "revision": self.config.revision, "weights": weights_fingerprint(resolve_model_path(ref)),
+        return {"model": ref, "revision": self.config.revision, "weights": weights_fingerprint(resolve_model_path(ref, self.models_dir)),
                 "quantized": self.config.mode == "qlora" and self.config.ref_model is None,
                 "dtype": str(self.dtype)}
 
@@ -179,24 +182,26 @@ def weights_fingerprint(path: str) -> str:
 
 
 def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_path=None,
-                 with_reference: bool = True) -> Policy:
+                 with_reference: bool = True, models_dir: str | Path | None = None) -> Policy:
     """Load the policy per ``cfg.mode`` (qlora | lora | full) and set up its reference.
 
     ``adapter_path``: load a saved LoRA adapter (safetensors) instead of creating a fresh one;
-    ``with_reference=False``: no separate reference copy for full fine-tuning (e.g. plain SFT).
+    ``with_reference=False``: no separate reference copy for full fine-tuning (e.g. plain SFT);
+    ``models_dir``: where ``tiny-*`` names are built (a run passes its cache's ``models`` folder).
     """
     if cfg.mode not in MODES:
         raise ValueError(f"unknown model mode {cfg.mode!r}; choose one of {MODES}")
     device = device or default_device()
     dtype = compute_dtype(device, cfg.dtype)
-    path = resolve_model_path(cfg.name_or_path)
+    path = resolve_model_path(cfg.name_or_path, models_dir)
     model = _load_causal_lm(str(adapter_path) if cfg.mode == "full" and adapter_path else path, cfg, device, dtype,
                             quantize=cfg.mode == "qlora")
-    return prepare_policy(model, load_tokenizer(cfg), cfg, device, dtype, adapter_path, with_reference)
+    return prepare_policy(model, load_tokenizer(cfg, models_dir), cfg, device, dtype, adapter_path, with_reference,
+                          models_dir)
 
 
 def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
-                   adapter_path=None, with_reference: bool = True) -> Policy:
+                   adapter_path=None, with_reference: bool = True, models_dir: str | Path | None = None) -> Policy:
     """Make a loaded causal LM (4-bit for ``qlora``) the policy ``cfg.mode`` asks for: base weights
     frozen, gradient checkpointing per ``cfg``, a fresh LoRA adapter (or the one at ``adapter_path``),
     and the reference: the adapter switched off, or a separate model for full fine-tuning."""
@@ -220,10 +225,10 @@ def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: 
         model = get_peft_model(model, lora)
     ref_model = None
     if with_reference and (cfg.ref_model is not None or cfg.mode == "full"):
-        ref_path = resolve_model_path(cfg.ref_model or cfg.name_or_path)
+        ref_path = resolve_model_path(cfg.ref_model or cfg.name_or_path, models_dir)
         ref_model = _load_causal_lm(ref_path, cfg, device, dtype, quantize=False).eval()
         ref_model.requires_grad_(False)
-    return Policy(model=model, tokenizer=tokenizer, config=cfg, dtype=dtype, ref_model=ref_model)
+    return Policy(model=model, tokenizer=tokenizer, config=cfg, dtype=dtype, ref_model=ref_model, models_dir=models_dir)
 
 
 def load_trained_policy(run_dir: str | Path):
@@ -236,4 +241,4 @@ def load_trained_policy(run_dir: str | Path):
     saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
     if not saved.exists():
         raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
-    return cfg, saved, build_policy(cfg.model, adapter_path=saved)
+    return cfg, saved, build_policy(cfg.model, adapter_path=saved, models_dir=cfg.cache.path("models"))

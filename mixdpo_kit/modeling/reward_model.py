@@ -8,7 +8,7 @@ uses — and because the built-in task's true reward is known, how often it is r
 measured (``mixdpo_kit.evaluation.judge`` reports that agreement).
 
 ``tiny-reward-builtin`` (as a reward-model name anywhere in the kit) trains it once on the
-built-in ``train_prefs`` pairs and caches it under ``.mixdpo_cache/models``.
+built-in ``train_prefs`` pairs and keeps it in the cache's ``models`` folder.
 """
 from __future__ import annotations
 

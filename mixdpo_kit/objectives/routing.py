@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from mixdpo_kit.core.config import LossConfig
 from mixdpo_kit.objectives.losses import get_loss
 
 
@@ -219,6 +220,21 @@ def check_loss_params(loss_cfg) -> None:
         settings = f" and the objective's own settings {own}" if own else ""
         raise ValueError(f"loss: {unknown} are not parameters of the {spec.name!r} loss (objective "
                          f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}{settings}")
+
+
+# Run folders written before objectives declared their own settings recorded these two in every
+# loss section; where the run's objective does not own them they were never used.
+LEGACY_LOSS_SETTINGS = ("nll_weight", "soft_temperature")
+
+
+def drop_legacy_loss_settings(config: dict) -> None:
+    """Remove from a run folder's config (a plain dict) the loss settings older releases wrote for
+    every objective, where the run's objective does not own them."""
+    loss = config.get("loss") or {}
+    own = get_objective(loss.get("objective", LossConfig.objective)).own_defaults()
+    for key in LEGACY_LOSS_SETTINGS:
+        if key not in own:
+            loss.pop(key, None)
 
 
 def resolve(cfg):

@@ -55,7 +55,7 @@ def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, m
     ``policy`` (or build one from ``cfg.model`` when none is given); ``margin_fn(dataset) ->
     margins`` replaces the configured source."""
     source, arg = margin_source(margin_fn or cfg.margins.source)
-    ctx = MarginContext(cfg, policy, build_policy=lambda: build_policy(cfg.model))
+    ctx = MarginContext(cfg, policy, build_policy=lambda: build_policy(cfg.model, models_dir=cfg.cache.path("models")))
     ds, report = load_configured(cfg.data, keep_columns=source.columns(arg))
     if tokenizer is None and (policy is not None or source.needs_tokens):
         tokenizer = ctx.tokenizer
@@ -141,7 +141,7 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
     whether this training shows a progress bar in quiet mode (:mod:`mixdpo_kit.core.progress`)."""
     objective = get_objective(cfg.loss.objective)
     loss = bound_loss(cfg.loss)
-    cache = cache or ReferenceCache(cfg.train.cache_dir)
+    cache = cache or ReferenceCache(cfg.cache.dir)
     settings = TokenizationSettings.from_config(cfg.data).to_dict()
     gap = compute_margins(prep.dataset, "likelihood_gap", MarginContext(cfg, policy)) \
         if objective.needs_reference_gap else None
@@ -180,7 +180,7 @@ def sft_warmup(cfg: RunConfig, out_dir: Path, callbacks=()) -> Path:
         train={"learning_rate": w.learning_rate, "max_steps": w.max_steps, "per_device_train_batch_size": w.batch_size,
                "gradient_accumulation_steps": 1, "warmup_ratio": 0.05, "lr_scheduler_type": "cosine",
                "weight_decay": 0.0, "num_train_epochs": 1, "save_steps": 10**9}))
-    policy = build_policy(sft_cfg.model, with_reference=False)
+    policy = build_policy(sft_cfg.model, with_reference=False, models_dir=sft_cfg.cache.path("models"))
     demos = load_demonstrations(cfg.data.source, w.split)
     ds, _ = tokenize_pairs(demos, policy.tokenizer, TokenizationSettings.from_config(cfg.data), with_rejected=False)
     margins = np.zeros(len(ds))
@@ -240,7 +240,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
-    policy = build_policy(cfg.model)
+    policy = build_policy(cfg.model, models_dir=cfg.cache.path("models"))
     prep = analyze_data(cfg, policy=policy)
     on_main(write_run_config, cfg, out_dir)
     ec = cfg.eval

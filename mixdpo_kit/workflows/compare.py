@@ -130,7 +130,7 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    base = cfg.override(train={"cache_dir": str(out / "cache")})
+    base = cfg.override(cache={"dir": str(out / "cache")})
     if base.sft_warmup.enabled:
         sft_path = out / "sft_model"
         if not (sft_path / "config.json").exists():

@@ -126,7 +126,7 @@ def pair_displacement(run_dir: str | Path, near_ties_only: bool) -> dict[str, np
                                   cfg.model.share_prompt)
     before_c, before_r = reference_logps(policy, ds, list(range(len(ds))),
                                          TokenizationSettings.from_config(cfg.data).to_dict(),
-                                         ReferenceCache(cfg.train.cache_dir), cfg.eval.batch_size)
+                                         ReferenceCache(cfg.cache.dir), cfg.eval.batch_size)
     ches = -compute_margins(ds, "ches", MarginContext(cfg, policy))
     return {"delta_chosen": after_c - np.asarray(before_c), "delta_rejected": after_r - np.asarray(before_r),
             "ches": ches, "margin": prep.margins[idx]}
@@ -137,7 +137,7 @@ def reference_config(cfg, out_dir: str | Path):
     ``cfg`` has a warm-up), with the experiment's caches: for margins computed under that model
     (e.g. ``margins.source: ches``)."""
     out = Path(out_dir)
-    cfg = cfg.override(train={"cache_dir": str(out / "cache")})
+    cfg = cfg.override(cache={"dir": str(out / "cache")})
     if not cfg.sft_warmup.enabled:
         return cfg
     return cfg.override(model={"name_or_path": str(out / "sft_model")}, sft_warmup={"enabled": False})
@@ -151,7 +151,7 @@ def ches_vs_ratings(cfg, out_dir: str | Path) -> dict:
     from mixdpo_kit.training.pipeline import analyze_data
 
     base = reference_config(cfg, out_dir)
-    policy = build_policy(base.model)
+    policy = build_policy(base.model, models_dir=base.cache.path("models"))
     prep = analyze_data(base, policy=policy)
     minus_ches = compute_margins(prep.dataset, "ches", MarginContext(base, policy))
     return {"ratings": prep.margins, "minus_ches": minus_ches,

@@ -202,7 +202,7 @@ def demo_config(out_dir: str | Path | None = None) -> RunConfig:
     """The ``demo`` preset writing to ``out_dir`` (default: the preset's), with its caches inside it."""
     cfg = preset("demo")
     out = Path(out_dir or cfg.train.output_dir)
-    return cfg.override(train={"output_dir": str(out), "cache_dir": str(out / "cache")})
+    return cfg.override(train={"output_dir": str(out)}, cache={"dir": str(out / "cache")})
 
 
 def run_demo(out_dir: str | Path | None = None, on_stage=None, reuse: bool = False) -> dict:

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from mixdpo_kit.core.config import deep_merge
 from mixdpo_kit.objectives.routing import OBJECTIVES
 
 
@@ -101,15 +102,6 @@ def get_variant(name: str) -> Variant:
                      f"{sorted(VARIANTS)}; or <objective>_tau_<T> for a τ sweep")
 
 
-def merge_overrides(*parts: dict) -> dict:
-    """Section-wise merge of override dicts (later parts win field by field)."""
-    out: dict = {}
-    for part in parts:
-        for section, fields in part.items():
-            out[section] = {**out.get(section, {}), **fields}
-    return out
-
-
 def variants_for(names: list[str], base=None, extra: dict | None = None) -> dict[str, dict]:
     """``{name: overrides}`` for :func:`mixdpo_kit.workflows.compare.run_comparison`. ``base``: the
     comparison's config (needed by variants defined relative to it, e.g. the sort-key ablations);
@@ -119,7 +111,7 @@ def variants_for(names: list[str], base=None, extra: dict | None = None) -> dict
         variant = get_variant(name)
         if base is None and variant.needs_base:
             raise ValueError(f"variant {name!r} is defined relative to the comparison's config: pass base=cfg")
-        out[name] = merge_overrides(variant.overrides(base), extra or {})
+        out[name] = deep_merge(variant.overrides(base), extra or {})
     return out
 
 

@@ -71,11 +71,11 @@ def test_a_run_folder_works_after_a_move_from_any_directory(small_cfg, tmp_path,
     made.mkdir()
     elsewhere.mkdir()
     monkeypatch.chdir(made)
-    cfg = small_cfg.override(train={"output_dir": "runs/r", "cache_dir": "runs/r/cache"},
+    cfg = small_cfg.override(train={"output_dir": "runs/r"}, cache={"dir": "runs/r/cache"},
                              sft_warmup={"enabled": True, "max_steps": 3, "batch_size": 4})
     run(cfg, "runs/r")
     text = (made / "runs" / "r" / "config.yaml").read_text()
-    assert "name_or_path: sft_model" in text and "cache_dir: cache" in text and "output_dir: ." in text
+    assert "name_or_path: sft_model" in text and "dir: cache" in text and "output_dir: ." in text
     shutil.move(made / "runs" / "r", tmp_path / "moved")
     shutil.rmtree(made)
     monkeypatch.chdir(elsewhere)

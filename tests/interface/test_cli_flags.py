@@ -148,8 +148,8 @@ def test_demo_out_flag(tmp_path):
     default = command_config(build_parser().parse_args(["demo"]))
     assert default.train.output_dir == preset("demo").train.output_dir
     cfg = command_config(build_parser().parse_args(["demo", "--out", str(tmp_path / "d")]))
-    assert cfg.train.output_dir == str(tmp_path / "d") and cfg.train.cache_dir == str(tmp_path / "d" / "cache")
-    assert cfg.override(train={"output_dir": default.train.output_dir, "cache_dir": default.train.cache_dir}) == default
+    assert cfg.train.output_dir == str(tmp_path / "d") and cfg.cache.dir == str(tmp_path / "d" / "cache")
+    assert cfg.override(train={"output_dir": default.train.output_dir}, cache={"dir": default.cache.dir}) == default
 
 
 def _nested(flat: dict) -> dict:

@@ -49,7 +49,7 @@ def test_ches_source_matches_a_pair_by_pair_computation_and_is_cached(small_cfg,
     # give the same numbers; a fresh cache folder makes both compute again.
     monkeypatch.setattr(logprobs, "_plain_output_layer", lambda model: (None, None))
     raw = analyze_data(cfg.override(margins={"source": "ches:raw"}, model={"share_prompt": False},
-                                    train={"cache_dir": cfg.train.cache_dir + "-2"}), policy=policy).margins
+                                    cache={"dir": cfg.cache.dir + "-2"}), policy=policy).margins
     np.testing.assert_allclose(raw, -want_raw, rtol=1e-4, atol=1e-3)
     # The second call on the same data and model reads the cache: the model does not run.
     monkeypatch.setattr(logprobs, "final_hidden_states", lambda *a: (_ for _ in ()).throw(AssertionError("ran")))

@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mixdpo_kit"
 # The stages, lowest first: a module may import its own stage and any stage listed before it.
-LAYERS = ["objectives", "core", "data", "modeling", "margins", "reports", "evaluation", "training",
+LAYERS = ["core", "objectives", "data", "modeling", "margins", "reports", "evaluation", "training",
           "workflows", "interface"]
 FACADE = {"mixdpo_kit", "mixdpo_kit.__main__"}  # the short public imports and `python -m`: above every stage
 

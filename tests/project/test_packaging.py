@@ -1,4 +1,5 @@
 """pyproject.toml and environment.yml describe the same environment; the README's commands are in CI."""
+import json
 import tomllib
 from pathlib import Path
 
@@ -47,3 +48,48 @@ def test_ci_tries_every_lower_bound():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {p.split("==")[0] for p in pins}
     assert names == {d.split(">=")[0] for d in project["dependencies"] + project["optional-dependencies"]["test"]}
+
+
+def test_installed_wheel_runs_offline_from_another_folder(tmp_path):
+    """The wheel holds the shipped data: installed apart from the checkout (which is not importable),
+    with every socket connection refused, ``analyze`` on the shipped sample and a short ``demo`` run
+    from another folder, and write nowhere but the run folders and the cache they are given."""
+    import subprocess
+    import sys
+
+    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
+                    "-w", str(wheels)], check=True, capture_output=True, cwd=tmp_path)
+    wheel = next(wheels.glob("mixdpo_kit-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    (offline / "sitecustomize.py").write_text(
+        "import socket\n"
+        "def _refuse(self, *a, **k):\n"
+        "    raise OSError('network use in an offline test')\n"
+        "socket.socket.connect = _refuse\n")
+    work.mkdir()
+    home = tmp_path / "home"
+    env = {**__import__("os").environ, "PYTHONPATH": f"{target}:{offline}", "HOME": str(home),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+
+    def kit(*args):
+        res = subprocess.run([sys.executable, "-m", "mixdpo_kit", *args], cwd=work, env=env, capture_output=True,
+                             text=True, timeout=900)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+        return res.stdout
+
+    where = subprocess.run([sys.executable, "-c", "import mixdpo_kit; print(mixdpo_kit.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(target)), where
+    kit("analyze", "--data", "ultrafeedback-sample", "--out", "a")
+    assert json.loads((work / "a" / "data_report.json").read_text())["rows_read"] == 1000
+    kit("demo", "--out", "d", "--max-steps", "2", "--sft_warmup.max_steps", "2", "--eval.max_pairs", "8",
+        "--eval.reward_prompts", "8", "--eval.n_generations", "1", "--eval.max_new_tokens", "4")
+    assert json.loads((work / "d" / "summary.json").read_text())["data"]["rows_read"] == 2000
+    # Everything written lies in the two run folders (the demo keeps its cache inside its own).
+    assert sorted(p.name for p in work.iterdir()) == ["a", "d"]
+    assert (work / "d" / "cache" / "models" / "tiny-llama" / "config.json").exists()
+    assert not home.exists() or not any(home.rglob("*mixdpo*"))

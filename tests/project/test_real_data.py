@@ -182,11 +182,11 @@ def test_training_on_real_text_at_real_lengths(small_cfg, tmp_path):
     ids = prep.dataset[0]["prompt_ids"]
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1 and tok.convert_tokens_to_ids("<|user|>") in ids
     assert max(len(r["prompt_ids"]) + len(r["chosen_ids"]) for r in prep.dataset) <= 384
-    cache = sorted(Path(cfg.train.cache_dir).rglob("*.json"))
+    cache = sorted(Path(cfg.cache.dir).rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in cache]
     assert cache
     run(cfg, tmp_path / "r2")  # the same data and model: the reference log-probs come from the cache
-    assert [p.stat().st_mtime_ns for p in sorted(Path(cfg.train.cache_dir).rglob("*.json"))] == stamps
+    assert [p.stat().st_mtime_ns for p in sorted(Path(cfg.cache.dir).rglob("*.json"))] == stamps
 
 
 def test_the_terminal_is_calm(tmp_path):

@@ -23,14 +23,14 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
         data={"max_rows": 48}, split={"quantile": 0.25},
         loss={"beta": 0.5},
         train={"per_device_train_batch_size": per_device_batch, "max_steps": 4, "learning_rate": 1e-2,
-               "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "logging_steps": 1,
-               "cache_dir": str(out / "cache"), "seed": 0})
+               "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "logging_steps": 1, "seed": 0},
+        cache={"dir": str(out / "cache")})
     torch.manual_seed(0)
     policy = build_policy(cfg.model)
     prep = analyze_data(cfg, policy=policy)
     # SGD, not Adam: an SGD step is proportional to the gradient, so one and two processes agree up
     # to float reduction order; Adam's early steps are ±lr and flip on near-zero gradients.
-    cache, writes = ReferenceCache(cfg.train.cache_dir), []
+    cache, writes = ReferenceCache(cfg.cache.dir), []
     put = cache.store.put
     cache.store.put = lambda key, doc: (writes.append(key), put(key, doc))
     trainer, _ = build_trainer(cfg, policy, prep, out / f"rank{rank}", cache=cache, save_strategy="no",

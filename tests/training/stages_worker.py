@@ -40,7 +40,7 @@ def main(model_dir: str, reward_dir: str, out_dir: str) -> None:
     cfg = preset("demo").override(
         model={"name_or_path": model_dir, "mode": "lora"}, sft_warmup={"enabled": False},
         data={"max_rows": 40}, margins={"reward_model": reward_dir, "batch_size": 4},
-        eval={"batch_size": 4}, train={"cache_dir": str(out / "cache")})
+        eval={"batch_size": 4}, cache={"dir": str(out / "cache")})
     writes = []
     put = JsonCache.put
     JsonCache.put = lambda self, key, doc: (writes.append(f"{self.dir.name}/{key}"), put(self, key, doc))[1]

@@ -109,7 +109,7 @@ def test_a_two_process_run_writes_each_file_once_and_resumes(tmp_path):
         sft_warmup={"max_steps": 2, "batch_size": 8}, data={"max_rows": 48},
         train={"max_steps": 4, "save_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 2,
                "learning_rate": 1e-2, "warmup_ratio": 0.0,
-               "output_dir": str(out), "cache_dir": str(tmp_path / "cache")},
+               "output_dir": str(out)}, cache={"dir": str(tmp_path / "cache")},
         eval={"batch_size": 8, "max_pairs": 16, "reward_prompts": 8, "n_generations": 2, "max_new_tokens": 4,
               "track_every": 2})
     cfg.to_yaml(tmp_path / "run.yaml")

@@ -101,7 +101,7 @@ def test_sft_routed_pairs_skip_rejected_and_reference_passes(small_cfg, tmp_path
 def test_reference_cache_second_run_computes_nothing(small_cfg, tmp_path):
     policy = build_policy(small_cfg.model)
     prep = analyze_data(small_cfg, policy.tokenizer)
-    first, second = ReferenceCache(small_cfg.train.cache_dir), ReferenceCache(small_cfg.train.cache_dir)
+    first, second = ReferenceCache(small_cfg.cache.dir), ReferenceCache(small_cfg.cache.dir)
     t1, _ = build_trainer(small_cfg, policy, prep, tmp_path / "a", cache=first)
     assert first.computed == prep.split.n_easy > 0
     t2, _ = build_trainer(small_cfg, policy, prep, tmp_path / "b", cache=second)
@@ -111,7 +111,7 @@ def test_reference_cache_second_run_computes_nothing(small_cfg, tmp_path):
     np.testing.assert_array_equal(a[~np.isnan(a)], b[~np.isnan(b)])
     # A different tokenisation is a different key: computed again.
     other = small_cfg.override(data={"max_length": 20})
-    third = ReferenceCache(small_cfg.train.cache_dir)
+    third = ReferenceCache(small_cfg.cache.dir)
     build_trainer(other, policy, analyze_data(other, policy.tokenizer), tmp_path / "c", cache=third)
     assert third.computed > 0
 
