@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-from mixdpo_kit import objectives as _objectives  # noqa: F401  (registers the config's loss checks)
+from mixdpo_kit.core.notices import drop_bitsandbytes_kernel_notice
+
+drop_bitsandbytes_kernel_notice()  # before anything imports bitsandbytes
+from mixdpo_kit import objectives as _objectives  # noqa: E402, F401  (registers the config's loss checks)
 
 # public name -> the module that defines it (a module itself where the name is the module's)
 _PUBLIC = {

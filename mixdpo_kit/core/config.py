@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
+from mixdpo_kit.core.errors import MissingFile, UserError
+
 
 def setting(default=dataclasses.MISSING, help: str = "", flag: str | None = None, factory=None):
     """A config field with its help text and, for the most used settings, a short command-line flag
@@ -271,9 +273,14 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":
         """Load a YAML file with the safe loader. A ``preset:`` key starts from that preset."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not Path(path).is_file():
+            raise MissingFile(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{path}: not valid YAML ({err})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+            raise UserError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         preset_name = data.pop("preset", None)
         base = preset(preset_name).to_dict() if preset_name else {}
         return cls.from_dict(deep_merge(base, data))
@@ -355,13 +362,13 @@ def _from_dict(cls, data: dict[str, Any], where: str):
         data["params"] = params
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+        raise UserError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         sub = _dataclass_type(fields[name])
         if sub is not None:
             if not isinstance(value, dict):
-                raise ValueError(f"{where}.{name}: expected a mapping, got {value!r}")
+                raise UserError(f"{where}.{name}: expected a mapping, got {value!r}")
             kwargs[name] = _from_dict(sub, value, f"{where}.{name}")
         else:
             kwargs[name] = value
@@ -422,5 +429,5 @@ PRESETS = {"mixdpo_paper": _mixdpo_paper, "demo": _demo}
 def preset(name: str) -> RunConfig:
     """A fresh copy of a named preset (``mixdpo_paper`` or ``demo``)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()

@@ -36,16 +36,10 @@ def stage_bars() -> bool:
     return not _STATE["quiet"] or _STATE["stage_bars"]
 
 
-def silence_bitsandbytes() -> None:
-    """bitsandbytes' CPU backend logs a harmless warning about an optional ``kernels`` package when
-    it is imported; call this before anything imports it."""
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-
-
 def quiet_libraries() -> None:
     """transformers, datasets and bitsandbytes at error level, their bars off, their Future- and
     UserWarnings filtered: what a notebook and the terminal show is the kit's own output."""
-    silence_bitsandbytes()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|peft|bitsandbytes|accelerate)")
     import datasets

@@ -21,6 +21,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mixdpo_kit.core.errors import UserError
+
 PAIRINGS = ("best_vs_random", "best_vs_worst", "all_pairs")
 RATINGS = ("overall_score", "fine_grained")
 PREFERENCE_LABELS = ("better", "safer")
@@ -118,17 +120,17 @@ def detect_format(column_names, name: str = "auto", options: DataOptions | None 
         name = "columns"
     if name != "auto":
         if name not in FORMATS:
-            raise ValueError(f"unknown data format {name!r}; choose one of {['auto', *FORMATS]}")
+            raise UserError(f"unknown data format {name!r}; choose one of {['auto', *FORMATS]}")
         fmt = FORMATS[name]
         needed = mapped_columns(options) if name == "columns" else fmt.columns
         missing = [c for c in needed if c not in have]
         if missing:
-            raise ValueError(f"format {name!r} needs column(s) {missing}; columns found: {sorted(have)}")
+            raise UserError(f"format {name!r} needs column(s) {missing}; columns found: {sorted(have)}")
         return fmt
     for fmt in FORMATS.values():
         if fmt.columns and set(fmt.columns) <= have:
             return fmt
-    raise ValueError(f"no known format fits the columns {sorted(have)}: pairs need chosen and rejected, or a "
+    raise UserError(f"no known format fits the columns {sorted(have)}: pairs need chosen and rejected, or a "
                      "published schema's columns (mixdpo-kit formats lists them); map yours with data.columns, e.g. "
                      "--data.columns prompt=question,chosen=good,rejected=bad")
 
@@ -167,7 +169,7 @@ def kwise_pairs(prompt, answers: list[tuple[str, float]], options: DataOptions, 
     if len(answers) < 2:
         raise RowDrop("fewer than two usable answers")
     if options.pairing not in PAIRINGS:
-        raise ValueError(f"data.pairing must be one of {PAIRINGS}, got {options.pairing!r}")
+        raise UserError(f"data.pairing must be one of {PAIRINGS}, got {options.pairing!r}")
     key = (lambda a: a[1]) if higher_is_better else (lambda a: -a[1])
     ordered = sorted(answers, key=key, reverse=True)  # best first; stable, so ties keep the data's order
     if options.pairing == "all_pairs":
@@ -205,7 +207,7 @@ def ultrafeedback_pairs(row: dict, options: DataOptions, rng: random.Random) -> 
     """Each completion's ``overall_score`` or the mean of its four aspect ratings (``fine_grained``:
     annotations' ``Rating``, "N/A" left out, else the row's ``fine-grained_score``), then pairs."""
     if options.rating not in RATINGS:
-        raise ValueError(f"data.rating must be one of {RATINGS}, got {options.rating!r}")
+        raise UserError(f"data.rating must be one of {RATINGS}, got {options.rating!r}")
     completions = row["completions"]
     if not isinstance(completions, list):
         raise RowDrop("completions is not a list")
@@ -309,7 +311,7 @@ def pku_pairs(row: dict, options: DataOptions, rng: random.Random) -> list[dict]
     """``data.preference_label`` ``better`` (``better_response_id``) or ``safer`` picks the chosen
     response; the data has no rating, so no margin of its own."""
     if options.preference_label not in PREFERENCE_LABELS:
-        raise ValueError(f"data.preference_label must be one of {PREFERENCE_LABELS}, got {options.preference_label!r}")
+        raise UserError(f"data.preference_label must be one of {PREFERENCE_LABELS}, got {options.preference_label!r}")
     column = f"{options.preference_label}_response_id"
     return [two_responses(user_prompt(row["prompt"]), str(row["response_0"]), str(row["response_1"]), row[column],
                           column)]
@@ -382,10 +384,10 @@ def mapped_columns(options: DataOptions | None) -> list[str]:
     m = dict(options.columns) if options is not None else {}
     unknown = sorted(set(m) - set(COLUMN_MAP_KEYS))
     if unknown:
-        raise ValueError(f"data.columns: unknown key(s) {unknown}; use {list(COLUMN_MAP_KEYS)}")
+        raise UserError(f"data.columns: unknown key(s) {unknown}; use {list(COLUMN_MAP_KEYS)}")
     shape_ab, shape_cr = {"response_a", "response_b", "label"}, {"chosen", "rejected"}
     if not (shape_ab <= set(m) or shape_cr <= set(m)):
-        raise ValueError("data.columns must map chosen and rejected, or response_a, response_b and label "
+        raise UserError("data.columns must map chosen and rejected, or response_a, response_b and label "
                          f"(each to a column of the data); got {m}")
     return list(m.values())
 

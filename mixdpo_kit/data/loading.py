@@ -24,16 +24,13 @@ from typing import Any
 
 import datasets
 
+from mixdpo_kit.core.errors import DataError
 from mixdpo_kit.data import synthetic
 from mixdpo_kit.data.formats import DataOptions, RowDrop, detect_format, is_messages, number
 from mixdpo_kit.data.shipped import SAMPLES, sample_path
 
 CANONICAL_TEXTS = ("prompt", "chosen", "rejected")
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet", ".csv": "csv"}
-
-
-class DataError(ValueError):
-    """Preference data that cannot be used, with what is wrong and where."""
 
 
 @dataclass
@@ -91,10 +88,12 @@ def read_source(source: str | datasets.Dataset, split: str | None = None, subset
     try:
         where = {key: value for key, value in (("name", subset), ("data_dir", data_dir)) if value}
         return datasets.load_dataset(source, split=split or "train", **where)
+    except FileNotFoundError as err:  # datasets' DatasetNotFoundError: neither a file nor on the hub
+        raise DataError(f"{source}: not a local file, and the hub has no such dataset ({err})") from None
     except ValueError as err:
         if "split" in str(err).lower():  # the kit's default split is UltraFeedback-binarized's train_prefs
             raise DataError(f"{source}: {err}; choose one with --split (data.split)") from None
-        raise
+        raise DataError(f"{source}: {err}") from None
 
 
 def _read_local(path: Path) -> datasets.Dataset:

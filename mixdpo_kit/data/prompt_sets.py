@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mixdpo_kit.core.errors import MissingFile
 from mixdpo_kit.data.loading import DataError, read_records
 
 # name -> (hub dataset repository, file in it, what it is). Read with huggingface_hub, so the
@@ -43,7 +44,7 @@ def load_prompts(name_or_file: str, limit: int | None = None) -> list[dict]:
     elif Path(name_or_file).exists():
         rows, dataset = read_records(Path(name_or_file)), Path(name_or_file).stem
     else:
-        raise FileNotFoundError(f"{name_or_file!r} is neither a prompt file nor a known prompt set "
+        raise MissingFile(f"{name_or_file!r} is neither a prompt file nor a known prompt set "
                                 f"({', '.join(prompt_set_names())})")
     prompts = [_prompt_row(row, i, dataset, name_or_file) for i, row in enumerate(rows)]
     first_row: dict[str, int] = {}
@@ -61,7 +62,7 @@ def _download(name: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset"))
     except Exception as err:  # offline, gated, moved: say what to do instead
-        raise FileNotFoundError(
+        raise MissingFile(
             f"could not download prompt set {name!r} ({repo}/{filename}): {type(err).__name__}. Offline? "
             "Download that file on a machine with internet and pass its path to --prompts.") from err
 

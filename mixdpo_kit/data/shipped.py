@@ -8,6 +8,8 @@ import importlib.resources
 import os
 from pathlib import Path
 
+from mixdpo_kit.core.errors import MissingFile
+
 # Real data that ships with the kit, by name: its file inside data/ (licence and source beside it).
 SAMPLES = {"ultrafeedback-sample": "ultrafeedback-sample/ultrafeedback-binarized-sample.jsonl.gz"}
 
@@ -16,7 +18,7 @@ def shipped_file(relative: str) -> Path:
     """The path of ``data/<relative>`` as installed; ``FileNotFoundError`` names it when missing."""
     resource = importlib.resources.files("mixdpo_kit.shipped_data").joinpath(relative)
     if not resource.is_file():
-        raise FileNotFoundError(f"{relative}: not among the files shipped with mixdpo-kit "
+        raise MissingFile(f"{relative}: not among the files shipped with mixdpo-kit "
                                 f"({importlib.resources.files('mixdpo_kit.shipped_data')})")
     return Path(os.fspath(resource))  # installed packages are folders, not zips: a real path
 

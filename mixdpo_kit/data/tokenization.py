@@ -20,6 +20,10 @@ import datasets
 from mixdpo_kit.core.config import DataConfig
 from mixdpo_kit.data.loading import DataError, DataReport
 
+# The token-id columns tokenize_pairs adds: what the trainer, the reference cache and the
+# model-based margins read of a tokenised pair.
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
 
 @dataclass(frozen=True)
 class TokenizationSettings:
@@ -128,7 +132,7 @@ def tokenize_pairs(ds: datasets.Dataset, tokenizer, settings: TokenizationSettin
         report.rows_kept = len(kept)
     if not rows:
         raise DataError("no pairs left after tokenisation and truncation; raise max_length")
-    tokenized = ds.select(kept).add_column("prompt_ids", [r["prompt_ids"] for r in rows])
-    tokenized = tokenized.add_column("chosen_ids", [r["chosen_ids"] for r in rows])
-    tokenized = tokenized.add_column("rejected_ids", [r["rejected_ids"] for r in rows])
+    tokenized = ds.select(kept)
+    for column in TOKEN_COLUMNS:
+        tokenized = tokenized.add_column(column, [r[column] for r in rows])
     return tokenized, kept

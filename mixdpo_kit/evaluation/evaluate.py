@@ -51,24 +51,20 @@ def generate(model, tokenizer, prompts, max_new_tokens: int, batch_size: int, sh
     batches = [prompts[start: start + batch_size] for start in range(0, len(prompts), batch_size)]
 
     def answer(share: list) -> list[list[str]]:
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
         device = next(model.parameters()).device
-        try:
-            with eval_mode(model):
-                return [_generate_batch(model, tokenizer, batch, max_new_tokens, device, decoding) for batch in share]
-        finally:
-            tokenizer.padding_side = side
+        with eval_mode(model):
+            return [_generate_batch(model, tokenizer, batch, max_new_tokens, device, decoding) for batch in share]
 
     answered = map_shared(answer, batches) if shared else answer(batches)
     return [text for batch in answered for text in batch]
 
 
 def _generate_batch(model, tokenizer, prompts, max_new_tokens: int, device, decoding: dict) -> list[str]:
-    """One left-padded batch of completions (the tokenizer's padding side must be left)."""
+    """One left-padded batch of completions (the padding side is this call's: the tokenizer is not changed)."""
     texts = [render_prompt(tokenizer, p) for p in prompts]
     # Rendered chat templates carry their own BOS; plain text gets the tokenizer's.
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=isinstance(prompts[0], str)).to(device)
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=isinstance(prompts[0], str)).to(device)
     out = model.generate(**enc, max_new_tokens=max_new_tokens, **{"do_sample": False, **decoding},
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return [o.strip() for o in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]

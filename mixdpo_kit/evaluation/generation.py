@@ -26,6 +26,7 @@ import torch
 
 from mixdpo_kit.core.config import JudgeConfig
 from mixdpo_kit.core.distributed import map_shared, on_main, process_state
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.evaluation.evaluate import generate
 
@@ -66,7 +67,7 @@ def generate_answers(model, tokenizer, prompts: list[dict], out: str | Path, gen
     done = on_main(_read_record, record, header)  # every process: the answers already there
     for p in prompts:
         if p["id"] in done and done[p["id"]]["instruction"] != p["instruction"]:
-            raise ValueError(f"{record}: prompt {p['id']!r} was answered for a different instruction; "
+            raise UserError(f"{record}: prompt {p['id']!r} was answered for a different instruction; "
                              "use another --out for another prompt set")
     todo = [(i, p) for i, p in enumerate(prompts) if p["id"] not in done]
     # Longest prompts first: little padding per batch, and an out-of-memory shows at once.
@@ -132,7 +133,7 @@ def _read_record(path: Path, header: dict) -> dict[str, dict]:
     stored = json.loads(lines[0])
     if stored != json.loads(json.dumps(header)):
         diff = {k: (stored.get(k), header[k]) for k in header if stored.get(k) != header[k]}
-        raise ValueError(f"{path} was made with other settings {diff} (stored, asked); use another --out "
+        raise UserError(f"{path} was made with other settings {diff} (stored, asked); use another --out "
                          "or delete it to start again")
     return {row["id"]: row for row in map(json.loads, lines[1:])}
 
@@ -200,7 +201,7 @@ def generator_model(run: str | Path | None = None, model: str | None = None, ref
     from mixdpo_kit.modeling.model import build_policy, load_trained_policy, weights_fingerprint
 
     if (run is None) == (model is None):
-        raise ValueError("give exactly one of a run folder (--run) or a model (--model)")
+        raise UserError("give exactly one of a run folder (--run) or a model (--model)")
     if model is not None:
         policy = build_policy(ModelConfig(name_or_path=model, mode="full"), with_reference=False)
         yield policy.model, policy.tokenizer, Path(model).name, {"model": model, "weights": weights_fingerprint(model)}

@@ -30,6 +30,7 @@ import numpy as np
 
 from mixdpo_kit.core.config import CacheConfig, JudgeConfig
 from mixdpo_kit.core.distributed import on_main
+from mixdpo_kit.core.errors import MissingFile
 from mixdpo_kit.data.loading import DataError, read_records
 from mixdpo_kit.objectives.routing import logistic
 
@@ -45,7 +46,7 @@ def read_answers(path: str | Path) -> list[dict]:
     is an error naming the rows."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"answers file not found: {path}")
+        raise MissingFile(f"answers file not found: {path}")
     rows = read_records(path)
     if path.name.endswith(".generations.jsonl"):
         rows = rows[1:]  # the record's first line is its header

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 import types
@@ -12,9 +11,8 @@ import typing
 import warnings
 from pathlib import Path
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before anything imports it: see progress.py
-
-from mixdpo_kit.core.config import CacheConfig, JudgeConfig, LossConfig, RunConfig  # noqa: E402
+from mixdpo_kit.core.config import CacheConfig, JudgeConfig, LossConfig, RunConfig
+from mixdpo_kit.core.errors import UserError
 
 
 def _say(lines) -> None:
@@ -184,7 +182,7 @@ def _cmd_analyze(args) -> int:
             prep = analyze_data(cfg)  # a model-based margin source builds the policy it needs
     except NoMarginSignal as none:  # e.g. PKU-SafeRLHF, HH-RLHF: the pairs are still read and reported
         if args.export:
-            raise ValueError(f"--export needs margins: {none}") from None
+            raise UserError(f"--export needs margins: {none}") from None
         ds, report = load_configured(cfg.data)
         document = {**report.to_dict(), "margins": None, "margin_sources": applicable_sources(ds)}
         on_main(_write_json, out / "data_report.json", document)
@@ -389,9 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mixdpo-kit`` console script; errors on bad input exit non-zero with a message."""
-    from mixdpo_kit.data.loading import DataError
-
+    """Entry point of the ``mixdpo-kit`` console script. The kit's user errors (:class:`UserError`:
+    a setting, a name, a file, the data) exit 2 with one line; anything else keeps its traceback."""
     args = build_parser().parse_args(argv)
     from mixdpo_kit.core import progress
 
@@ -408,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.set_quiet(True, stage_bars=True)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except UserError as err:
         print(f"mixdpo-kit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

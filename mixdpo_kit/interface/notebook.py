@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import logging
 import os
 import sys
 from dataclasses import dataclass
+
+from mixdpo_kit.core.errors import UserError
 
 WATCHED = ("torch", "transformers", "peft", "datasets", "accelerate", "plotly", "ipywidgets", "numpy")
 
@@ -16,8 +17,6 @@ WATCHED = ("torch", "transformers", "peft", "datasets", "accelerate", "plotly", 
 def setup_notebook() -> None:
     """Quiet the libraries (errors still show), switch runs to one progress bar, and on Colab turn
     on the widget manager. Prints a restart note when an install upgraded a loaded package."""
-    # Before anything imports bitsandbytes (see progress.silence_bitsandbytes).
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from mixdpo_kit.core import progress
 
     progress.quiet_libraries()
@@ -89,7 +88,7 @@ def gpu_run_settings(environ=None) -> GpuRunSettings:
             try:
                 values[field.name] = int(raw) if isinstance(field.default, int) else raw
             except ValueError:
-                raise ValueError(f"{GPU_RUN_VARIABLES[field.name]}={raw!r}: expected a whole number") from None
+                raise UserError(f"{GPU_RUN_VARIABLES[field.name]}={raw!r}: expected a whole number") from None
     return GpuRunSettings(**values)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mixdpo_kit.core.config import CurriculumConfig
+from mixdpo_kit.core.errors import UserError
 
 ORDERS = ("easy_to_hard", "staged", "random", "hard_to_easy")
 
@@ -30,9 +31,9 @@ class CurriculumPlan:
 
     def __post_init__(self):
         if self.order not in ORDERS:
-            raise ValueError(f"unknown curriculum order {self.order!r}; choose one of {ORDERS}")
+            raise UserError(f"unknown curriculum order {self.order!r}; choose one of {ORDERS}")
         if self.n_stages < 1:
-            raise ValueError(f"n_stages must be >= 1, got {self.n_stages}")
+            raise UserError(f"n_stages must be >= 1, got {self.n_stages}")
 
     def _easy_first(self) -> np.ndarray:
         # Stable sort on -margin: ties keep the data order, so the plan is reproducible.

@@ -27,12 +27,13 @@ from transformers import AutoModelForSequenceClassification
 from mixdpo_kit.core.cache import JsonCache, digest
 from mixdpo_kit.core.config import CacheConfig
 from mixdpo_kit.core.distributed import map_shared, on_main
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.data.chat import conversation_text
-from mixdpo_kit.data.tokenization import TokenizationSettings
+from mixdpo_kit.data.tokenization import TOKEN_COLUMNS, TokenizationSettings
 from mixdpo_kit.margins.sources import register_margin_source
 from mixdpo_kit.modeling.logprobs import eval_mode, hidden_products_pair_batch, score_pairs
-from mixdpo_kit.modeling.refcache import TOKEN_COLUMNS, ReferenceCache, cache_key, reference_logps
+from mixdpo_kit.modeling.refcache import ReferenceCache, cache_key, reference_logps
 
 
 def reward_texts(ds, tokenizer) -> tuple[list[str], list[str], bool]:
@@ -119,7 +120,7 @@ def reward_model_margins(ds, model_name: str, cache_dir: str | Path, batch_size:
 def reward_model_source(ds, ctx, arg=None) -> np.ndarray:
     mc = ctx.cfg.margins
     if not mc.reward_model:
-        raise ValueError("margin source 'reward_model' needs margins.reward_model (a model name or path)")
+        raise UserError("margin source 'reward_model' needs margins.reward_model (a model name or path)")
     return reward_model_margins(ds, mc.reward_model, ctx.cfg.cache.dir, mc.batch_size, ctx.cfg.data.max_length,
                                 ctx.cfg.model.trust_remote_code)
 
@@ -167,7 +168,7 @@ def reference_hidden_products(policy, ds, settings: dict, cache_dir: str | Path,
                         unit="−CHES (hidden-state inner product)")
 def ches_source(ds, ctx, arg=None) -> np.ndarray:
     if arg not in (None, "raw"):
-        raise ValueError(f"margin source 'ches' takes no argument or 'raw' (ches:raw), got {arg!r}")
+        raise UserError(f"margin source 'ches' takes no argument or 'raw' (ches:raw), got {arg!r}")
     cfg = ctx.cfg
     dot, sq = reference_hidden_products(ctx.policy, ds, _token_settings(cfg.data), cfg.cache.dir,
                                         cfg.eval.batch_size)

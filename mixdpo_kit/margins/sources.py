@@ -15,6 +15,8 @@ from typing import Callable
 import datasets
 import numpy as np
 
+from mixdpo_kit.core.errors import UserError
+
 
 class MarginContext:
     """What a margin source may need besides the data, built only when asked for.
@@ -72,7 +74,7 @@ def margin_source(spec) -> tuple[MarginSource, str | None]:
     name, _, arg = str(spec).partition(":")
     if name not in MARGIN_SOURCES:
         known = [f"{n}:NAME" if n == "column" else n for n in MARGIN_SOURCES]
-        raise ValueError(f"unknown margin source {spec!r}; choose one of {known} or pass a function")
+        raise UserError(f"unknown margin source {spec!r}; choose one of {known} or pass a function")
     return MARGIN_SOURCES[name], arg or None
 
 
@@ -83,7 +85,7 @@ def compute_margins(ds: datasets.Dataset, spec="ratings", ctx: MarginContext | N
     m = np.asarray(source.fn(ds, ctx, arg), dtype=np.float64)
     if m.shape != (len(ds),) or not np.isfinite(m).all():
         bad = int((~np.isfinite(m)).sum()) if m.ndim else 0
-        raise ValueError(f"margin source {source.name!r} must give {len(ds)} finite numbers, got shape {m.shape}"
+        raise UserError(f"margin source {source.name!r} must give {len(ds)} finite numbers, got shape {m.shape}"
                          f" with {bad} non-finite")
     return m
 
@@ -91,12 +93,12 @@ def compute_margins(ds: datasets.Dataset, spec="ratings", ctx: MarginContext | N
 def _scores(ds: datasets.Dataset, source: str) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in ("score_chosen", "score_rejected") if c not in ds.column_names]
     if missing:
-        raise ValueError(f"margin source {source!r} needs columns {missing}, found {ds.column_names}; "
+        raise UserError(f"margin source {source!r} needs columns {missing}, found {ds.column_names}; "
                          "choose another margin source for data without ratings")
     return np.asarray(ds["score_chosen"], dtype=np.float64), np.asarray(ds["score_rejected"], dtype=np.float64)
 
 
-class NoMarginSignal(ValueError):
+class NoMarginSignal(UserError):
     """The data carries no margin of its own (no ratings, strength, ratio or ranks)."""
 
 
@@ -110,7 +112,7 @@ def data_signal(ds: datasets.Dataset, arg: str | None = None) -> str:
     available = carried + (["rating_gap"] if rated else [])
     if arg is not None:
         if arg not in available:
-            raise ValueError(f"margin source data:{arg}: this data carries {available or 'no margin of its own'}")
+            raise UserError(f"margin source data:{arg}: this data carries {available or 'no margin of its own'}")
         return arg
     if not available:
         raise NoMarginSignal("this data carries no margin of its own (no ratings, preference strength, vote ratio or "
@@ -171,7 +173,7 @@ def rejected_score_margins(ds: datasets.Dataset, ctx=None, arg=None) -> np.ndarr
 def column_margins(ds: datasets.Dataset, ctx=None, arg: str | None = None) -> np.ndarray:
     """A numeric column of the data used as the margin (``source: column:NAME``)."""
     if not arg or arg not in ds.column_names:
-        raise ValueError(f"margin column {arg!r} not found; columns: {ds.column_names}")
+        raise UserError(f"margin column {arg!r} not found; columns: {ds.column_names}")
     return np.asarray(ds[arg], dtype=np.float64)
 
 
@@ -188,7 +190,7 @@ def normalize_margins(margins, how: str = "raw") -> np.ndarray:
         return (m - m.mean()) / (m.std() or 1.0)
     if how == "rank":
         return _ranks(m) / max(len(m) - 1, 1)
-    raise ValueError(f"unknown margin normalisation {how!r}; choose one of {NORMALIZATIONS}")
+    raise UserError(f"unknown margin normalisation {how!r}; choose one of {NORMALIZATIONS}")
 
 
 NORMALIZED_UNITS = {"zscore": "standard deviations", "rank": "rank, 0–1"}

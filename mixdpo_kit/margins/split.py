@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.core.units import percent
 
 
@@ -43,10 +44,10 @@ def split_by_margin(margins, tau: float | None = None, quantile: float | None = 
     m = np.asarray(margins, dtype=np.float64)
     if quantile is not None:
         if not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
+            raise UserError(f"quantile must lie in [0, 1], got {quantile}")
         tau = float(np.quantile(m, quantile)) if len(m) else float("nan")
     elif tau is None:
-        raise ValueError("split_by_margin needs tau or quantile")
+        raise UserError("split_by_margin needs tau or quantile")
     split = Split(hard=m < tau, tau=float(tau), quantile=quantile)
     if warn and len(m):
         if split.n_hard == 0:

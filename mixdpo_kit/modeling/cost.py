@@ -16,11 +16,12 @@ import math
 from dataclasses import dataclass
 
 from mixdpo_kit.core.config import RunConfig
+from mixdpo_kit.core.errors import UserError
 
 T4_EFFECTIVE_FLOPS = 8e12
 
 
-class RunTooLarge(ValueError):
+class RunTooLarge(UserError):
     """A real-data run with no cap on pairs or steps."""
 
 

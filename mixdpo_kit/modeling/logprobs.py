@@ -5,6 +5,8 @@ hidden states, summed per response, for the CHES margins."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 
 import numpy as np
 import torch
@@ -77,21 +79,52 @@ def plain_token_logps(model, batch: ResponseBatch):
     return batch.per_response(scored)
 
 
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model) -> threading.RLock:
+    """The one lock of a model (whatever peft/DDP wrapper it is in): held while its output layer is
+    set aside (:func:`head_set_aside`), for each training step (``MixDPOTrainer.training_step``) and
+    each generation batch, so a panel's background training and a foreground call on the same model
+    take turns instead of seeing each other's half-changed model. Re-entrant: a training step sets
+    the head aside inside its own hold."""
+    owner = unwrap_model(model)
+    with _LOCKS_GUARD:
+        if owner not in _MODEL_LOCKS:
+            _MODEL_LOCKS[owner] = threading.RLock()
+        return _MODEL_LOCKS[owner]
+
+
+@contextlib.contextmanager
+def head_set_aside(model):
+    """Within the block the model's plain linear output layer is ``nn.Identity``, so its forward
+    returns the final hidden states as ``logits`` and no vocabulary-sized logits are made; yields
+    the layer (None where the head is not plain: the model is then left as it is). The model's lock
+    is held throughout, so no other thread's forward, generation or training step sees the swap."""
+    head_name, head = _plain_output_layer(model)
+    if head is None:
+        yield None
+        return
+    owner = unwrap_model(model)
+    with model_lock(model):
+        setattr(owner, head_name, torch.nn.Identity())
+        try:
+            yield head
+        finally:
+            setattr(owner, head_name, head)
+
+
 def final_hidden_states(model, batch: ResponseBatch) -> torch.Tensor:
     """The last layer's hidden states ``[B, W, hidden]``, the input of the LM head.
 
-    Where the head is a plain linear layer, it is set aside for the forward, so no logits are made.
-    Otherwise the model returns its hidden states alongside the logits.
+    Where the head is a plain linear layer, it is set aside for the forward (:func:`head_set_aside`),
+    so no logits are made. Otherwise the model returns its hidden states alongside the logits.
     """
-    head_name, head = _plain_output_layer(model)
-    if head is None:
-        return model(**batch.model_inputs(model), output_hidden_states=True).hidden_states[-1]
-    owner = unwrap_model(model)
-    setattr(owner, head_name, torch.nn.Identity())
-    try:
-        return model(**batch.model_inputs(model)).logits
-    finally:
-        setattr(owner, head_name, head)
+    with head_set_aside(model) as head:
+        if head is not None:
+            return model(**batch.model_inputs(model)).logits
+    return model(**batch.model_inputs(model), output_hidden_states=True).hidden_states[-1]
 
 
 def _plain_output_layer(model) -> tuple[str | None, torch.nn.Linear | None]:
@@ -214,14 +247,17 @@ def sequence_logps(model, batch: ResponseBatch):
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """No gradients and eval mode inside; the model's training flag is restored on exit."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+    """No gradients and eval mode inside; the model's training flag is restored on exit. The model's
+    lock (:func:`model_lock`) is held throughout: a training step elsewhere waits, and is not
+    switched to eval mode under its feet."""
+    with model_lock(model):
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                yield model
+        finally:
+            model.train(was_training)
 
 
 def score_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None, share_prompt: bool = True):

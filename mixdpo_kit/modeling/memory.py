@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from mixdpo_kit.core.config import ModelConfig
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.modeling.logprobs import logits_chunk_elements
 from mixdpo_kit.modeling.shape import ModelShape
 
@@ -51,7 +52,7 @@ def estimate_gpu_memory(shape: ModelShape, mode: str = "qlora", seq_len: int = 1
         weights = (linear + embed) * weight_bytes
         trainable = linear + embed
     else:
-        raise ValueError(f"unknown mode {mode!r}")
+        raise UserError(f"unknown mode {mode!r}")
     tokens = 2 * batch_size * seq_len  # chosen + rejected through the policy
     per_layer = tokens * 34 * shape.hidden * weight_bytes / 2
     if gradient_checkpointing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from mixdpo_kit.core.config import CacheConfig, ModelConfig, read_run_config
+from mixdpo_kit.core.errors import MissingFile, UserError
 from mixdpo_kit.modeling.tokenizer import auto_tokenizer
 
 MODES = ("qlora", "lora", "full")
@@ -30,8 +32,8 @@ def default_device() -> torch.device:
 
 
 def compute_dtype(device: torch.device | None = None, requested: str = "auto") -> torch.dtype:
-    """bf16 on GPUs that support it, fp16 on older GPUs (a T4; said once per process), fp32 on
-    CPU; or the requested dtype."""
+    """bf16 on GPUs that support it, fp16 on older GPUs (a T4; said in a ``UserWarning``, which
+    Python shows once), fp32 on CPU; or the requested dtype."""
     if requested != "auto":
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
     device = device or default_device()
@@ -39,14 +41,9 @@ def compute_dtype(device: torch.device | None = None, requested: str = "auto") -
         return torch.float32
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16
-    if not _FP16_NOTED:
-        _FP16_NOTED.append(True)
-        print(f"{torch.cuda.get_device_name(device)} has no bf16: training in fp16 (4-bit compute in fp16, "
-              "the Trainer scales the loss).")
+    warnings.warn(f"{torch.cuda.get_device_name(device)} has no bf16: training in fp16 (4-bit compute in fp16, "
+                  "the Trainer scales the loss).", stacklevel=2)
     return torch.float16
-
-
-_FP16_NOTED: list = []  # the fp16 note is printed once per process
 
 
 def use_gradient_checkpointing(cfg: ModelConfig, device: torch.device) -> bool:
@@ -190,7 +187,7 @@ def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_p
     ``models_dir``: where ``tiny-*`` names are built (a run passes its cache's ``models`` folder).
     """
     if cfg.mode not in MODES:
-        raise ValueError(f"unknown model mode {cfg.mode!r}; choose one of {MODES}")
+        raise UserError(f"unknown model mode {cfg.mode!r}; choose one of {MODES}")
     device = device or default_device()
     dtype = compute_dtype(device, cfg.dtype)
     path = resolve_model_path(cfg.name_or_path, models_dir)
@@ -236,9 +233,9 @@ def load_trained_policy(run_dir: str | Path):
     on; the reference is the same model with it off): ``(cfg, saved folder, policy)``."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
+        raise MissingFile(f"{run_dir}: not a run folder (no config.yaml)")
     cfg = read_run_config(run_dir)
     saved = run_dir / ("model" if cfg.model.mode == "full" else "adapter")
     if not saved.exists():
-        raise FileNotFoundError(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
+        raise MissingFile(f"{run_dir}: no trained {saved.name}/ folder; was the run finished?")
     return cfg, saved, build_policy(cfg.model, adapter_path=saved, models_dir=cfg.cache.path("models"))

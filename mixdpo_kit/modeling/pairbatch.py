@@ -21,10 +21,12 @@ in order.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
 
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.modeling.shape import ModelShape
 
 # Attention implementations that apply an arbitrary 4-D mask (flash-attention kernels do not).
@@ -118,20 +120,15 @@ def attention_implementation(model) -> str | None:
     return getattr(getattr(unwrap_model(model), "config", None), "_attn_implementation", None)
 
 
-_FALLBACK_NOTED: set = set()  # implementations already reported, once per process
-
-
 def prompt_sharing(model, requested: bool = True) -> PromptSharing:
     """How ``model`` can run pairs: shared where asked and its attention takes a 4-D mask, else
-    one row per sequence (said once per process, with why)."""
+    one row per sequence (said, with why, in a ``UserWarning``: Python shows each once)."""
     if not requested:
         return PromptSharing(False)
     implementation = attention_implementation(model)
     if implementation not in MASKABLE_ATTENTION:
-        if implementation not in _FALLBACK_NOTED:
-            _FALLBACK_NOTED.add(implementation)
-            print(f"attention {implementation!r} cannot take the shared-prompt mask: chosen and rejected run "
-                  "in separate rows (same numbers, the prompt computed twice)")
+        warnings.warn(f"attention {implementation!r} cannot take the shared-prompt mask: chosen and rejected run "
+                      "in separate rows (same numbers, the prompt computed twice)", stacklevel=2)
         return PromptSharing(False)
     config = unwrap_model(model).config
     window = getattr(config, "sliding_window", None)
@@ -194,7 +191,7 @@ def _rows(rows: list[list[tuple[list[int], int]]], pad_id: int, shared: bool) ->
         col = 0
         prompt_len = len(pieces[0][0])
         if not prompt_len:
-            raise ValueError(f"pair {i} of the batch has an empty prompt: its first response token has no "
+            raise UserError(f"pair {i} of the batch has an empty prompt: its first response token has no "
                              "context to be predicted from (a chat template or a BOS token gives it one)")
         for tokens, seg in pieces:
             input_ids[i, col: col + len(tokens)] = torch.tensor(tokens, dtype=torch.long)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from mixdpo_kit.core.cache import JsonCache, digest
 from mixdpo_kit.core.distributed import map_shared, on_main
+from mixdpo_kit.data.tokenization import TOKEN_COLUMNS
 from mixdpo_kit.modeling.logprobs import score_pairs
 
-TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
 def cache_key(identity: dict, settings: dict, prompt_ids, chosen_ids, rejected_ids) -> str:

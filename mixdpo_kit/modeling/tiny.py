@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.data.synthetic import VOCAB_WORDS
 
 SPECIAL = ["<pad>", "<unk>", "<s>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
@@ -96,7 +97,7 @@ def tiny_config(arch: str, vocab_size: int, hidden: int = 128, layers: int = 2, 
         return Qwen2Config(**common)
     if arch == "mistral":
         return MistralConfig(**common, sliding_window=None)
-    raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHITECTURES}")
+    raise UserError(f"unknown tiny architecture {arch!r}; choose one of {ARCHITECTURES}")
 
 
 def build_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, tokenizer=None, **sizes) -> Path:

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from mixdpo_kit.core.errors import UserError
+
 
 @dataclass
 class PairLogps:
@@ -65,7 +67,7 @@ class PreferenceLoss:
         given = dict(params or {})
         unknown = sorted(set(given) - set(self.defaults()))
         if unknown:
-            raise ValueError(f"preference loss {self.name!r} has no parameter(s) {unknown}; "
+            raise UserError(f"preference loss {self.name!r} has no parameter(s) {unknown}; "
                              f"its parameters are {self.defaults()}")
         p = self.params(**given)
         bound = self.impl(p) if isinstance(self.impl, type) else BoundLoss(self.impl, p)
@@ -102,7 +104,7 @@ def register_preference_loss(name: str, params: type, paper: str, needs_referenc
 def get_loss(name: str) -> PreferenceLoss:
     """The registered preference loss ``name`` (a clear error lists the others)."""
     if name not in PREFERENCE_LOSSES:
-        raise ValueError(f"unknown preference loss {name!r}; registered: {sorted(PREFERENCE_LOSSES)}")
+        raise UserError(f"unknown preference loss {name!r}; registered: {sorted(PREFERENCE_LOSSES)}")
     return PREFERENCE_LOSSES[name]
 
 

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from mixdpo_kit.core.config import LossConfig
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.objectives.losses import get_loss
 
 
@@ -201,7 +202,7 @@ register_objective("curriculum_dpo", route_preference, "MixDPO without routing: 
 def get_objective(name: str) -> Objective:
     """The registered objective ``name`` (a clear error lists the others)."""
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; registered: {sorted(OBJECTIVES)}")
+        raise UserError(f"unknown objective {name!r}; registered: {sorted(OBJECTIVES)}")
     return OBJECTIVES[name]
 
 
@@ -218,7 +219,7 @@ def check_loss_params(loss_cfg) -> None:
     unknown = sorted(set(loss_cfg.params) - set(spec.defaults()) - set(own))
     if unknown:
         settings = f" and the objective's own settings {own}" if own else ""
-        raise ValueError(f"loss: {unknown} are not parameters of the {spec.name!r} loss (objective "
+        raise UserError(f"loss: {unknown} are not parameters of the {spec.name!r} loss (objective "
                          f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}{settings}")
 
 

@@ -19,6 +19,7 @@ from transformers import TrainingArguments
 from mixdpo_kit.core import progress
 from mixdpo_kit.core.distributed import on_main
 from mixdpo_kit.core.config import DataConfig, RunConfig, write_run_config
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.data.loading import DataReport, is_conversational, load_configured, load_demonstrations
 from mixdpo_kit.data.tokenization import TokenizationSettings, tokenize_pairs
 from mixdpo_kit.evaluation.evaluate import HeldoutLogps
@@ -107,7 +108,7 @@ def refuse_fsdp_without_gpu() -> None:
     """Stop a launch that asks for FSDP on a machine without a GPU, where accelerate would silently
     train with DDP instead (it turns FSDP on only for GPU processes)."""
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
-        raise ValueError("FSDP was asked for (ACCELERATE_USE_FSDP=true, e.g. by configs/accelerate/fsdp.yaml) but "
+        raise UserError("FSDP was asked for (ACCELERATE_USE_FSDP=true, e.g. by configs/accelerate/fsdp.yaml) but "
                          "this machine has no GPU: accelerate turns FSDP on only for GPU processes and would train "
                          "with plain DDP instead. On CPU launch DDP (torchrun, or configs/accelerate/ddp.yaml).")
 

@@ -10,7 +10,9 @@ What it changes in Trainer, and why:
   when missing (NaN), from the policy with its adapter off, for preference-routed pairs only;
 - the loss is a per-batch mean computed here, so ``model_accepts_loss_kwargs = False`` keeps
   Trainer from rescaling it by token counts under gradient accumulation;
-- per-route metrics are averaged over the pairs of that route since the last log.
+- per-route metrics are averaged over the pairs of that route since the last log, on every process;
+- each training step holds the model's lock (:func:`~mixdpo_kit.modeling.logprobs.model_lock`), so a
+  panel's evaluation or generation on the same model waits for it instead of interleaving.
 
 The trainer's input is :func:`training_dataset`: the columns of ``TRAIN_COLUMNS``, nothing else.
 """
@@ -24,14 +26,16 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 
+from mixdpo_kit.core.distributed import process_state
+from mixdpo_kit.data.tokenization import TOKEN_COLUMNS
 from mixdpo_kit.margins.curriculum import CurriculumPlan, CurriculumSampler
-from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch, token_logps
+from mixdpo_kit.modeling.logprobs import eval_mode, model_lock, score_pair_batch, token_logps
 from mixdpo_kit.modeling.pairbatch import PromptSharing, ResponseBatch, pair_rows
 from mixdpo_kit.objectives.losses import PairLogps, routed_loss
 
-TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 TRAIN_COLUMNS = TOKEN_COLUMNS + ("sft_weight", "preference_weight", "margin", "row_index", "ref_chosen_logps",
                                  "ref_rejected_logps")
 
@@ -101,6 +105,10 @@ class MixDPOTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         return CurriculumSampler(self.plan)
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        with model_lock(model):
+            return super().training_step(model, inputs, num_items_in_batch)
+
     def _reference_logps(self, inputs, with_pref: torch.Tensor):
         ref_c, ref_r = inputs["ref_chosen_logps"].clone(), inputs["ref_rejected_logps"].clone()
         missing = with_pref & (ref_c.isnan() | ref_r.isnan())
@@ -150,12 +158,27 @@ class MixDPOTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: attach the route metrics gathered since the last one
-            for key, total in self._metric_sums.items():
-                if self._metric_counts[key]:
-                    logs[key] = total / self._metric_counts[key]
+            sums, counts = self._route_totals()
+            for key, total in sums.items():
+                if counts.get(key):
+                    logs[key] = total / counts[key]
             self._metric_sums.clear()
             self._metric_counts.clear()
         super().log(logs, start_time)
+
+    def _route_totals(self) -> tuple[dict[str, float], dict[str, int]]:
+        """The route metrics' sums and pair counts since the last log, over every process (Trainer
+        calls ``log`` on each of them): a route's mean is over all its pairs, not the main process's."""
+        mine = (dict(self._metric_sums), dict(self._metric_counts))
+        if process_state().num_processes == 1:
+            return mine
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        for their_sums, their_counts in gather_object([mine]):
+            for key, total in their_sums.items():
+                sums[key] += total
+                counts[key] += their_counts[key]
+        return sums, counts
 
 
 class JsonlLogger(TrainerCallback):

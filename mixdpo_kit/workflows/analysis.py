@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mixdpo_kit.core.config import RunConfig
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.core.units import percent, threshold
 from mixdpo_kit.data.formats import FORMATS, PAIRINGS, RATINGS, SIGNALS
 from mixdpo_kit.data.loading import DataReport, is_conversational, load_configured
@@ -127,7 +128,7 @@ def export_pairs(cfg: RunConfig, prep: PreparedPairs, path: str | Path, ctx: Mar
 
     path = Path(path)
     if path.suffix not in EXPORT_SUFFIXES:
-        raise ValueError(f"--export {path}: use a {' or '.join(EXPORT_SUFFIXES)} file")
+        raise UserError(f"--export {path}: use a {' or '.join(EXPORT_SUFFIXES)} file")
     table = datasets.Dataset.from_list(pair_table(cfg, prep, ctx))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from mixdpo_kit.core.config import RunConfig, preset
 from mixdpo_kit.core.distributed import on_main
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.data.chat import as_text
 from mixdpo_kit.data.loading import read_source
 from mixdpo_kit.data.tokenization import TokenizationSettings
@@ -121,7 +122,7 @@ def clear_run_folder(out_dir: Path, keep: str | Path | None = None) -> bool:
         keep = Path(keep).resolve()
         for path in found:
             if keep == path.resolve() or path.resolve() in keep.parents:
-                raise ValueError(f"{out_dir} holds {path.name}, which this run loads ({keep}); a new run there would "
+                raise UserError(f"{out_dir} holds {path.name}, which this run loads ({keep}); a new run there would "
                                  "delete it. Train into another folder.")
     for path in found:
         shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mixdpo_kit.core.config import deep_merge
+from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.objectives.routing import OBJECTIVES
 
 
@@ -98,7 +99,7 @@ def get_variant(name: str) -> Variant:
         objective, tau = sweep["objective"], float(sweep["tau"])
         return Variant(name, f"{objective} at τ = {tau:g}",
                        lambda base: {"loss": {"objective": objective}, "split": {"tau": tau, "quantile": None}})
-    raise ValueError(f"unknown objective or variant {name!r}; objectives: {sorted(OBJECTIVES)}; variants: "
+    raise UserError(f"unknown objective or variant {name!r}; objectives: {sorted(OBJECTIVES)}; variants: "
                      f"{sorted(VARIANTS)}; or <objective>_tau_<T> for a τ sweep")
 
 

@@ -103,3 +103,26 @@ def test_export_of_data_without_a_margin_says_why(tmp_path, capsys):
     assert main(["analyze", "--data", str(path), "--out", str(tmp_path / "b"), "--export", str(tmp_path / "p.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "--export needs margins" in err and "likelihood_gap" in err
+
+
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    from mixdpo_kit.interface import cli
+
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"mixdpo-kit train: error: config file not found: {tmp_path / 'missing.yaml'}"
+    (tmp_path / "bad.yaml").write_text("loss: {betaa: 0.1}\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "are not parameters of the 'dpo' loss" in capsys.readouterr().err
+    # A ValueError that is not the kit's user error is a bug: it propagates with its traceback.
+    monkeypatch.setattr(cli, "command_config", lambda args: (_ for _ in ()).throw(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        main(["train", "--config", str(tmp_path / "bad.yaml")])
+
+
+def test_importing_the_kit_prints_nothing(tmp_path):
+    res = subprocess.run([sys.executable, "-c", "import mixdpo_kit, bitsandbytes, peft\n"
+                          "from mixdpo_kit.modeling.model import build_policy"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == "" and "kernels-community" not in res.stderr, res.stderr

@@ -73,18 +73,21 @@ def test_device_aware_dtype():
         build_policy(ModelConfig(mode="int3"))
 
 
-def test_a_gpu_without_bf16_trains_in_fp16_with_loss_scaling_and_says_so_once(monkeypatch, capsys):
-    from mixdpo_kit.modeling import model as model_module
+def test_a_gpu_without_bf16_trains_in_fp16_with_loss_scaling_and_says_so(monkeypatch, capsys):
+    import warnings
+
     from mixdpo_kit.modeling.model import quantization_config
     from mixdpo_kit.training.pipeline import mixed_precision
 
-    monkeypatch.setattr(model_module, "_FP16_NOTED", [])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     t4 = torch.device("cuda", 0)
-    assert compute_dtype(t4) == compute_dtype(t4) == torch.float16
-    assert capsys.readouterr().out.splitlines() == [
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own filter: a note is shown once
+        assert compute_dtype(t4) == compute_dtype(t4) == torch.float16
+    assert [str(w.message) for w in caught] == [
         "Tesla T4 has no bf16: training in fp16 (4-bit compute in fp16, the Trainer scales the loss)."]
+    assert not capsys.readouterr().out
     assert quantization_config(torch.float16).bnb_4bit_compute_dtype == torch.float16
     assert mixed_precision(torch.float16) == {"bf16": False, "fp16": True}  # the Trainer's GradScaler
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
