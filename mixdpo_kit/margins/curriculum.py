@@ -16,6 +16,7 @@ import torch
 
 from mixdpo_kit.core.config import CurriculumConfig
 from mixdpo_kit.core.errors import UserError
+from mixdpo_kit.core.steps import StepPlan
 
 ORDERS = ("easy_to_hard", "staged", "random", "hard_to_easy")
 
@@ -74,21 +75,19 @@ class CurriculumSampler(torch.utils.data.Sampler):
         return len(self.plan.margins)
 
 
-def optimizer_steps(plan: CurriculumPlan, batch_size: int, grad_accum: int, epochs: float = 1.0,
-                    max_steps: int = -1) -> list[np.ndarray]:
-    """The pair indices of every optimiser step, in order, counted as ``transformers.Trainer``
-    counts them (the last step of an epoch may be short; ``max_steps > 0`` wins over epochs)."""
+def optimizer_steps(plan: CurriculumPlan, steps: StepPlan) -> list[np.ndarray]:
+    """The pair indices of every optimiser step, over every process, in order (:class:`StepPlan`:
+    the last step of an epoch may be short, several processes repeat the epoch's first pairs to
+    even out, ``max_steps > 0`` wins over epochs)."""
     n = len(plan.margins)
-    batches = -(-n // batch_size)
-    per_epoch = max(-(-batches // grad_accum), 1)
-    total = max_steps if max_steps > 0 else math.ceil(epochs * per_epoch)
-    steps, epoch = [], 0
-    while len(steps) < total:
-        order = plan.indices(epoch)
-        per_step = batch_size * grad_accum
-        steps += [order[s * per_step: (s + 1) * per_step] for s in range(per_epoch)]
-        epoch += 1
-    return steps[:total]
+    positions = np.asarray(steps.epoch_positions(n), dtype=np.int64)
+    orders: dict[int, np.ndarray] = {}
+    out = []
+    for epoch, start, stop in steps.step_positions(n):
+        if epoch not in orders:
+            orders[epoch] = plan.indices(epoch)[positions]
+        out.append(orders[epoch][start:stop])
+    return out
 
 
 def lr_schedule(n_steps: int, scheduler: str, warmup_ratio: float) -> np.ndarray:
@@ -126,7 +125,8 @@ def step_means(values: np.ndarray, steps: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int | None = None) -> dict:
+def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int | None = None,
+                     processes: int | None = None) -> dict:
     """Where the learning rate goes: the share of the total learning-rate mass (the sum of the
     step learning rates) that the SFT and the preference route receive under ``train_cfg``
     (a :class:`~mixdpo_kit.core.config.TrainConfig`). ``sft_share``: each pair's SFT share of its
@@ -134,10 +134,11 @@ def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int
     schedule to zero the last, hardest steps get almost nothing — this makes that visible.
 
     ``steps_done``: for a run that stopped early, only its first ``steps_done`` steps count (the
-    mass it actually applied, and the share of the pairs it actually trained)."""
+    mass it actually applied, and the share of the pairs it actually trained). ``processes``: how
+    many processes train (default: this launch's, :func:`~mixdpo_kit.core.steps.launched_processes`)."""
     t = train_cfg
-    steps = optimizer_steps(plan, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
-                            t.max_steps)
+    geometry = StepPlan.of(t, processes)
+    steps = optimizer_steps(plan, geometry)
     lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
     done = len(steps) if steps_done is None else max(0, min(int(steps_done), len(steps)))
     share = np.asarray(sft_share, float)
@@ -148,4 +149,4 @@ def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int
     pairs = float(share[trained].mean()) if len(trained) else 0.0
     return {"sft": sft, "preference": 1.0 - sft if done else 0.0, "sft_share_of_pairs": pairs, "steps": len(steps),
             "steps_trained": done, "pairs_trained": int(len(trained)), "schedule": t.lr_scheduler_type,
-            "warmup_ratio": t.warmup_ratio}
+            "warmup_ratio": t.warmup_ratio, "processes": geometry.processes}

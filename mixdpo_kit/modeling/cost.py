@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from mixdpo_kit.core.config import RunConfig
 from mixdpo_kit.core.errors import UserError
+from mixdpo_kit.core.steps import StepPlan
 
 T4_EFFECTIVE_FLOPS = 8e12
 
@@ -61,13 +62,10 @@ def model_parameters(name_or_path: str) -> int:
 def estimate_run(cfg: RunConfig, n_pairs: int, n_params: int, flops_per_second: float = T4_EFFECTIVE_FLOPS) -> dict:
     """Pairs trained, optimiser steps and estimated hours for ``n_pairs`` available pairs under
     ``cfg`` (its row cap, step cap, epochs and batch), at ``flops_per_second`` effective."""
-    t = cfg.train
-    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    plan = StepPlan.of(cfg.train)
     pairs = min(n_pairs, cfg.data.max_rows or n_pairs)
-    steps = math.ceil(pairs / per_step) * t.num_train_epochs
-    if t.max_steps and t.max_steps > 0:
-        steps = min(steps, t.max_steps)
-    trained = min(steps * per_step, pairs * t.num_train_epochs)
+    steps = plan.total_steps(pairs)
+    trained = min(steps * plan.pairs_per_step, math.ceil(pairs * plan.epochs))
     tokens = cfg.data.max_length * 2  # prompt + chosen and prompt + rejected, at the length cap
     seconds = 8 * n_params * tokens * trained / flops_per_second + 2 * n_params * tokens * pairs / flops_per_second
     return {"pairs": pairs, "pairs_trained": trained, "optimizer_steps": steps, "hours": seconds / 3600,

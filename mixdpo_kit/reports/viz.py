@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from mixdpo_kit.core.steps import StepPlan
 from mixdpo_kit.core.units import percent, threshold
 from mixdpo_kit.margins.curriculum import CurriculumPlan, lr_mass_by_route, lr_schedule, optimizer_steps, step_means
 from mixdpo_kit.margins.sources import correlation_strength, rank_correlation
@@ -159,8 +160,7 @@ def curriculum_timeline(plan: CurriculumPlan, hard, train_cfg, epoch: int = 0, u
     order = plan.indices(epoch)
     m = np.asarray(plan.margins, dtype=float)[order]
     h = np.asarray(hard, dtype=float)
-    steps = optimizer_steps(plan, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
-                            t.max_steps)
+    steps = optimizer_steps(plan, StepPlan.of(t))
     frac = step_means(h, steps)
     lrs = lr_schedule(len(steps), t.lr_scheduler_type, t.warmup_ratio)
     mass = mass or lr_mass_by_route(plan, h, t)

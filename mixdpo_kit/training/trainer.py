@@ -1,7 +1,9 @@
 """``MixDPOTrainer``: a transformers.Trainer that trains routed preference pairs in curriculum order.
 
 What it changes in Trainer, and why:
-- the train sampler yields the curriculum plan's order (Trainer would shuffle);
+- the train sampler yields the curriculum plan's order (Trainer would shuffle), and the run's steps
+  are checked against the kit's step planner (:class:`~mixdpo_kit.core.steps.StepPlan`) when training
+  begins, so the timeline, learning-rate mass and cost the kit reports are the ones that run;
 - ``compute_loss`` runs one policy forward over the chosen responses of all pairs plus the
   rejected responses of preference-routed pairs only: an SFT-routed pair costs one sequence,
   no rejected pass and no reference pass; a preference pair's prompt runs once for both of its
@@ -30,6 +32,7 @@ from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 
 from mixdpo_kit.core.distributed import process_state
+from mixdpo_kit.core.steps import StepPlan
 from mixdpo_kit.data.tokenization import TOKEN_COLUMNS
 from mixdpo_kit.margins.curriculum import CurriculumPlan, CurriculumSampler
 from mixdpo_kit.modeling.logprobs import eval_mode, model_lock, score_pair_batch, token_logps
@@ -95,6 +98,7 @@ class MixDPOTrainer(Trainer):
         share their prompt when ``share_prompt`` and the model allows)."""
         super().__init__(*args, **kwargs)
         self.plan = plan
+        self.add_callback(StepPlanCheck(self))
         self.share_prompt = share_prompt
         self.loss = loss
         self.reference = reference
@@ -179,6 +183,20 @@ class MixDPOTrainer(Trainer):
                 sums[key] += total
                 counts[key] += their_counts[key]
         return sums, counts
+
+
+class StepPlanCheck(TrainerCallback):
+    """Stops a run whose optimiser steps differ from the kit's plan of them (a bug, not a setting):
+    what the kit reports of a run is computed from that plan."""
+
+    def __init__(self, trainer: MixDPOTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        planned = StepPlan.of_arguments(args).total_steps(len(self.trainer.train_dataset))
+        if state.max_steps != planned:
+            raise RuntimeError(f"the Trainer runs {state.max_steps} optimiser steps where the kit's step plan has "
+                               f"{planned} ({StepPlan.of_arguments(args)})")
 
 
 class JsonlLogger(TrainerCallback):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mixdpo_kit.core.steps import StepPlan
 from mixdpo_kit.evaluation.evaluate import pair_logps
-from mixdpo_kit.margins.curriculum import CurriculumPlan, optimizer_steps
 from mixdpo_kit.margins.sources import MarginContext, agreement, compute_margins, rank_correlation
 from mixdpo_kit.modeling.refcache import ReferenceCache, reference_logps
 from mixdpo_kit.workflows.compare import heldout_curves, run_comparison
@@ -55,9 +55,7 @@ def run_name(arm: str, setting: DisplacementSetting) -> str:
 
 def all_pair_steps(prep, train_cfg) -> int:
     """How many optimiser steps one run over every pair takes (the near-tie arms' budget)."""
-    plan = CurriculumPlan(prep.margins, "random")
-    return len(optimizer_steps(plan, train_cfg.per_device_train_batch_size, train_cfg.gradient_accumulation_steps,
-                               train_cfg.num_train_epochs, train_cfg.max_steps))
+    return StepPlan.of(train_cfg).total_steps(len(prep.margins))
 
 
 def displacement_variants(settings: list[DisplacementSetting], steps: int, track_every: int = 5) -> dict[str, dict]:

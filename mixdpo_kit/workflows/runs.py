@@ -175,7 +175,8 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
                                   callbacks=[StageCallback(stage), *callbacks, *stoppers], stop=stop)
     stage("evaluating on held-out data…")
     sft_share = route_sft_share(trainer.train_dataset)
-    extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train, steps_done=trainer.state.global_step)
+    extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train, steps_done=trainer.state.global_step,
+                                        processes=trainer.args.world_size)
     evaluation = evaluate_policy(cfg, policy, reference_memo)
     if cfg.judge.reward_model:
         stage("judging the answers against the SFT model…")

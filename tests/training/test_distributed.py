@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mixdpo_kit.core.config import preset
+from mixdpo_kit.core.steps import StepPlan
 
 from mixdpo_kit.modeling.tiny import build_tiny_model, build_tiny_reward_model
 
@@ -170,3 +172,32 @@ def test_the_fsdp_config_parses_and_fsdp_on_cpu_is_refused_not_silently_ddp(tmp_
         assert got["state_dict_type"] == "SHARDED_STATE_DICT" and got["reshard_after_forward"]
         assert got["distributed_type"] == "MULTI_CPU"
         assert got["error"] and "FSDP was asked for" in got["error"] and "no GPU" in got["error"]
+
+
+def test_the_step_plan_is_what_two_processes_train(tmp_path):
+    """Two processes, a short last round (padded by accelerate), accumulation, 1.5 epochs, warm-up and
+    cosine: the planned steps, each step's pairs and the learning-rate mass by route equal what the
+    processes trained; the route metrics logged are the same on both (gathered, not rank 0's pairs)."""
+    model = str(build_tiny_model(tmp_path / "model"))
+    launch(2, HERE / "steps_worker.py", model, str(tmp_path / "two"))
+    ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in range(2)]
+    r0 = ranks[0]
+    assert r0["world_size"] == 2 and r0["planned_steps"] == r0["steps_trained"] == ranks[1]["steps_trained"]
+    assert r0["one_process_steps"] != r0["planned_steps"]  # a planner blind to the processes would be wrong
+    trained: dict[int, list] = {}
+    lrs: dict[int, float] = {}
+    for r in ranks:
+        for m in r["micro"]:
+            trained.setdefault(m["step"], []).extend(m["rows"])
+            assert lrs.setdefault(m["step"], m["lr"]) == m["lr"]
+    assert sorted(trained) == list(range(r0["steps_trained"]))
+    assert [sorted(trained[s]) for s in sorted(trained)] == [sorted(rows) for rows in r0["planned_rows"]]
+    share = {int(k): v for k, v in r0["sft_share"].items()}
+    first_epoch = [i for rows in r0["planned_rows"][:StepPlan(3, 2, 2).steps_per_epoch(len(share))] for i in rows]
+    assert len(first_epoch) > len(set(first_epoch)) == len(share)  # the last round repeats the epoch's first pairs
+    lr = np.array([lrs[s] for s in sorted(lrs)])
+    per_step = np.array([np.mean([share[i] for i in trained[s]]) for s in sorted(trained)])
+    assert r0["lr_mass"]["sft"] == pytest.approx(float((lr * per_step).sum() / lr.sum()), rel=1e-9)
+    assert r0["lr_mass"]["steps_trained"] == r0["steps_trained"] and r0["lr_mass"]["processes"] == 2
+    assert r0["lr_mass"]["pairs_trained"] == sum(len(v) for v in trained.values())
+    assert r0["routes"] and r0["routes"] == ranks[1]["routes"]
