@@ -1,4 +1,5 @@
-"""A small on-disk cache of JSON documents, shared by the reference log-probs and reward scores.
+"""A small on-disk cache of JSON documents, and the one cache-or-compute step every cache uses
+(reference log-probs, CHES products, reward-model scores).
 
 Writes are atomic (a uniquely named temporary file, then ``os.replace``), so several processes —
 DDP ranks, two notebooks — may read and write the same folder: a reader sees a whole file or none.
@@ -10,6 +11,9 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Callable, Sequence
+
+from mixdpo_kit.core.distributed import map_shared, on_main
 
 
 def digest(*parts) -> str:
@@ -40,3 +44,17 @@ class JsonCache:
         tmp = self.dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(document))
         os.replace(tmp, self.path(key))
+
+
+def cached_items(store: JsonCache, key: str, items: Sequence[int], compute: Callable[[list[int]], Sequence]) -> dict:
+    """``{str(item): value}`` for every item under ``key``: what is stored is read, the missing items
+    are computed (``compute(items) -> one JSON value per item``), split between the processes of a
+    launch (:func:`~mixdpo_kit.core.distributed.map_shared`), merged with whatever another process
+    (a second notebook) stored meanwhile, and written once, by the main process. Call it on every process."""
+    stored = store.get(key) or {}
+    todo = [i for i in items if str(i) not in stored]
+    if todo:
+        computed = dict(zip(map(str, todo), map_shared(compute, todo)))
+        stored = {**(store.get(key) or {}), **stored, **computed}
+        on_main(store.put, key, stored)
+    return stored

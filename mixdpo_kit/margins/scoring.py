@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForSequenceClassification
 
-from mixdpo_kit.core.cache import JsonCache, digest
+from mixdpo_kit.core.cache import JsonCache, cached_items, digest
 from mixdpo_kit.core.config import CacheConfig
-from mixdpo_kit.core.distributed import map_shared, on_main
 from mixdpo_kit.core.errors import UserError
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.data.chat import conversation_text
@@ -85,15 +84,11 @@ class RewardModelScorer:
 
     def scores(self, texts: list[str], templated: bool) -> np.ndarray:
         """One score per text (``templated``: rendered by the template, which adds its own special tokens)."""
-        key = digest([self.name, self.fingerprint, self.max_length, templated], texts)
-        stored = self.cache.get(key)
-        if stored is None:
-            # Each process scores its share of the texts; the main process alone writes the cache.
-            scores = map_shared(lambda share: score_texts(self._model(), self.tokenizer, share, self.batch_size,
-                                                          self.max_length, not templated).tolist(), texts)
-            stored = {"model": self.name, "scores": scores}
-            on_main(self.cache.put, key, stored)
-        return np.asarray(stored["scores"])
+        key = digest([self.name, self.fingerprint, self.max_length, templated, "per_item"], texts)
+        stored = cached_items(self.cache, key, range(len(texts)), lambda share: score_texts(
+            self._model(), self.tokenizer, [texts[i] for i in share], self.batch_size, self.max_length,
+            not templated).tolist())
+        return np.asarray([stored[str(i)] for i in range(len(texts))])
 
     def _model(self):
         from mixdpo_kit.modeling.model import default_device
@@ -148,19 +143,20 @@ def reference_hidden_products(policy, ds, settings: dict, cache_dir: str | Path,
                               ) -> tuple[np.ndarray, np.ndarray]:
     """``<H+, H->`` and ``||H+||²`` of every tokenised pair under the policy's reference (adapter off),
     in length-sorted batches, cached under ``cache_dir/ches`` by model identity and token ids."""
-    store = JsonCache(Path(cache_dir) / "ches")
     key = cache_key(policy.identity(), settings, *(ds[c] for c in TOKEN_COLUMNS))
-    stored = store.get(key)
-    if stored is None:
-        device = next(policy.model.parameters()).device
+    columns = [list(ds[c]) for c in TOKEN_COLUMNS]
+    device = next(policy.model.parameters()).device
+
+    def products(rows: list[int]) -> list[tuple[float, float]]:
         with policy.reference() as ref:
-            dot, sq = score_pairs(ref, *(list(ds[c]) for c in TOKEN_COLUMNS), policy.tokenizer.pad_token_id,
-                                  batch_size, device=device, desc="CHES (reference hidden states)",
-                                  share_prompt=policy.config.share_prompt, pair_batch=hidden_products_pair_batch,
-                                  shared=True)
-        stored = {"dot": dot.tolist(), "chosen_sq": sq.tolist()}
-        on_main(store.put, key, stored)
-    return np.asarray(stored["dot"]), np.asarray(stored["chosen_sq"])
+            dot, sq = score_pairs(ref, *columns, policy.tokenizer.pad_token_id, batch_size, indices=rows, device=device,
+                                  desc="CHES (reference hidden states)", share_prompt=policy.config.share_prompt,
+                                  pair_batch=hidden_products_pair_batch)
+        return list(zip(dot.tolist(), sq.tolist()))
+
+    stored = cached_items(JsonCache(Path(cache_dir) / "ches"), key, range(len(ds)), products)
+    values = np.asarray([stored[str(i)] for i in range(len(ds))], dtype=float).reshape(len(ds), 2)
+    return values[:, 0], values[:, 1]
 
 
 @register_margin_source("ches", "minus the reference's CHES score (hidden-state similarity of chosen and rejected; "

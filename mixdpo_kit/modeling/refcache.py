@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mixdpo_kit.core.cache import JsonCache, digest
-from mixdpo_kit.core.distributed import map_shared, on_main
+from mixdpo_kit.core.cache import JsonCache, cached_items, digest
 from mixdpo_kit.data.tokenization import TOKEN_COLUMNS
 from mixdpo_kit.modeling.logprobs import score_pairs
 
@@ -21,8 +20,8 @@ from mixdpo_kit.modeling.logprobs import score_pairs
 
 def cache_key(identity: dict, settings: dict, prompt_ids, chosen_ids, rejected_ids) -> str:
     """A hex digest of the model identity, tokenisation settings and token ids."""
-    return digest({"model": identity, "tokenization": settings}, list(prompt_ids), list(chosen_ids),
-                  list(rejected_ids))
+    return digest({"model": identity, "tokenization": settings, "layout": "per_item"}, list(prompt_ids),
+                  list(chosen_ids), list(rejected_ids))
 
 
 class ReferenceCache:
@@ -40,35 +39,20 @@ class ReferenceCache:
         ``reference_ctx`` is a context manager yielding the reference module (e.g.
         ``Policy.reference``). Pairs already in the cache file are not recomputed.
         """
-        stored = self.store.get(key) or {"chosen": {}, "rejected": {}}
-        todo = [i for i in needed if str(i) not in stored["chosen"]]
-        if todo:
-            columns = [list(ds[c]) for c in TOKEN_COLUMNS]
+        columns = [list(ds[c]) for c in TOKEN_COLUMNS]
 
-            def score(rows: list[int]) -> list[tuple[float, float]]:
-                self.computed += len(rows)
-                with reference_ctx() as ref:
-                    chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=rows, device=device,
-                                                   sort_by_length=sort_by_length, desc="reference log-probs",
-                                                   share_prompt=share_prompt)
-                return list(zip(chosen.tolist(), rejected.tolist()))
+        def score(rows: list[int]) -> list[tuple[float, float]]:
+            self.computed += len(rows)
+            with reference_ctx() as ref:
+                chosen, rejected = score_pairs(ref, *columns, pad_id, batch_size, indices=rows, device=device,
+                                               sort_by_length=sort_by_length, desc="reference log-probs",
+                                               share_prompt=share_prompt)
+            return list(zip(chosen.tolist(), rejected.tolist()))
 
-            # Under several processes each scores its share of the missing pairs; all get every result.
-            scored = map_shared(score, todo)
-            # Another process (a second notebook) may have added pairs meanwhile: keep them too.
-            stored = _merge(self.store.get(key), stored)
-            for i, (c, r) in zip(todo, scored):
-                stored["chosen"][str(i)], stored["rejected"][str(i)] = c, r
-            on_main(self.store.put, key, stored)
+        stored = cached_items(self.store, key, needed, score)
         want = set(needed)
-        pick = lambda side: [stored[side][str(i)] if i in want else math.nan for i in range(len(ds))]  # noqa: E731
-        return pick("chosen"), pick("rejected")
-
-
-def _merge(other: dict | None, mine: dict) -> dict:
-    if other is None:
-        return mine
-    return {side: {**other[side], **mine[side]} for side in ("chosen", "rejected")}
+        pick = lambda side: [stored[str(i)][side] if i in want else math.nan for i in range(len(ds))]  # noqa: E731
+        return pick(0), pick(1)
 
 
 def reference_logps(policy, ds, needed: list[int], settings: dict, cache: ReferenceCache, batch_size: int):
