@@ -173,16 +173,26 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
     stage("loading the model and the pairs, computing margins and reference log-probs…")
     trainer, policy, prep = train(cfg, out_dir, resume_from_checkpoint=resume_from_checkpoint,
                                   callbacks=[StageCallback(stage), *callbacks, *stoppers], stop=stop)
-    stage("evaluating on held-out data…")
     sft_share = route_sft_share(trainer.train_dataset)
     extra["lr_mass"] = lr_mass_by_route(prep.plan, sft_share, cfg.train, steps_done=trainer.state.global_step,
                                         processes=trainer.args.world_size)
+    return evaluate_and_report(cfg, policy, prep, out_dir, extra, sft_share, reference_memo, stage, start)
+
+
+def evaluate_and_report(cfg: RunConfig, policy, prep, out_dir: Path, extra: dict, sft_share=None,
+                        reference_memo: dict | None = None, on_stage=None, start: float | None = None) -> dict:
+    """The end of a run, trained or reloaded: evaluate (and judge, when the config names a reward
+    model), explain a few worked pairs, write ``summary.json`` and ``report.html``; returns the
+    summary. ``extra``: what else the summary records; ``start``: when the run began (its wall time)."""
+    stage = on_stage or (lambda text: None)
+    stage("evaluating on held-out data…")
     evaluation = evaluate_policy(cfg, policy, reference_memo)
     if cfg.judge.reward_model:
         stage("judging the answers against the SFT model…")
         evaluation["judge"] = judge_policy(cfg, policy, out_dir)
-    extra["worked_pairs"] = worked_pairs(cfg, policy, prep)
-    extra["wall_seconds"] = round(time.time() - start, 1)
+    extra = {**extra, "worked_pairs": worked_pairs(cfg, policy, prep)}
+    if start is not None:
+        extra["wall_seconds"] = round(time.time() - start, 1)
     return on_main(write_run_outputs, out_dir, cfg, prep, evaluation, extra, sft_share)
 
 
@@ -232,10 +242,6 @@ def evaluate_saved_run(run_dir: str | Path) -> dict:
     """Reload a finished run's adapter (or model) and evaluate it again; rewrites summary and report."""
     run_dir = Path(run_dir)
     cfg, policy, prep = load_run(run_dir)
-    evaluation = evaluate_policy(cfg, policy)
-    if cfg.judge.reward_model:
-        evaluation["judge"] = judge_policy(cfg, policy, run_dir)
-    extra = {"worked_pairs": worked_pairs(cfg, policy, prep)}
     old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}
-    return on_main(write_run_outputs, run_dir, cfg, prep, evaluation, {**keep, **extra})
+    return evaluate_and_report(cfg, policy, prep, run_dir, keep)
