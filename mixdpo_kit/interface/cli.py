@@ -19,17 +19,18 @@ def _say(lines) -> None:
     print("\n".join(lines))
 
 
-def _run_summary(summary: dict, out: str | Path) -> list[str]:
-    """What a finished run prints: its headline numbers, its time and the files it wrote."""
+def _run_summary(summary, out: str | Path) -> list[str]:
+    """What a finished run (a :class:`~mixdpo_kit.reports.results.RunSummary`) prints: its headline
+    numbers, its time and the files it wrote."""
     from mixdpo_kit.reports.explain import result_lines
     from mixdpo_kit.evaluation.judge import verdict_lines
     from mixdpo_kit.core.units import duration
 
     lines = result_lines(summary)
-    if "judge" in summary["evaluation"]:
-        lines += verdict_lines(summary["evaluation"]["judge"])
+    if summary.evaluation.judge is not None:
+        lines += verdict_lines(summary.evaluation.judge)
     out = Path(out)
-    took = f" in {duration(summary['wall_seconds'])}" if "wall_seconds" in summary else ""
+    took = f" in {duration(summary.wall_seconds)}" if summary.wall_seconds is not None else ""
     return lines + [f"finished{took}; written: {out / 'report.html'}, {out / 'summary.json'}, {out / 'metrics.jsonl'}"]
 
 
@@ -243,7 +244,7 @@ def _cmd_evaluate(args) -> int:
     from mixdpo_kit.workflows.runs import evaluate_saved_run
 
     summary = evaluate_saved_run(args.run)
-    _say(_run_summary({k: v for k, v in summary.items() if k != "wall_seconds"}, args.run))
+    _say(_run_summary(dataclasses.replace(summary, wall_seconds=None), args.run))  # not this command's time
     return 0
 
 

@@ -30,6 +30,7 @@ from mixdpo_kit.objectives.losses import PREFERENCE_LOSSES
 from mixdpo_kit.objectives.routing import OBJECTIVES, resolve
 from mixdpo_kit.reports import viz
 from mixdpo_kit.reports.explain import result_lines, worked_pairs_table
+from mixdpo_kit.reports.results import RunSummary, as_summary
 from mixdpo_kit.workflows.displacement import ARMS, DisplacementSetting, change_words, run_displacement, run_name
 
 
@@ -101,12 +102,13 @@ def _registered_unit(source: str, dataset=None) -> str:
         return "margin units"
 
 
-def results_html(summary: dict) -> str:
+def results_html(summary: RunSummary) -> str:
     """A finished run for a panel: headline numbers, generations before/after, the worked pairs."""
+    summary = as_summary(summary)
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in result_lines(summary))
     return (f"<ul>{lines}</ul><b>Generations before (reference) and after training</b>"
-            f"{html_table(summary['evaluation'].get('generations', []))}"
-            f"<b>Two pairs through the routed loss</b>{html_table(worked_pairs_table(summary.get('worked_pairs', [])))}")
+            f"{html_table(summary.evaluation.generations)}"
+            f"<b>Two pairs through the routed loss</b>{html_table(worked_pairs_table(summary.worked_pairs or []))}")
 
 
 class MarginExplorer:
@@ -498,7 +500,7 @@ class TrainingLauncher:
         self.stop_requested = threading.Event()
         self.logs: list[dict] = []
         self.figure = None
-        self.summary: dict | None = None
+        self.summary: RunSummary | None = None
         self.thread: threading.Thread | None = None
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
@@ -600,9 +602,9 @@ class TrainingLauncher:
             self.summary = run(cfg, cfg.train.output_dir, callbacks=[_LiveCallback(self)], on_stage=on_stage,
                                stop=self.stop_requested)
             stopped = " (stopped early; checkpoint kept)" if self.stop_requested.is_set() else ""
-            mass = self.summary.get("lr_mass", {})
-            self.stage.value = (f"stopped at step {mass.get('steps_trained')} of {mass.get('steps')}" if stopped else "")
-            self.status.value = (f"finished{stopped} in {duration(self.summary['wall_seconds'])}: report at "
+            mass = self.summary.lr_mass
+            self.stage.value = f"stopped at step {mass.steps_trained} of {mass.steps}" if stopped else ""
+            self.status.value = (f"finished{stopped} in {duration(self.summary.wall_seconds)}: report at "
                                  f"<code>{html.escape(cfg.train.output_dir)}/report.html</code>")
             self.show_curves([r for r in read_metrics(cfg.train.output_dir) if "loss" in r])  # exactly this run's
             self.results.value = results_html(self.summary)

@@ -18,6 +18,7 @@ from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch, token_logp
 from mixdpo_kit.modeling.pairbatch import pair_rows, prompt_sharing
 from mixdpo_kit.objectives.losses import PairLogps, routed_loss
 from mixdpo_kit.objectives.routing import bound_loss, get_objective
+from mixdpo_kit.reports.results import LearningRateMass, RunSummary, as_mass, as_summary
 
 ROUTED_LOSS_MARKDOWN = r"""
 For a pair (prompt $x$, chosen $y_w$, rejected $y_l$) with margin $m$ (how much better $y_w$ was
@@ -105,19 +106,20 @@ def worked_pairs_table(pairs: list[dict]) -> list[dict]:
     return [{"quantity": k, **{n: _fmt(p.get(k, "")) for n, p in zip(names, pairs)}} for k in keys]
 
 
-def result_lines(summary: dict) -> list[str]:
+def result_lines(summary: RunSummary) -> list[str]:
     """The headline numbers of a finished run as plain sentences (for notebooks and panels)."""
-    ev, lines = summary.get("evaluation", {}), []
-    if "true_reward" in ev:
-        b, a = ev["true_reward"]["before"], ev["true_reward"]["after"]
-        lines.append(f"ground-truth reward on {a['n']} held-out prompts: {b['mean_reward']:.3f} before (the reference) "
-                     f"-> {a['mean_reward']:.3f} after ({a['mean_reward'] - b['mean_reward']:+.3f})")
-    if "preference" in ev:
-        p = ev["preference"]
-        lines.append(f"held-out pairs where the policy moved chosen above rejected (z > 0): {percent(p['reward_accuracy'])} "
-                     f"of {p['pairs']}; mean log p(chosen) {p['logps_chosen_before']:.2f} -> {p['logps_chosen_after']:.2f}")
-    if "lr_mass" in summary:
-        lines.append(lr_mass_line(summary["lr_mass"]))
+    summary = as_summary(summary)
+    ev, lines = summary.evaluation, []
+    if ev.true_reward_after is not None:
+        b, a = ev.true_reward_before, ev.true_reward_after
+        lines.append(f"ground-truth reward on {a.n} held-out prompts: {b.mean_reward:.3f} before (the reference) "
+                     f"-> {a.mean_reward:.3f} after ({a.mean_reward - b.mean_reward:+.3f})")
+    if ev.preference is not None:
+        p = ev.preference
+        lines.append(f"held-out pairs where the policy moved chosen above rejected (z > 0): {percent(p.reward_accuracy)} "
+                     f"of {p.pairs}; mean log p(chosen) {p.logps_chosen_before:.2f} -> {p.logps_chosen_after:.2f}")
+    if summary.lr_mass is not None:
+        lines.append(lr_mass_line(summary.lr_mass))
     return lines
 
 
@@ -127,10 +129,10 @@ def result_lines(summary: dict) -> list[str]:
 STUDY_HALF_WIDTH = 0.004
 
 
-def difference_line(a: dict, b: dict, name_a: str, name_b: str) -> str:
+def difference_line(a: RunSummary, b: RunSummary, name_a: str, name_b: str) -> str:
     """Two finished runs' ground-truth rewards and their difference, read against the study's seed
     noise: the sentence a one-seed comparison in a notebook can honestly say."""
-    ra, rb = (s["evaluation"]["true_reward"]["after"]["mean_reward"] for s in (a, b))
+    ra, rb = (as_summary(s).evaluation.true_reward_after.mean_reward for s in (a, b))
     d = ra - rb
     reading = (f"within the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH} for one difference): "
                "one seed cannot tell these apart" if abs(d) <= STUDY_HALF_WIDTH else
@@ -174,16 +176,17 @@ def report_lines(report: dict) -> list[str]:
         ([split["grid_note"]] if split.get("grid_note") else [])
 
 
-def lr_mass_line(mass: dict) -> str:
+def lr_mass_line(mass: LearningRateMass) -> str:
     """The SFT route's share of the pairs and of the learning-rate mass, as one sentence; for a run
     that stopped early, of what it actually trained."""
-    pairs, lr = percent(mass["sft_share_of_pairs"]), percent(mass["sft"], 2)
-    done, planned = mass.get("steps_trained", mass["steps"]), mass["steps"]
-    if mass["sft_share_of_pairs"] == 0 and done == planned:
+    mass = as_mass(mass)
+    pairs, lr = percent(mass.sft_share_of_pairs), percent(mass.sft, 2)
+    done, planned = mass.steps if mass.steps_trained is None else mass.steps_trained, mass.steps
+    if mass.sft_share_of_pairs == 0 and done == planned:
         return "no pair is routed to SFT: all of the learning-rate mass goes to the preference loss"
-    if done < planned:
+    if mass.stopped_early:
         return (f"stopped at step {done} of {planned}: the hard pairs (SFT route) were {pairs} of the "
-                f"{mass['pairs_trained']:,} pairs trained and got {lr} of the learning-rate mass applied")
+                f"{mass.pairs_trained:,} pairs trained and got {lr} of the learning-rate mass applied")
     return f"hard pairs (SFT route): {pairs} of the pairs, {lr} of the learning-rate mass"
 
 

@@ -1,4 +1,5 @@
-"""Run artefacts: ``summary.json`` and a self-contained ``report.html`` of plotly figures."""
+"""Run artefacts: ``metrics.jsonl`` read back and a self-contained ``report.html`` of plotly figures
+(``summary.json`` is :mod:`mixdpo_kit.reports.results`)."""
 from __future__ import annotations
 
 import html
@@ -10,13 +11,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """The run's ``metrics.jsonl`` as a list of dicts (empty when absent)."""
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def write_summary(run_dir: str | Path, summary: dict) -> Path:
-    """Write ``summary.json``."""
-    path = Path(run_dir) / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, default=str))
-    return path
 
 
 def write_html(path: str | Path, title: str, figures: list, tables: dict[str, list[dict]] | None = None) -> Path:

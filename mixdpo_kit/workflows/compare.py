@@ -23,6 +23,7 @@ from mixdpo_kit.evaluation.evaluate import win_rate
 from mixdpo_kit.objectives.routing import resolve
 from mixdpo_kit.reports import viz
 from mixdpo_kit.reports.report import read_metrics, write_html
+from mixdpo_kit.reports.results import SUMMARY_FILE, RunSummary, as_summary, read_summary
 from mixdpo_kit.training.pipeline import sft_warmup
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -51,26 +52,26 @@ def interval(values) -> tuple[float, float]:
     return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def run_metrics(summary: dict) -> dict[str, float]:
+def run_metrics(summary: RunSummary) -> dict[str, float]:
     """The compared numbers of one finished run."""
-    ev = summary["evaluation"]
-    out = {"wall_seconds": summary.get("wall_seconds", math.nan)}
-    if "lr_mass" in summary:
-        out["lr_mass_sft"] = summary["lr_mass"]["sft"]
-    if "true_reward" in ev:
-        before, after = ev["true_reward"]["before"], ev["true_reward"]["after"]
-        out["true_reward"] = after["mean_reward"]
-        out["exact_match"] = after["exact_match"]
-        out["win_rate_vs_sft"] = win_rate(after["rewards"], before["rewards"])
-        out["sft_true_reward"] = before["mean_reward"]
-    if "judge" in ev:  # a local reward model's verdict against the SFT model's answers
+    summary = as_summary(summary)
+    ev = summary.evaluation
+    out = {"wall_seconds": summary.wall_seconds if summary.wall_seconds is not None else math.nan}
+    if summary.lr_mass is not None:
+        out["lr_mass_sft"] = summary.lr_mass.sft
+    if ev.true_reward_after is not None:
+        before, after = ev.true_reward_before, ev.true_reward_after
+        out["true_reward"] = after.mean_reward
+        out["exact_match"] = after.exact_match
+        out["win_rate_vs_sft"] = win_rate(after.rewards, before.rewards)
+        out["sft_true_reward"] = before.mean_reward
+    if ev.judge is not None:  # a local reward model's verdict against the SFT model's answers
         for key, field in (("judge_win_rate", "win_rate"), ("judge_lc_win_rate", "lc_win_rate")):
-            out[key], out[f"{key}_bootstrap"] = ev["judge"][field], ev["judge"][f"{field}_ci"]
-    if "preference" in ev:
-        p = ev["preference"]
-        out["pref_accuracy"] = p["reward_accuracy"]
-        out["delta_logp_chosen"] = p["logps_chosen_after"] - p["logps_chosen_before"]
-        out["delta_logp_rejected"] = p["logps_rejected_after"] - p["logps_rejected_before"]
+            out[key], out[f"{key}_bootstrap"] = ev.judge[field], ev.judge[f"{field}_ci"]
+    if ev.preference is not None:
+        out["pref_accuracy"] = ev.preference.reward_accuracy
+        out["delta_logp_chosen"] = ev.preference.delta_chosen
+        out["delta_logp_rejected"] = ev.preference.delta_rejected
     return out
 
 
@@ -140,9 +141,8 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
     for name, overrides in variants.items():
         for seed in range(seeds):
             run_dir = out / name / f"seed{seed}"
-            summary_path = run_dir / "summary.json"
-            if summary_path.exists():
-                summary = json.loads(summary_path.read_text())
+            if (run_dir / SUMMARY_FILE).exists():
+                summary = read_summary(run_dir)
             else:
                 run_cfg = variant_config(base, overrides).override(train={"seed": seed}, curriculum={"seed": seed})
                 with progress.label(f"run {len(per_run) + 1} of {total}: {name}, seed {seed}"):

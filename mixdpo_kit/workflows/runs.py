@@ -1,13 +1,13 @@
 """Whole runs: train + evaluate + write the summary and report; the demo; re-evaluating a saved run."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from mixdpo_kit.core.cache import digest
 from mixdpo_kit.core.config import RunConfig, preset
 from mixdpo_kit.core.distributed import on_main
 from mixdpo_kit.core.errors import UserError
@@ -21,7 +21,8 @@ from mixdpo_kit.modeling.model import Policy, load_trained_policy
 from mixdpo_kit.objectives.routing import resolve as resolve_objective
 from mixdpo_kit.reports import viz
 from mixdpo_kit.reports.explain import worked_pairs
-from mixdpo_kit.reports.report import read_metrics, write_html, write_summary
+from mixdpo_kit.reports.report import read_metrics, write_html
+from mixdpo_kit.reports.results import RunSummary, read_summary, write_summary
 from mixdpo_kit.training.pipeline import (PreparedPairs, RunStopped, analyze_data, data_report, sft_warmup, tokenized_pairs,
                                           train)
 from mixdpo_kit.training.trainer import route_sft_share
@@ -39,9 +40,11 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
     tok, ec = policy.tokenizer, cfg.eval
     device = next(policy.model.parameters()).device
     memo = {} if reference_memo is None else reference_memo
-    # The weights fingerprint tells a retrained checkpoint at the same path apart.
+    # Keyed by a digest of what the reference side depends on: the reference model (its weights
+    # fingerprint tells a retrained checkpoint at the same path apart) and the model, data and
+    # evaluation settings; and by which result it is.
     sections = {k: v for k, v in cfg.to_dict().items() if k in ("model", "data", "eval")}
-    settings = json.dumps({"reference": policy.identity(), **sections}, sort_keys=True)
+    settings = digest({"reference": policy.identity(), **sections})
 
     def on_reference(what: str, compute):
         if (settings, what) not in memo:
@@ -82,29 +85,30 @@ def evaluate_policy(cfg: RunConfig, policy: Policy, reference_memo: dict | None 
 
 
 def write_run_outputs(out_dir: Path, cfg: RunConfig, prep: PreparedPairs, evaluation: dict, extra: dict,
-                      sft_share=None) -> dict:
+                      sft_share=None) -> RunSummary:
     """Write ``summary.json`` and ``report.html`` for a finished run; returns the summary.
     ``sft_share``: each trained pair's SFT share of its loss weight (default: the hard mask)."""
     rows = read_metrics(out_dir)
-    summary = {"config": cfg.to_dict(), "data": data_report(prep), "split": prep.split.summary(),
-               "final_train_metrics": next((r for r in reversed(rows) if "loss" in r), {}),
-               "evaluation": evaluation, **extra}
+    summary = RunSummary.from_dict({"config": cfg.to_dict(), "data": data_report(prep), "split": prep.split.summary(),
+                                    "final_train_metrics": next((r for r in reversed(rows) if "loss" in r), {}),
+                                    "evaluation": evaluation, **extra})
     write_summary(out_dir, summary)
+    ev = summary.evaluation
     lengths = [list(map(len, prep.dataset[c])) for c in ("chosen_ids", "rejected_ids")]
     unit = prep.margin_unit
     figures = [viz.margin_histogram(prep.margins, prep.split, unit=unit),
                viz.margin_vs_length(prep.margins, *lengths, prep.split, length_unit="tokens", unit=unit),
                viz.curriculum_timeline(prep.plan, prep.split.hard if sft_share is None else sft_share, cfg.train,
                                        unit=unit),
-               viz.training_curves(rows), viz.logprob_dynamics(rows, evaluation.get("preference"))]
-    tables = {"Generations before (reference) and after training": evaluation.get("generations", [])}
-    if "true_reward" in evaluation:
+               viz.training_curves(rows), viz.logprob_dynamics(rows, ev.to_dict().get("preference"))]
+    tables = {"Generations before (reference) and after training": ev.generations}
+    if ev.true_reward_after is not None:
         tables["Ground-truth reward of greedy generations"] = [
-            {"model": k, **{m: v for m, v in values.items() if m != "rewards"}}
-            for k, values in evaluation["true_reward"].items()]
-    if "judge" in evaluation:
+            {"model": k, "mean_reward": r.mean_reward, "exact_match": r.exact_match, "n": r.n}
+            for k, r in (("before", ev.true_reward_before), ("after", ev.true_reward_after))]
+    if ev.judge is not None:
         tables["Judged against the SFT model (a local reward model; see docs/evaluation.md)"] = [
-            {"verdict": line} for line in verdict_lines(evaluation["judge"])]
+            {"verdict": line} for line in verdict_lines(ev.judge)]
     write_html(out_dir / "report.html", f"mixdpo-kit run: {out_dir.name}", figures, tables)
     return summary
 
@@ -142,7 +146,7 @@ class StopOnRequest(TrainerCallback):
 
 
 def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callbacks=(),
-        reference_memo: dict | None = None, on_stage=None, stop=None) -> dict:
+        reference_memo: dict | None = None, on_stage=None, stop=None) -> RunSummary:
     """Train, evaluate and report one run (with the SFT warm-up first when the config asks for it).
 
     A new run (not a resume) first removes a previous run from ``out_dir``, so the folder's curves,
@@ -180,7 +184,7 @@ def run(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint=None, callba
 
 
 def evaluate_and_report(cfg: RunConfig, policy, prep, out_dir: Path, extra: dict, sft_share=None,
-                        reference_memo: dict | None = None, on_stage=None, start: float | None = None) -> dict:
+                        reference_memo: dict | None = None, on_stage=None, start: float | None = None) -> RunSummary:
     """The end of a run, trained or reloaded: evaluate (and judge, when the config names a reward
     model), explain a few worked pairs, write ``summary.json`` and ``report.html``; returns the
     summary. ``extra``: what else the summary records; ``start``: when the run began (its wall time)."""
@@ -217,16 +221,15 @@ def demo_config(out_dir: str | Path | None = None) -> RunConfig:
     return cfg.override(train={"output_dir": str(out)}, cache={"dir": str(out / "cache")})
 
 
-def run_demo(out_dir: str | Path | None = None, on_stage=None, reuse: bool = False) -> dict:
+def run_demo(out_dir: str | Path | None = None, on_stage=None, reuse: bool = False) -> RunSummary:
     """The built-in pipeline: tiny model, SFT warm-up, QLoRA MixDPO on CPU, evaluation, report.
     ``reuse``: return the summary of a demo that already finished in ``out_dir`` with the same config."""
     cfg = demo_config(out_dir)
-    done = Path(cfg.train.output_dir) / "summary.json"
-    if reuse and done.exists():
-        summary, want = json.loads(done.read_text()), resolve_objective(cfg).to_dict()
-        same = {k: v for k, v in summary["config"].items() if k not in ("model", "sft_warmup")} == \
+    if reuse and (Path(cfg.train.output_dir) / "summary.json").exists():
+        summary, want = read_summary(cfg.train.output_dir), resolve_objective(cfg).to_dict()
+        same = {k: v for k, v in summary.config.items() if k not in ("model", "sft_warmup")} == \
             {k: v for k, v in want.items() if k not in ("model", "sft_warmup")}  # the warm-up rewrites those two
-        if same and "worked_pairs" in summary:
+        if same and summary.worked_pairs is not None:
             return summary
     return run(cfg, cfg.train.output_dir, on_stage=on_stage)
 
@@ -238,10 +241,10 @@ def load_run(run_dir: str | Path):
     return cfg, policy, analyze_data(cfg, policy=policy)
 
 
-def evaluate_saved_run(run_dir: str | Path) -> dict:
+def evaluate_saved_run(run_dir: str | Path) -> RunSummary:
     """Reload a finished run's adapter (or model) and evaluate it again; rewrites summary and report."""
     run_dir = Path(run_dir)
     cfg, policy, prep = load_run(run_dir)
-    old = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    old = read_summary(run_dir).to_dict() if (run_dir / "summary.json").exists() else {}
     keep = {k: v for k, v in old.items() if k in ("wall_seconds", "sft_warmup_seconds", "lr_mass")}
     return evaluate_and_report(cfg, policy, prep, run_dir, keep)

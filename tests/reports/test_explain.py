@@ -54,7 +54,8 @@ def test_the_study_noise_quoted_to_learners_is_the_studys_own():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
     assert f"One seed's paired difference, as a notebook measures it, varies by about ±{STUDY_HALF_WIDTH}" in doc
-    run = lambda r: {"evaluation": {"true_reward": {"after": {"mean_reward": r}}}}  # noqa: E731
+    reward = lambda r: {"mean_reward": r, "exact_match": 0.0, "n": 1}  # noqa: E731
+    run = lambda r: {"evaluation": {"true_reward": {"before": reward(0.7), "after": reward(r)}}}  # noqa: E731
     assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b")
     assert difference_line(run(0.760), run(0.750), "a", "b").startswith("a − b = +0.010")
 
