@@ -14,6 +14,7 @@ import torch
 from mixdpo_kit.core.distributed import map_shared
 from mixdpo_kit.core.progress import bar
 from mixdpo_kit.modeling.pairbatch import ResponseBatch, pair_rows, prompt_sharing, unwrap_model
+from mixdpo_kit.objectives.losses import PairLogps
 
 
 # How many logits one chunk may hold. The LM head and its log-softmax run a chunk of response
@@ -266,6 +267,28 @@ def score_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None,
     batch = pair_rows(prompts, chosen, rejected, pad_id, prompt_sharing(model, share_prompt))
     logps, _ = sequence_logps(model, batch if device is None else batch.to(device))
     return logps[: len(prompts)], logps[len(prompts):]
+
+
+def policy_pair_logps(model, batch: ResponseBatch, with_preference: torch.Tensor, margin: torch.Tensor,
+                      token_inputs=None) -> PairLogps:
+    """A batch of pairs laid out by :func:`~mixdpo_kit.modeling.pairbatch.pair_rows` (every pair's
+    chosen response, then the rejected response of the pairs in ``with_preference``) as the routed
+    loss reads it: summed response log-probs and token counts per pair (NaN and 0 for a rejected
+    response a pair did not send), the pairs' ``margin``, and the token statistics a loss asks for
+    (``token_inputs``, e.g. ConfPO's). What the trainer's step and the worked pairs both compute."""
+    n = len(with_preference)
+    token_lp, mask = token_logps(model, batch)
+
+    def per_pair(values, fill):  # chosen responses are 0..n-1; rejected follow, for preference pairs only
+        return values[:n], torch.full_like(values[:n], fill).masked_scatter(with_preference, values[n:])
+
+    chosen, rejected = per_pair(token_lp.sum(-1), float("nan"))
+    chosen_tokens, rejected_tokens = per_pair(mask.sum(-1), 0.0)
+    lp = PairLogps(chosen, rejected, chosen_tokens, rejected_tokens, margin=margin.to(chosen.dtype))
+    if token_inputs is not None:
+        for name, values in token_inputs(token_lp, mask).items():
+            lp.extra[f"chosen_{name}"], lp.extra[f"rejected_{name}"] = per_pair(values, 0.0)
+    return lp
 
 
 def hidden_products_pair_batch(model, prompts, chosen, rejected, pad_id: int, device=None, share_prompt: bool = True):

@@ -14,9 +14,9 @@ import torch
 from mixdpo_kit.core.units import percent, threshold
 from mixdpo_kit.data.chat import as_text
 from mixdpo_kit.margins.sources import MarginContext, compute_margins
-from mixdpo_kit.modeling.logprobs import eval_mode, score_pair_batch, token_logps
+from mixdpo_kit.modeling.logprobs import eval_mode, policy_pair_logps, score_pair_batch
 from mixdpo_kit.modeling.pairbatch import pair_rows, prompt_sharing
-from mixdpo_kit.objectives.losses import PairLogps, routed_loss
+from mixdpo_kit.objectives.losses import routed_loss
 from mixdpo_kit.objectives.routing import bound_loss, get_objective
 from mixdpo_kit.reports.results import LearningRateMass, RunSummary, as_mass, as_summary
 
@@ -58,23 +58,19 @@ def worked_pair(cfg, policy, prep, index: int) -> dict:
     a, b = float(routing.sft[index]), float(routing.preference[index])
     pad = policy.tokenizer.pad_token_id
     device = next(policy.model.parameters()).device
-    args = ([row["prompt_ids"]], [row["chosen_ids"]], [row["rejected_ids"]], pad, device, policy.config.share_prompt)
-    with torch.no_grad(), eval_mode(policy.model):
-        pc, pr = score_pair_batch(policy.model, *args)
-        with policy.reference() as ref:
-            rc, rr = score_pair_batch(ref, *args)
-    n_c, n_r = len(row["chosen_ids"]), len(row["rejected_ids"])
-    lp = PairLogps(pc.float().cpu(), pr.float().cpu(), torch.tensor([n_c]), torch.tensor([n_r]), rc.float().cpu(),
-                   rr.float().cpu(), torch.tensor([margin]))
+    pair = ([row["prompt_ids"]], [row["chosen_ids"]], [row["rejected_ids"]])
     loss = bound_loss(lc)
-    if loss.spec.token_inputs is not None:  # e.g. ConfPO's low-confidence tokens, as training computes them
-        batch = pair_rows(*args[:3], pad, prompt_sharing(policy.model, policy.config.share_prompt)).to(device)
-        with torch.no_grad(), eval_mode(policy.model):
-            token_lp, mask = token_logps(policy.model, batch)
-        for name, v in loss.spec.token_inputs(token_lp.float().cpu(), mask.float().cpu()).items():
-            lp.extra[f"chosen_{name}"], lp.extra[f"rejected_{name}"] = v[:1], v[1:]
-    library = float(routed_loss(lp, loss, torch.tensor([a]), torch.tensor([b])).per_pair[0])
-    values = {k: float(v[0]) for k, v in (("pc", pc), ("pr", pr), ("rc", rc), ("rr", rr))}
+    # The trainer's own assembly of a pair for the routed loss (both responses shown, whatever the route).
+    batch = pair_rows(*pair, pad, prompt_sharing(policy.model, policy.config.share_prompt)).to(device)
+    with eval_mode(policy.model):
+        lp = policy_pair_logps(policy.model, batch, torch.tensor([True], device=device),
+                               torch.tensor([margin], device=device), loss.spec.token_inputs)
+        with policy.reference() as ref:
+            lp.ref_chosen, lp.ref_rejected = score_pair_batch(ref, *pair, pad, device, policy.config.share_prompt)
+    library = float(routed_loss(lp, loss, torch.tensor([a], device=device), torch.tensor([b], device=device)).per_pair[0])
+    n_c = len(row["chosen_ids"])
+    values = {k: float(v[0]) for k, v in (("pc", lp.chosen), ("pr", lp.rejected), ("rc", lp.ref_chosen),
+                                          ("rr", lp.ref_rejected))}
     out = {
         "prompt": _text(row["prompt"]), "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"]),
         "margin m": margin, "tau": tau, "hard (m < tau)": hard, "objective": lc.objective,

@@ -35,9 +35,9 @@ from mixdpo_kit.core.distributed import process_state
 from mixdpo_kit.core.steps import StepPlan
 from mixdpo_kit.data.tokenization import TOKEN_COLUMNS
 from mixdpo_kit.margins.curriculum import CurriculumPlan, CurriculumSampler
-from mixdpo_kit.modeling.logprobs import eval_mode, model_lock, score_pair_batch, token_logps
+from mixdpo_kit.modeling.logprobs import eval_mode, model_lock, policy_pair_logps, score_pair_batch
 from mixdpo_kit.modeling.pairbatch import PromptSharing, ResponseBatch, pair_rows
-from mixdpo_kit.objectives.losses import PairLogps, routed_loss
+from mixdpo_kit.objectives.losses import routed_loss
 
 TRAIN_COLUMNS = TOKEN_COLUMNS + ("sft_weight", "preference_weight", "margin", "row_index", "ref_chosen_logps",
                                  "ref_rejected_logps")
@@ -130,21 +130,10 @@ class MixDPOTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sft_w, pref_w = inputs["sft_weight"], inputs["preference_weight"]
         with_pref = pref_w > 0
-        n = len(sft_w)
-        token_lp, mask = token_logps(model, ResponseBatch.from_inputs(inputs))
-
-        def per_pair(values, fill):  # chosen responses are 0..n-1; rejected follow, for preference pairs only
-            return values[:n], torch.full_like(values[:n], fill).masked_scatter(with_pref, values[n:])
-
-        chosen, rejected = per_pair(token_lp.sum(-1), float("nan"))
-        chosen_tokens, rejected_tokens = per_pair(mask.sum(-1), 0.0)
-        lp = PairLogps(chosen, rejected, chosen_tokens, rejected_tokens, margin=inputs["margin"].to(chosen.dtype))
         spec = self.loss.spec
+        lp = policy_pair_logps(model, ResponseBatch.from_inputs(inputs), with_pref, inputs["margin"], spec.token_inputs)
         if spec.needs_reference and with_pref.any():
             lp.ref_chosen, lp.ref_rejected = self._reference_logps(inputs, with_pref)
-        if spec.token_inputs is not None:  # e.g. ConfPO's low-confidence token statistics
-            for name, values in spec.token_inputs(token_lp, mask).items():
-                lp.extra[f"chosen_{name}"], lp.extra[f"rejected_{name}"] = per_pair(values, 0.0)
         out = routed_loss(lp, self.loss, sft_w, pref_w)
         loss = out.loss
         if not torch.isfinite(loss):
