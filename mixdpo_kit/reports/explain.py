@@ -119,21 +119,17 @@ def result_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
-# How far one seed's paired difference in ground-truth reward varies (95 %) in the five-seed study
-# (docs/results.md, "Power"): what one seed of a learner's own comparison can be read against. The
-# study's number, not the learner's.
-STUDY_HALF_WIDTH = 0.004
-
-
-def difference_line(a: RunSummary, b: RunSummary, name_a: str, name_b: str) -> str:
-    """Two finished runs' ground-truth rewards and their difference, read against the study's seed
-    noise: the sentence a one-seed comparison in a notebook can honestly say."""
+def difference_line(a: RunSummary, b: RunSummary, name_a: str, name_b: str, noise: float,
+                    noise_source: str) -> str:
+    """Two finished runs' ground-truth rewards and their difference, read against a seed noise: how
+    far one seed's paired difference varies (95 % half-width) as ``noise_source`` measured it (e.g.
+    a notebook quoting the five-seed study): the sentence a one-seed comparison can honestly say."""
     ra, rb = (as_summary(s).evaluation.true_reward_after.mean_reward for s in (a, b))
     d = ra - rb
-    reading = (f"within the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH} for one difference): "
-               "one seed cannot tell these apart" if abs(d) <= STUDY_HALF_WIDTH else
-               f"larger than the seed noise the five-seed study measured (about ±{STUDY_HALF_WIDTH}), but one seed "
-               "is one draw: the study's five seeds are the test")
+    reading = (f"within the seed noise {noise_source} measured (about ±{noise} for one difference): "
+               "one seed cannot tell these apart" if abs(d) <= noise else
+               f"larger than the seed noise {noise_source} measured (about ±{noise}), but one seed "
+               "is one draw: more seeds are the test")
     return f"{name_a} − {name_b} = {d:+.3f} ground-truth reward ({ra:.3f} vs {rb:.3f}); {reading}"
 
 

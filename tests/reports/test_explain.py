@@ -46,18 +46,27 @@ def test_every_objective_works_its_pairs(name, small_cfg):
 
 
 def test_the_study_noise_quoted_to_learners_is_the_studys_own():
-    """difference_line reads a one-seed difference against the study's seed noise: the constant must
-    be what docs/results.md reports, and the sentence must say whose number it is."""
+    """difference_line reads a one-seed difference against a seed noise it is given: the notebook
+    quotes the study's, which must be what docs/results.md reports, and the sentence says whose it is."""
+    import json
+    import re
     from pathlib import Path
 
-    from mixdpo_kit.reports.explain import STUDY_HALF_WIDTH, difference_line
+    from mixdpo_kit.reports.explain import difference_line
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
-    assert f"One seed's paired difference, as a notebook measures it, varies by about ±{STUDY_HALF_WIDTH}" in doc
+    root = Path(__file__).resolve().parents[2]
+    cells = json.loads((root / "notebooks" / "00_quickstart.ipynb").read_text())["cells"]
+    quoted = re.search(r"^STUDY_SEED_NOISE = ([0-9.]+)", "\n".join("".join(c["source"]) for c in cells), re.M)
+    assert quoted, "notebook 00 quotes the study's seed noise as STUDY_SEED_NOISE"
+    noise = float(quoted[1])
+    doc = (root / "docs" / "results.md").read_text()
+    assert f"One seed's paired difference, as a notebook measures it, varies by about ±{noise:g}" in doc
     reward = lambda r: {"mean_reward": r, "exact_match": 0.0, "n": 1}  # noqa: E731
     run = lambda r: {"evaluation": {"true_reward": {"before": reward(0.7), "after": reward(r)}}}  # noqa: E731
-    assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b")
-    assert difference_line(run(0.760), run(0.750), "a", "b").startswith("a − b = +0.010")
+    study = dict(noise=noise, noise_source="the five-seed study")
+    assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b",
+                                                                                     **study)
+    assert difference_line(run(0.760), run(0.750), "a", "b", **study).startswith("a − b = +0.010")
 
 
 def test_settings_lines_name_an_objectives_own_settings_apart_from_its_loss():

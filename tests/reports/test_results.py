@@ -45,7 +45,7 @@ def test_every_consumer_reads_the_typed_summary_and_the_plain_dict_alike():
     assert result_lines(typed)[0].startswith("ground-truth reward on 4 held-out prompts: 0.700 before")
     assert run_metrics(typed) == run_metrics(RELEASED)
     assert run_metrics(typed)["win_rate_vs_sft"] == pytest.approx(0.5) and run_metrics(typed)["lr_mass_sft"] == 0.0048
-    assert difference_line(typed, RELEASED, "a", "b").startswith("a − b = +0.000")
+    assert difference_line(typed, RELEASED, "a", "b", 0.004, "a study").startswith("a − b = +0.000")
     assert lr_mass_line(typed.lr_mass) == lr_mass_line(RELEASED["lr_mass"]) == \
         "hard pairs (SFT route): 12.0 % of the pairs, 0.48 % of the learning-rate mass"
 
