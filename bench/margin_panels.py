@@ -73,7 +73,8 @@ import json, statistics, sys, time, warnings
 warnings.simplefilter("ignore")
 from mixdpo_kit.core.config import preset
 from mixdpo_kit.training.pipeline import analyze_data
-from mixdpo_kit.interface.widgets import CurriculumDesigner, MarginExplorer
+from mixdpo_kit.interface.curriculum_designer import CurriculumDesigner
+from mixdpo_kit.interface.margin_explorer import MarginExplorer
 cfg = preset("mixdpo_paper").override(data={"source": sys.argv[1], "max_rows": None})
 prep = analyze_data(cfg)
 margins = {"ratings": prep.margins}

@@ -55,11 +55,11 @@ _PUBLIC = {
     "DisplacementSetting": "workflows.displacement",
     # interface
     "setup_notebook": "interface.notebook", "gpu_branch": "interface.notebook",
-    "gpu_run_settings": "interface.notebook", "MarginExplorer": "interface.widgets",
-    "CurriculumDesigner": "interface.widgets", "TrainingLauncher": "interface.widgets",
-    "html_table": "interface.widgets", "pairs_side_by_side": "interface.widgets",
-    "panel_choices_lines": "interface.widgets", "with_panel_choices": "interface.widgets",
-    "DisplacementExplorer": "interface.widgets",
+    "gpu_run_settings": "interface.notebook", "MarginExplorer": "interface.margin_explorer",
+    "CurriculumDesigner": "interface.curriculum_designer", "TrainingLauncher": "interface.training_launcher",
+    "html_table": "interface.panel", "pairs_side_by_side": "interface.panel",
+    "panel_choices_lines": "interface.panel", "with_panel_choices": "interface.panel",
+    "DisplacementExplorer": "interface.displacement_explorer",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -61,7 +61,10 @@ def _output_text(output) -> str:
 # launcher (schedule -> constant_with_warmup, Run). An exception in any handler fails the cell.
 WIDGET_PASS = """
 import ipywidgets as W
-from mixdpo_kit.interface.widgets import CurriculumDesigner, DisplacementExplorer, MarginExplorer, TrainingLauncher
+from mixdpo_kit.interface.curriculum_designer import CurriculumDesigner
+from mixdpo_kit.interface.displacement_explorer import DisplacementExplorer
+from mixdpo_kit.interface.margin_explorer import MarginExplorer
+from mixdpo_kit.interface.training_launcher import TrainingLauncher
 
 _panels = [v for k, v in list(globals().items()) if not k.startswith("_")
            and isinstance(v, (MarginExplorer, CurriculumDesigner, TrainingLauncher, DisplacementExplorer))]
@@ -164,7 +167,7 @@ def test_learner_pass(path, tmp_path, monkeypatch):
     if path.stem == "02_split_and_curriculum":
         # The export is what the prose says it is: the demo's settings, untouched by the exercises.
         from mixdpo_kit.core.config import RunConfig, preset
-        from mixdpo_kit.interface.widgets import PANEL_FIELDS
+        from mixdpo_kit.interface.panel import PANEL_FIELDS
 
         exported, demo = RunConfig.from_yaml(tmp_path / "runs" / "panels.yaml").to_dict(), preset("demo").to_dict()
         assert {s: {k: exported[s][k] for k in keys} for s, keys in PANEL_FIELDS.items()} == \

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from mixdpo_kit.core.config import TrainConfig, preset
-from mixdpo_kit.interface.widgets import CurriculumDesigner, MarginExplorer, TrainingLauncher
+from mixdpo_kit.interface.curriculum_designer import CurriculumDesigner
+from mixdpo_kit.interface.margin_explorer import MarginExplorer
+from mixdpo_kit.interface.training_launcher import TrainingLauncher
 from mixdpo_kit.margins.split import split_by_margin
 from mixdpo_kit.reports import viz
 from mixdpo_kit.training.pipeline import analyze_data
@@ -99,7 +101,7 @@ def test_launcher_config_export_run_and_stop(builtin, small_cfg, tmp_path):
 
 
 def test_panel_choices_carry_into_another_config_and_nothing_else(tmp_path, builtin):
-    from mixdpo_kit.interface.widgets import with_panel_choices
+    from mixdpo_kit.interface.panel import with_panel_choices
 
     ex = MarginExplorer(builtin.dataset, builtin.margins)
     ex.tau.value = 2.0
@@ -202,7 +204,7 @@ def test_designer_exercises_leave_the_panel_as_it_was(builtin):
 
 
 def test_panel_choices_lines_name_every_exported_setting(tmp_path, builtin):
-    from mixdpo_kit.interface.widgets import PANEL_FIELDS, panel_choices_lines, with_panel_choices
+    from mixdpo_kit.interface.panel import PANEL_FIELDS, panel_choices_lines, with_panel_choices
 
     ex = MarginExplorer(builtin.dataset, builtin.margins)
     ex.mode.value, ex.tau.value = "quantile", 0.2
@@ -219,14 +221,14 @@ def test_panel_choices_lines_name_every_exported_setting(tmp_path, builtin):
 
 
 def test_answer_tables_separate_their_cells():
-    from mixdpo_kit.interface.widgets import html_table
+    from mixdpo_kit.interface.panel import html_table
 
     table = html_table([{"before": "6 5 6 2", "after": "6 5 6 2"}])
     assert table.count("border:1px solid") == 4 and "padding" in table
 
 
 def test_displacement_explorer_trains_the_chosen_setting_and_reads_back_a_trained_one(small_cfg, tmp_path):
-    from mixdpo_kit.interface.widgets import DisplacementExplorer
+    from mixdpo_kit.interface.displacement_explorer import DisplacementExplorer
 
     cfg = small_cfg.override(data={"max_rows": 64}, train={"max_steps": 2},
                              eval={"track_pairs": 8, "reward_prompts": 4, "max_pairs": 8})

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mixdpo_kit.core.config import preset
-from mixdpo_kit.interface.widgets import TrainingLauncher
+from mixdpo_kit.interface.training_launcher import TrainingLauncher
 from mixdpo_kit.modeling.cost import RunTooLarge, check_run_size, count_pairs, estimate_run, model_parameters
 
 

@@ -47,7 +47,7 @@ def test_the_sample_ships_and_loads_by_name_offline(capsys, tmp_path):
 
 
 def test_the_explorer_says_what_the_grid_decides():
-    from mixdpo_kit.interface.widgets import MarginExplorer
+    from mixdpo_kit.interface.margin_explorer import MarginExplorer
 
     prep = analyze_data(RunConfig().override(data={"source": "ultrafeedback-sample"}))
     ex = MarginExplorer(prep.dataset, prep.margins)
@@ -217,7 +217,7 @@ def test_switching_mode_and_source_on_real_ratings_keeps_the_split():
     """On a rating grid, absolute -> quantile -> absolute gives back the same τ and hard pairs, and a
     new source takes the slider position whose split is closest to the current one."""
     from mixdpo_kit.margins.sources import compute_margins
-    from mixdpo_kit.interface.widgets import MarginExplorer
+    from mixdpo_kit.interface.margin_explorer import MarginExplorer
 
     real = analyze_data(RunConfig().override(data={"source": "ultrafeedback-sample"}))
     ex = MarginExplorer(real.dataset, {"ratings": real.margins,

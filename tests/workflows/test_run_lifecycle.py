@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from mixdpo_kit.interface.widgets import TrainingLauncher
+from mixdpo_kit.interface.training_launcher import TrainingLauncher
 from mixdpo_kit.reports.report import read_metrics
 from mixdpo_kit.workflows.runs import RUN_OUTPUTS, clear_run_folder, run
 
