@@ -125,3 +125,27 @@ def test_generate_from_a_run_and_its_reference(small_cfg, tmp_path, monkeypatch)
     files = generation.answer_with_run_and_reference(tmp_path / "run", "builtin", answers, max_prompts=8,
                                                      decoding=generation.Decoding(max_new_tokens=6), batch_size=8)
     assert files == (answers / "run.json", answers / "run-reference.json")
+
+
+def test_generation_pads_left_without_changing_the_tokenizer(tiny_llama, monkeypatch):
+    """The padding side is the call's: the tokenizer (which another thread may be using) is never
+    changed, and a batch of prompts of different lengths answers as each prompt alone does."""
+    from mixdpo_kit.core.config import ModelConfig
+    from mixdpo_kit.evaluation.evaluate import generate
+    from mixdpo_kit.modeling.model import build_policy
+
+    policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="full"), with_reference=False)
+    tok = policy.tokenizer
+    tok.padding_side = "right"
+    setattr_ = type(tok).__setattr__
+
+    def guarded(self, name, value):
+        if name == "padding_side":
+            raise AssertionError("the tokenizer's padding side was changed")
+        setattr_(self, name, value)
+
+    monkeypatch.setattr(type(tok), "__setattr__", guarded)
+    prompts = ["sort: 3 1 2", "reverse: 9 8 7 6 5 4 3"]
+    together = generate(policy.model, tok, prompts, 6, batch_size=2)
+    alone = [generate(policy.model, tok, [p], 6, batch_size=1)[0] for p in prompts]
+    assert together == alone and tok.padding_side == "right"

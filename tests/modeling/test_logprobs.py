@@ -157,3 +157,31 @@ def test_padding_does_not_change_sequence_logps(tiny_llama):
                                                   responses + [[9, 8, 10, 11, 12, 3]], 0))
     assert torch.allclose(alone[0][0], padded[0][0], atol=1e-5)
     assert alone[1][0] == padded[1][0] == 3
+
+
+def test_the_head_is_set_aside_only_under_the_models_lock():
+    """A thread that holds the model's lock (a training step, a panel's evaluation) keeps the head
+    swap of another thread waiting: nobody sees the model with its output layer set aside."""
+    import threading
+    import time
+
+    model = _model("llama", False, True)
+    head = model.get_output_embeddings()
+    lock, started, seen = logprobs.model_lock(model), threading.Event(), []
+
+    def swap():
+        started.set()
+        with logprobs.head_set_aside(model):
+            seen.append(type(model.get_output_embeddings()).__name__)
+
+    with lock:  # as MixDPOTrainer.training_step holds it
+        worker = threading.Thread(target=swap)
+        worker.start()
+        started.wait()
+        time.sleep(0.2)
+        assert seen == [] and model.get_output_embeddings() is head  # it waits; the model is whole
+    worker.join(5)
+    assert seen == ["Identity"] and model.get_output_embeddings() is head
+    assert logprobs.model_lock(model) is logprobs.model_lock(model.get_base_model())  # one lock per model
+    hidden = logprobs.final_hidden_states(model, _batch())
+    assert hidden.shape[-1] == 64 and model.get_output_embeddings() is head

@@ -224,3 +224,31 @@ def test_planned_lr_schedule_is_the_one_the_trainer_runs(small_cfg, tmp_path):
     trainer.train()
     planned = lr_schedule(8, cfg.train.lr_scheduler_type, cfg.train.warmup_ratio) * 1e-3
     np.testing.assert_allclose(recorder.rates, planned, rtol=1e-6, atol=1e-12)
+
+
+def test_each_training_step_holds_the_models_lock(small_cfg, tmp_path):
+    """While a step runs (here: inside its loss), another thread cannot take the model's lock, so a
+    panel's evaluation or generation on the same model waits for the step instead of interleaving."""
+    import threading
+
+    from mixdpo_kit.modeling.logprobs import model_lock
+
+    cfg = small_cfg.override(train={"max_steps": 2})
+    policy, prep, trainer = make_trainer(cfg, tmp_path)
+    original, free_during_step = trainer.compute_loss, []
+
+    def probing(model, inputs, *a, **kw):
+        got = []
+        probe = threading.Thread(target=lambda: got.append(model_lock(model).acquire(blocking=False)))
+        probe.start()
+        probe.join()
+        if got[0]:
+            model_lock(model).release()
+        free_during_step.append(got[0])
+        return original(model, inputs, *a, **kw)
+
+    trainer.compute_loss = probing
+    trainer.train()
+    assert free_during_step == [False, False]
+    assert model_lock(policy.model).acquire(blocking=False)  # released between steps and after training
+    model_lock(policy.model).release()
