@@ -184,9 +184,9 @@ def run_numbers(check: Check, name: str) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     refs = next((check.work / f"cache_{name}" / "reference").glob("*.json"), None)
-    ref = json.loads(refs.read_text()) if refs else {"chosen": {}, "rejected": {}}
+    ref = json.loads(refs.read_text()) if refs else {}  # pair position -> [chosen, rejected] (core.cache.cached_items)
     return {"losses": [m["loss"] for m in metrics if "loss" in m],
-            "ref_chosen_logps": {k: v for k, v in ref["chosen"].items()},
+            "ref_chosen_logps": {k: v[0] for k, v in ref.items()},
             "data": {k: summary.get("data", {}).get(k) for k in ("rows_read", "rows_kept")},
             "heldout": summary.get("evaluation", {}).get("preference"), "wall_seconds": summary.get("wall_seconds")}
 

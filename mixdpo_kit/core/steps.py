@@ -5,8 +5,9 @@ With N processes each optimiser step takes ``per_device_batch × accumulation ×
 order is cut into per-device batches, batch ``b`` goes to process ``b mod N``, and accelerate (with
 its default ``even_batches``) fills the last round with the epoch's first pairs so that every process
 gets as many full batches as the others. One process runs the order as it is (its last batch may
-be short). The curriculum timeline, the learning-rate mass, the cost line, the displacement study's
-budget and the trainer's sampler all read their steps here.
+be short). The curriculum timeline, the learning-rate mass, the cost line and the displacement
+study's budget read their steps here, and the trainer checks the Trainer's count against it when
+training begins (its sampler yields the epoch's order; accelerate shards it as modelled here).
 """
 from __future__ import annotations
 

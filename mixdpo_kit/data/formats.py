@@ -131,8 +131,8 @@ def detect_format(column_names, name: str = "auto", options: DataOptions | None 
         if fmt.columns and set(fmt.columns) <= have:
             return fmt
     raise UserError(f"no known format fits the columns {sorted(have)}: pairs need chosen and rejected, or a "
-                     "published schema's columns (mixdpo-kit formats lists them); map yours with data.columns, e.g. "
-                     "--data.columns prompt=question,chosen=good,rejected=bad")
+                    "published schema's columns (mixdpo-kit formats lists them); map yours with data.columns, e.g. "
+                    "--data.columns prompt=question,chosen=good,rejected=bad")
 
 
 def number(value: Any, what: str) -> float:
@@ -388,7 +388,7 @@ def mapped_columns(options: DataOptions | None) -> list[str]:
     shape_ab, shape_cr = {"response_a", "response_b", "label"}, {"chosen", "rejected"}
     if not (shape_ab <= set(m) or shape_cr <= set(m)):
         raise UserError("data.columns must map chosen and rejected, or response_a, response_b and label "
-                         f"(each to a column of the data); got {m}")
+                        f"(each to a column of the data); got {m}")
     return list(m.values())
 
 

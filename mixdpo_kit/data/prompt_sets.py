@@ -45,7 +45,7 @@ def load_prompts(name_or_file: str, limit: int | None = None) -> list[dict]:
         rows, dataset = read_records(Path(name_or_file)), Path(name_or_file).stem
     else:
         raise MissingFile(f"{name_or_file!r} is neither a prompt file nor a known prompt set "
-                                f"({', '.join(prompt_set_names())})")
+                          f"({', '.join(prompt_set_names())})")
     prompts = [_prompt_row(row, i, dataset, name_or_file) for i, row in enumerate(rows)]
     first_row: dict[str, int] = {}
     for number, p in enumerate(prompts, start=1):

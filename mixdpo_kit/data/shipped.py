@@ -19,7 +19,7 @@ def shipped_file(relative: str) -> Path:
     resource = importlib.resources.files("mixdpo_kit.shipped_data").joinpath(relative)
     if not resource.is_file():
         raise MissingFile(f"{relative}: not among the files shipped with mixdpo-kit "
-                                f"({importlib.resources.files('mixdpo_kit.shipped_data')})")
+                          f"({importlib.resources.files('mixdpo_kit.shipped_data')})")
     return Path(os.fspath(resource))  # installed packages are folders, not zips: a real path
 
 

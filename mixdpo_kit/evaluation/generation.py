@@ -68,7 +68,7 @@ def generate_answers(model, tokenizer, prompts: list[dict], out: str | Path, gen
     for p in prompts:
         if p["id"] in done and done[p["id"]]["instruction"] != p["instruction"]:
             raise UserError(f"{record}: prompt {p['id']!r} was answered for a different instruction; "
-                             "use another --out for another prompt set")
+                            "use another --out for another prompt set")
     todo = [(i, p) for i, p in enumerate(prompts) if p["id"] not in done]
     # Longest prompts first: little padding per batch, and an out-of-memory shows at once.
     todo.sort(key=lambda ip: -len(ip[1]["instruction"]))
@@ -134,7 +134,7 @@ def _read_record(path: Path, header: dict) -> dict[str, dict]:
     if stored != json.loads(json.dumps(header)):
         diff = {k: (stored.get(k), header[k]) for k in header if stored.get(k) != header[k]}
         raise UserError(f"{path} was made with other settings {diff} (stored, asked); use another --out "
-                         "or delete it to start again")
+                        "or delete it to start again")
     return {row["id"]: row for row in map(json.loads, lines[1:])}
 
 

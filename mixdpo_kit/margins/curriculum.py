@@ -147,6 +147,7 @@ def lr_mass_by_route(plan: CurriculumPlan, sft_share, train_cfg, steps_done: int
     sft = float((lrs[:done] * per_step_sft).sum() / total) if total > 0 else 0.0
     trained = np.concatenate(steps[:done]) if done else np.zeros(0, int)
     pairs = float(share[trained].mean()) if len(trained) else 0.0
-    return {"sft": sft, "preference": 1.0 - sft if done else 0.0, "sft_share_of_pairs": pairs, "steps": len(steps),
+    return {"sft": sft, "preference": 1.0 - sft if done else 0.0, "sft_share_of_pairs": pairs,
+            "sft_share_of_data": float(share.mean()) if len(share) else 0.0, "steps": len(steps),
             "steps_trained": done, "pairs_trained": int(len(trained)), "schedule": t.lr_scheduler_type,
             "warmup_ratio": t.warmup_ratio, "processes": geometry.processes}

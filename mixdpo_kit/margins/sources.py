@@ -86,7 +86,7 @@ def compute_margins(ds: datasets.Dataset, spec="ratings", ctx: MarginContext | N
     if m.shape != (len(ds),) or not np.isfinite(m).all():
         bad = int((~np.isfinite(m)).sum()) if m.ndim else 0
         raise UserError(f"margin source {source.name!r} must give {len(ds)} finite numbers, got shape {m.shape}"
-                         f" with {bad} non-finite")
+                        f" with {bad} non-finite")
     return m
 
 
@@ -94,7 +94,7 @@ def _scores(ds: datasets.Dataset, source: str) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in ("score_chosen", "score_rejected") if c not in ds.column_names]
     if missing:
         raise UserError(f"margin source {source!r} needs columns {missing}, found {ds.column_names}; "
-                         "choose another margin source for data without ratings")
+                        "choose another margin source for data without ratings")
     return np.asarray(ds["score_chosen"], dtype=np.float64), np.asarray(ds["score_rejected"], dtype=np.float64)
 
 

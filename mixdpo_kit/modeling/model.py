@@ -151,7 +151,8 @@ class Policy:
     def identity(self) -> dict:
         """What determines the reference's outputs: model, revision, weights, quantisation, dtype."""
         ref = self.config.ref_model or self.config.name_or_path
-        return {"model": ref, "revision": self.config.revision, "weights": weights_fingerprint(resolve_model_path(ref, self.models_dir)),
+        weights = weights_fingerprint(resolve_model_path(ref, self.models_dir))
+        return {"model": ref, "revision": self.config.revision, "weights": weights,
                 "quantized": self.config.mode == "qlora" and self.config.ref_model is None,
                 "dtype": str(self.dtype)}
 

@@ -192,7 +192,7 @@ def _rows(rows: list[list[tuple[list[int], int]]], pad_id: int, shared: bool) ->
         prompt_len = len(pieces[0][0])
         if not prompt_len:
             raise UserError(f"pair {i} of the batch has an empty prompt: its first response token has no "
-                             "context to be predicted from (a chat template or a BOS token gives it one)")
+                            "context to be predicted from (a chat template or a BOS token gives it one)")
         for tokens, seg in pieces:
             input_ids[i, col: col + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             segment[i, col: col + len(tokens)] = seg

@@ -68,7 +68,7 @@ class PreferenceLoss:
         unknown = sorted(set(given) - set(self.defaults()))
         if unknown:
             raise UserError(f"preference loss {self.name!r} has no parameter(s) {unknown}; "
-                             f"its parameters are {self.defaults()}")
+                            f"its parameters are {self.defaults()}")
         p = self.params(**given)
         bound = self.impl(p) if isinstance(self.impl, type) else BoundLoss(self.impl, p)
         bound.spec = self

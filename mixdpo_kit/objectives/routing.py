@@ -220,7 +220,7 @@ def check_loss_params(loss_cfg) -> None:
     if unknown:
         settings = f" and the objective's own settings {own}" if own else ""
         raise UserError(f"loss: {unknown} are not parameters of the {spec.name!r} loss (objective "
-                         f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}{settings}")
+                        f"{loss_cfg.objective!r}); its parameters and defaults are {spec.defaults()}{settings}")
 
 
 # Run folders written before objectives declared their own settings recorded these two in every

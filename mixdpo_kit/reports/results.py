@@ -93,7 +93,7 @@ class Evaluation:
 class LearningRateMass:
     """Where the learning rate went (``margins.curriculum.lr_mass_by_route``): the SFT and the
     preference route's shares of the summed step learning rates, the SFT route's share of the pairs
-    trained, and the steps and pairs it counts. Runs of older releases lack the last three fields."""
+    trained, and the steps and pairs it counts. Runs of older releases lack the last four fields."""
 
     sft: float
     preference: float
@@ -104,6 +104,7 @@ class LearningRateMass:
     steps_trained: int | None = None
     pairs_trained: int | None = None
     processes: int | None = None
+    sft_share_of_data: float | None = None  # the SFT route's share of all the pairs, trained or not
 
     @property
     def stopped_early(self) -> bool:

@@ -109,8 +109,8 @@ def refuse_fsdp_without_gpu() -> None:
     train with DDP instead (it turns FSDP on only for GPU processes)."""
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
         raise UserError("FSDP was asked for (ACCELERATE_USE_FSDP=true, e.g. by configs/accelerate/fsdp.yaml) but "
-                         "this machine has no GPU: accelerate turns FSDP on only for GPU processes and would train "
-                         "with plain DDP instead. On CPU launch DDP (torchrun, or configs/accelerate/ddp.yaml).")
+                        "this machine has no GPU: accelerate turns FSDP on only for GPU processes and would train "
+                        "with plain DDP instead. On CPU launch DDP (torchrun, or configs/accelerate/ddp.yaml).")
 
 
 def mixed_precision(dtype: torch.dtype) -> dict[str, bool]:

@@ -127,7 +127,7 @@ def clear_run_folder(out_dir: Path, keep: str | Path | None = None) -> bool:
         for path in found:
             if keep == path.resolve() or path.resolve() in keep.parents:
                 raise UserError(f"{out_dir} holds {path.name}, which this run loads ({keep}); a new run there would "
-                                 "delete it. Train into another folder.")
+                                "delete it. Train into another folder.")
     for path in found:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return bool(found)

@@ -100,7 +100,7 @@ def get_variant(name: str) -> Variant:
         return Variant(name, f"{objective} at τ = {tau:g}",
                        lambda base: {"loss": {"objective": objective}, "split": {"tau": tau, "quantile": None}})
     raise UserError(f"unknown objective or variant {name!r}; objectives: {sorted(OBJECTIVES)}; variants: "
-                     f"{sorted(VARIANTS)}; or <objective>_tau_<T> for a τ sweep")
+                    f"{sorted(VARIANTS)}; or <objective>_tau_<T> for a τ sweep")
 
 
 def variants_for(names: list[str], base=None, extra: dict | None = None) -> dict[str, dict]:

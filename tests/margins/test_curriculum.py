@@ -1,4 +1,6 @@
 """Curriculum orders, and where the learning rate goes by route."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -61,8 +63,17 @@ def test_lr_mass_of_a_stopped_run_counts_only_the_steps_it_trained():
     assert (stopped["sft"], stopped["sft_share_of_pairs"], stopped["steps_trained"], stopped["pairs_trained"]) == \
         (0.0, 0.0, 6, 6)
     assert lr_mass_by_route(plan, margins < 0.5, const, steps_done=9)["sft"] == pytest.approx(1 / 9)
+    assert stopped["sft_share_of_data"] == pytest.approx(0.2)
     line = lr_mass_line(stopped)
-    assert line.startswith("stopped at step 6 of 10") and "0.0 % of the 6 pairs trained" in line
+    assert line == ("the 6 steps trained end before the hard pairs (SFT route, 20.0 % of the pairs) come: all of "
+                    "the learning-rate mass went to the preference loss")
+    # A step cap that ends before the hard pairs (mixdpo-kit demo --max-steps 5) says the same, not "no pair is routed".
+    capped = lr_mass_by_route(plan, margins < 0.5, dataclasses.replace(const, max_steps=5))
+    assert lr_mass_line(capped).startswith("the 5 steps trained end before the hard pairs")
+    partly = lr_mass_by_route(plan, margins < 0.5, const, steps_done=9)
+    assert lr_mass_line(partly).startswith("stopped at step 9 of 10") and "of the 9 pairs trained" in lr_mass_line(partly)
+    no_hard = lr_mass_by_route(plan, np.zeros(10, bool), const)
+    assert lr_mass_line(no_hard) == "no pair is routed to SFT: all of the learning-rate mass goes to the preference loss"
     assert lr_mass_line(lr_mass_by_route(plan, margins < 0.5, const)) == \
         "hard pairs (SFT route): 20.0 % of the pairs, 20.00 % of the learning-rate mass"
 
