@@ -63,10 +63,16 @@ class TrainingLauncher(Panel):
                                      description="pref. loss")
         self.params = W.HBox()  # one field per parameter of the chosen loss, rebuilt when it changes
         self._show_params(self.base.loss.params)
-        for w in (self.objective, self.preference):
-            w.observe(lambda _: self._show_params(), names="value")
+        # What the learner left in the fields of each (objective, loss) they tried: shown again on return.
+        self._params_by_loss: dict[tuple[str, str], dict] = {}
+        self.objective.observe(lambda ch: self._switch_loss((ch["old"], self.preference.value)), names="value")
+        self.preference.observe(lambda ch: self._switch_loss((self.objective.value, ch["old"])), names="value")
         self.split_mode = W.Dropdown(options=["τ", "quantile"], description="hard if")
         self.split_value = W.FloatText(description="below")
+        # Each mode keeps its own number: a quantile of 0.35 is not a τ of 0.35.
+        self._split_values = {"τ": self.base.split.tau, "quantile": self.base.split.quantile or 0.5}
+        self._filling = False
+        self.split_mode.observe(self._switch_split_mode, names="value")
         self.order = W.Dropdown(options=list(ORDERS), description="order")
         self.schedule = W.Dropdown(options=SCHEDULES, description="lr schedule")
         self.batch_size = W.BoundedIntText(min=1, max=4096, description="batch")
@@ -111,8 +117,14 @@ class TrainingLauncher(Panel):
     def _set_plan_fields(self, cfg: RunConfig) -> None:
         """Fill the split, order, batch and schedule fields from ``cfg``."""
         quantile = cfg.split.quantile
-        self.split_mode.value = "τ" if quantile is None else "quantile"
-        self.split_value.value = cfg.split.tau if quantile is None else quantile
+        self._filling = True
+        try:
+            self.split_mode.value = "τ" if quantile is None else "quantile"
+            self.split_value.value = cfg.split.tau if quantile is None else quantile
+        finally:
+            self._filling = False
+        self._split_values = {"τ": cfg.split.tau, "quantile": quantile if quantile is not None else
+                              self._split_values.get("quantile", 0.5)}
         self.order.value, self.schedule.value = cfg.curriculum.order, cfg.train.lr_scheduler_type
         self.batch_size.value = cfg.train.per_device_train_batch_size
         self.grad_accum.value = cfg.train.gradient_accumulation_steps
@@ -129,6 +141,18 @@ class TrainingLauncher(Panel):
             return
         self.base = cfg
         self._set_plan_fields(cfg)
+
+    def _switch_loss(self, left: tuple[str, str]) -> None:
+        """The objective or the loss changed: keep what the learner left in the fields of ``left``
+        (objective, loss) and show the new pair's fields as the learner last left them, else its defaults."""
+        self._params_by_loss[left] = self.loss_params()
+        self._show_params(self._params_by_loss.get((self.objective.value, self.preference.value)))
+
+    def _switch_split_mode(self, change) -> None:
+        if self._filling:
+            return
+        self._split_values[change["old"]] = self.split_value.value
+        self.split_value.value = self._split_values[change["new"]]
 
     def _loss_config(self, params: dict) -> RunConfig:
         loss = dataclasses.replace(self.base.loss, objective=self.objective.value, preference=self.preference.value,

@@ -271,3 +271,28 @@ def test_explorer_switches_between_pairing_rules_and_the_designer_follows(tmp_pa
     assert (out.data.pairing, out.data.format, out.margins.source, out.split.tau) == ("all_pairs", "nectar", "data", 2.0)
     ex.source.value = "best_vs_worst"
     assert len(ex.dataset) == 2 and ex.split.n_hard == 0 and "rank places" in ex.figure.layout.xaxis.title.text
+
+
+def test_the_launcher_changes_no_setting_the_learner_did_not_touch(small_cfg, tmp_path):
+    """Switching the objective away and back restores the learner's loss parameters (not the
+    objective's defaults), and switching "hard if" between τ and quantile shows each mode's own value
+    instead of reading the other's number in the new unit."""
+    cfg = small_cfg.override(split={"tau": 0.5, "quantile": None})
+    launcher = TrainingLauncher(cfg, out_dir=str(tmp_path / "run"))
+    launcher.param_fields["beta"].value = 0.2  # the learner's β for MixDPO
+    launcher.objective.value = "dpo"
+    dpo_beta = launcher.loss_params()["beta"]  # DPO's own (resolved) parameters
+    launcher.objective.value = "simpo"
+    assert launcher.loss_params() == {"beta": 2.0, "gamma": 1.0, "label_smoothing": 0.0}  # its own, new fields
+    launcher.param_fields["gamma"].value = 0.5
+    launcher.objective.value = small_cfg.loss.objective
+    assert launcher.loss_params()["beta"] == 0.2 and launcher.config().loss.params["beta"] == 0.2
+    launcher.objective.value = "simpo"
+    assert launcher.loss_params()["gamma"] == 0.5  # what the learner set there, too
+    launcher.objective.value = "dpo"
+    assert launcher.loss_params()["beta"] == dpo_beta
+    launcher.split_mode.value, launcher.split_value.value = "quantile", 0.35
+    launcher.split_mode.value = "τ"
+    assert launcher.split_value.value == 0.5 and launcher.config().split.tau == 0.5  # τ = 0.5, not τ = 0.35
+    launcher.split_mode.value = "quantile"
+    assert launcher.split_value.value == 0.35 and launcher.config().split.quantile == 0.35
