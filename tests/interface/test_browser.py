@@ -1,5 +1,6 @@
 """Real browser: JupyterLab on localhost, notebook 01 opened in headless Chromium, cells run,
 the τ slider moved, and the hard/easy counts and the histogram change on screen."""
+import json
 import os
 import shutil
 import socket
@@ -534,3 +535,34 @@ def test_05_displacement_panel_draws_its_curves_and_reads_back_a_trained_setting
     assert any("β = 1" in t for t in after_run_all), after_run_all  # the exercise's setting is on screen
     assert {"dpo_near_ties", "sft_near_ties", "dpo_all", "mixdpo_all"} <= set(legend), legend
     assert "sft_near_ties:" in status and "**" not in status
+
+
+def test_the_readmes_jupyterlab_command_starts_where_a_learner_runs_it(tmp_path):
+    """The README's JupyterLab command, run as this user (root in a container refuses a plain
+    ``jupyter lab``), serves the notebooks folder."""
+    import re
+
+    pytest.importorskip("jupyterlab")
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"&& \.venv/bin/(jupyter lab[^`]*)`", readme)
+    assert command, "README gives a JupyterLab command"
+    args = command[1].split()[2:]  # after "jupyter lab"
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", *args, "--no-browser", f"--port={port}",
+                             "--ip=127.0.0.1", "--ServerApp.token="], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(120):
+            if proc.poll() is not None:
+                pytest.fail(f"the README's command exited: {proc.stderr.read()[-2000:]}")
+            try:
+                listing = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=1).read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not answer")
+        assert any(item["name"] == "00_quickstart.ipynb" for item in listing["content"])
+    finally:
+        proc.terminate()
+        proc.wait(10)
