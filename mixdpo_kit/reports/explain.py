@@ -174,9 +174,12 @@ def lr_mass_line(mass: LearningRateMass) -> str:
     mass = as_mass(mass)
     pairs, lr = percent(mass.sft_share_of_pairs), percent(mass.sft, 2)
     done, planned = mass.steps if mass.steps_trained is None else mass.steps_trained, mass.steps
-    if mass.sft_share_of_pairs == 0 and mass.sft_share_of_data:
-        return (f"the {done} steps trained end before the hard pairs (SFT route, {percent(mass.sft_share_of_data)} "
-                "of the pairs) come: all of the learning-rate mass went to the preference loss")
+    if mass.sft_share_of_pairs == 0 and mass.sft_share_of_data:  # the hard pairs come after what was trained
+        hard = f"the hard pairs (SFT route, {percent(mass.sft_share_of_data)} of the pairs)"
+        if mass.stopped_early:
+            return (f"stopped at step {done} of {planned}, before {hard} came: all of the learning-rate mass applied "
+                    "went to the preference loss")
+        return f"the {done} steps trained end before {hard} come: all of the learning-rate mass went to the preference loss"
     if mass.sft_share_of_pairs == 0 and done == planned:
         return "no pair is routed to SFT: all of the learning-rate mass goes to the preference loss"
     if mass.stopped_early:

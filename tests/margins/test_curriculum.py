@@ -65,8 +65,8 @@ def test_lr_mass_of_a_stopped_run_counts_only_the_steps_it_trained():
     assert lr_mass_by_route(plan, margins < 0.5, const, steps_done=9)["sft"] == pytest.approx(1 / 9)
     assert stopped["sft_share_of_data"] == pytest.approx(0.2)
     line = lr_mass_line(stopped)
-    assert line == ("the 6 steps trained end before the hard pairs (SFT route, 20.0 % of the pairs) come: all of "
-                    "the learning-rate mass went to the preference loss")
+    assert line == ("stopped at step 6 of 10, before the hard pairs (SFT route, 20.0 % of the pairs) came: all of "
+                    "the learning-rate mass applied went to the preference loss")
     # A step cap that ends before the hard pairs (mixdpo-kit demo --max-steps 5) says the same, not "no pair is routed".
     capped = lr_mass_by_route(plan, margins < 0.5, dataclasses.replace(const, max_steps=5))
     assert lr_mass_line(capped).startswith("the 5 steps trained end before the hard pairs")
