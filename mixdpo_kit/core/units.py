@@ -40,3 +40,15 @@ def duration(seconds: float) -> str:
 def threshold(value: float) -> str:
     """A threshold (τ, a quantile) to three significant digits: ``2.73525`` -> ``"2.74"``."""
     return f"{value:.3g}"
+
+
+def comparison(difference: float, half_width: float) -> str:
+    """How ``a`` stands against ``b`` given their difference ``a − b`` and its 95 % half-width:
+    ``"better than"`` or ``"worse than"`` when the interval excludes zero, else ``"not
+    distinguishable from"``. Every verdict the kit prints (paired over seeds, or one seed read
+    against a measured seed noise) is decided here, so a page never says two things."""
+    if difference - half_width > 0:
+        return "better than"
+    if difference + half_width < 0:
+        return "worse than"
+    return "not distinguishable from"

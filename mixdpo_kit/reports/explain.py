@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from mixdpo_kit.core.units import percent, threshold
+from mixdpo_kit.core.units import comparison, percent, threshold
 from mixdpo_kit.data.chat import as_text
 from mixdpo_kit.margins.sources import MarginContext, compute_margins
 from mixdpo_kit.modeling.logprobs import eval_mode, policy_pair_logps, score_pair_batch
@@ -123,14 +123,25 @@ def difference_line(a: RunSummary, b: RunSummary, name_a: str, name_b: str, nois
                     noise_source: str) -> str:
     """Two finished runs' ground-truth rewards and their difference, read against a seed noise: how
     far one seed's paired difference varies (95 % half-width) as ``noise_source`` measured it (e.g.
-    a notebook quoting the five-seed study): the sentence a one-seed comparison can honestly say."""
+    a notebook quoting the five-seed study). The verdict is :func:`~mixdpo_kit.core.units.comparison`'s,
+    the one every comparison the kit prints uses."""
     ra, rb = (as_summary(s).evaluation.true_reward_after.mean_reward for s in (a, b))
     d = ra - rb
-    reading = (f"within the seed noise {noise_source} measured (about ±{noise} for one difference): "
-               "one seed cannot tell these apart" if abs(d) <= noise else
-               f"larger than the seed noise {noise_source} measured (about ±{noise}), but one seed "
-               "is one draw: more seeds are the test")
-    return f"{name_a} − {name_b} = {d:+.3f} ground-truth reward ({ra:.3f} vs {rb:.3f}); {reading}"
+    word = comparison(d, noise)
+    reading = (f"{name_a} is {word} {name_b} against the seed noise {noise_source} measured (±{noise} for one "
+               "difference)")
+    if word != "not distinguishable from":
+        reading += "; one seed is one draw: more seeds are the test"
+    return f"{name_a} − {name_b} = {d:+.3f} ground-truth reward ({ra:.3f} vs {rb:.3f}): {reading}"
+
+
+def level_line(value: float, study_value: float, what: str, study: str) -> str:
+    """Your ``value`` of ``what`` against the ``study``'s: equal at three decimals, or how far apart,
+    with why levels differ across machines and what to compare instead."""
+    if f"{value:.3f}" == f"{study_value:.3f}":
+        return f"{what}: {value:.3f}, the same as {study}'s {study_value:.3f} at three decimals"
+    return (f"{what}: {value:.3f}, {study}'s {study_value:.3f} ({value - study_value:+.3f}): the SFT warm-up is not "
+            "bit-for-bit reproducible across CPUs, so compare differences, not levels")
 
 
 def settings_lines(config: dict) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from mixdpo_kit.core import progress
 from mixdpo_kit.core.config import LossConfig, RunConfig
+from mixdpo_kit.core.units import comparison
 from mixdpo_kit.evaluation.evaluate import win_rate
 from mixdpo_kit.objectives.routing import resolve
 from mixdpo_kit.reports import viz
@@ -89,7 +90,7 @@ def verdict(runs: list[dict], a: str, b: str, markdown: bool = False) -> str:
     mean, half = paired_difference(runs, a, b)
     if math.isnan(half):
         return f"{a} − {b} = {mean:+.3f} ground-truth reward (one seed: no interval)"
-    sign = "better than" if mean - half > 0 else "worse than" if mean + half < 0 else "not distinguishable from"
+    sign = comparison(mean, half)
     if markdown:
         sign = f"**{sign}**"
     return f"{a} is {sign} {b}: {mean:+.3f} ± {half:.3f} ground-truth reward (paired over seeds, 95 %)"

@@ -64,9 +64,30 @@ def test_the_study_noise_quoted_to_learners_is_the_studys_own():
     reward = lambda r: {"mean_reward": r, "exact_match": 0.0, "n": 1}  # noqa: E731
     run = lambda r: {"evaluation": {"true_reward": {"before": reward(0.7), "after": reward(r)}}}  # noqa: E731
     study = dict(noise=noise, noise_source="the five-seed study")
-    assert "within the seed noise the five-seed study measured" in difference_line(run(0.751), run(0.750), "a", "b",
-                                                                                     **study)
+    assert "a is not distinguishable from b against the seed noise the five-seed study measured" in \
+        difference_line(run(0.751), run(0.750), "a", "b", **study)
     assert difference_line(run(0.760), run(0.750), "a", "b", **study).startswith("a − b = +0.010")
+    assert "a is worse than b" in difference_line(run(0.740), run(0.750), "a", "b", **study)
+
+
+def test_one_function_decides_every_verdict():
+    """The paired verdict of a comparison and a one-seed difference read against seed noise use the
+    same rule: the interval excludes zero or the two are not distinguishable (hand-valued)."""
+    from mixdpo_kit.core.units import comparison
+    from mixdpo_kit.workflows.compare import verdict
+
+    assert [comparison(d, 0.002) for d in (0.003, -0.003, 0.002, -0.001)] == \
+        ["better than", "worse than", "not distinguishable from", "not distinguishable from"]
+    runs = [{"variant": v, "seed": s, "true_reward": r} for v, s, r in
+            [("a", 0, 0.763), ("a", 1, 0.764), ("a", 2, 0.762), ("b", 0, 0.760), ("b", 1, 0.761), ("b", 2, 0.759)]]
+    assert verdict(runs, "a", "b").startswith("a is better than b: +0.003 ± 0.000")
+
+
+def test_a_level_is_read_against_the_studys_in_words_that_match_the_numbers():
+    from mixdpo_kit.reports.explain import level_line
+
+    assert "the same as the study's 0.747" in level_line(0.7471, 0.747, "your SFT model", "the study")
+    assert "(-0.013)" in level_line(0.734, 0.747, "your SFT model", "the study")
 
 
 def test_settings_lines_name_an_objectives_own_settings_apart_from_its_loss():
