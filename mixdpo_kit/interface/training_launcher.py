@@ -61,7 +61,7 @@ class TrainingLauncher(Panel):
         self.objective = W.Dropdown(options=list(OBJECTIVES), value=cfg.loss.objective, description="objective")
         self.preference = W.Dropdown(options=sorted(PREFERENCE_LOSSES), value=self.base.loss.preference,
                                      description="pref. loss")
-        self.params = W.HBox()  # one field per parameter of the chosen loss, rebuilt when it changes
+        self.params = W.HBox(layout=W.Layout(flex_flow="row wrap"))  # one field per loss parameter, rebuilt on change
         self._show_params(self.base.loss.params)
         # What the learner left in the fields of each (objective, loss) they tried: shown again on return.
         self._params_by_loss: dict[tuple[str, str], dict] = {}
@@ -99,6 +99,7 @@ class TrainingLauncher(Panel):
         self.logs: list[dict] = []
         self.figure = None
         self.summary: RunSummary | None = None
+        self.ended: str | None = None  # why the last run ended without results (stopped early, failed)
         self.thread: threading.Thread | None = None
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
@@ -163,8 +164,9 @@ class TrainingLauncher(Panel):
         """Fields for the chosen loss's parameters: the given values, else its (objective's) defaults."""
         if params is None:
             params = self._loss_config({}).loss.params
-        self.param_fields = {k: (W.FloatText(value=v, description=k) if isinstance(v, (int, float)) else
-                                 W.Text(value="" if v is None else str(v), description=k))
+        wide = {"style": {"description_width": "initial"}}  # "label_smoothing" whole, not "label_smo…"
+        self.param_fields = {k: (W.FloatText(value=v, description=k, **wide) if isinstance(v, (int, float)) else
+                                 W.Text(value="" if v is None else str(v), description=k, **wide))
                              for k, v in params.items()}
         self.params.children = tuple(self.param_fields.values())
 
@@ -226,8 +228,10 @@ class TrainingLauncher(Panel):
             self.results.value = results_html(self.summary)
         except RunStopped as err:
             self.stage.value = ""
-            self.status.value = f"{html.escape(str(err))}; the folder holds no finished run"
+            self.ended = f"{err}; the folder holds no finished run"
+            self.status.value = html.escape(self.ended)
         except Exception as err:  # shown in the panel: a background thread has nowhere else to report
+            self.ended = f"the run failed ({err!r}; the panel shows it)"
             self.status.value = f"<span style='color:#d62728'>failed: {html.escape(repr(err))}</span>"
             raise
         finally:
@@ -255,7 +259,7 @@ class TrainingLauncher(Panel):
         # Nothing of a previous run stays on screen: its curves, numbers and stage line go now.
         self.logs.clear()
         self.show_curves([])
-        self.results.value, self.stage.value, self.summary = "", "", None
+        self.results.value, self.stage.value, self.summary, self.ended = "", "", None, None
         self.stop_requested.clear()
         self.progress.value = 0
         self.run_button.disabled, self.stop_button.disabled = True, False
@@ -264,6 +268,17 @@ class TrainingLauncher(Panel):
         self.thread.start()
         if blocking:
             self.thread.join()
+
+    def results_note(self) -> str | None:
+        """What a cell that reads the finished run should say instead, or None when there is one:
+        no run yet, still training, or how the last run ended without results."""
+        if self.summary is not None:
+            return None
+        if self.thread is None:
+            return "no run yet: press Run in the launcher above, then run this cell again"
+        if self.thread.is_alive():
+            return "still training: run this cell again when the panel says finished"
+        return f"{self.ended or 'the run ended without results'}: press Run to train again, then run this cell"
 
     def stop(self) -> None:
         """Ask the run to stop: during training after the current step (a checkpoint is saved

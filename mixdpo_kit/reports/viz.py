@@ -205,6 +205,7 @@ def training_curves(log_rows: list[dict]) -> go.Figure:
 
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title, _ in TRAINING_PANELS],
                         vertical_spacing=0.2, horizontal_spacing=0.12)
+    last_step = max((r["step"] for r in log_rows), default=0)
     for k, (key, title, unit) in enumerate(TRAINING_PANELS):
         row, col = k // 2 + 1, k % 2 + 1
         pts = [(r["step"], r[key]) for r in log_rows if key in r]
@@ -212,6 +213,11 @@ def training_curves(log_rows: list[dict]) -> go.Figure:
             x, y = zip(*pts)
             fig.add_scatter(x=x, y=y, mode="lines+markers", marker=dict(size=4), name=title, showlegend=False,
                             line=dict(color=HARD if "sft" in key else EASY), row=row, col=col)
+        else:  # say why the panel is empty (e.g. a run stopped before the hard pairs), on real axes
+            fig.add_annotation(text=f"no step of this route among<br>the {last_step} steps logged", showarrow=False,
+                               xref=f"x{k + 1 if k else ''} domain", yref=f"y{k + 1 if k else ''} domain", x=0.5, y=0.5)
+            fig.update_xaxes(range=[0, max(last_step, 1)], row=row, col=col)
+            fig.update_yaxes(range=[0, 1], row=row, col=col)
         fig.update_yaxes(title_text=unit, row=row, col=col)
         fig.update_xaxes(title_text="optimiser step", row=row, col=col)
     fig.update_yaxes(range=[-0.05, 1.05], row=2, col=1)

@@ -296,3 +296,24 @@ def test_the_launcher_changes_no_setting_the_learner_did_not_touch(small_cfg, tm
     assert launcher.split_value.value == 0.5 and launcher.config().split.tau == 0.5  # τ = 0.5, not τ = 0.35
     launcher.split_mode.value = "quantile"
     assert launcher.split_value.value == 0.35 and launcher.config().split.quantile == 0.35
+
+
+def test_after_stop_during_the_warmup_03s_result_cells_say_so(small_cfg, tmp_path, capsys):
+    """Stop pressed during the SFT warm-up: notebook 03's result cells (run as the learner runs
+    them) say the run was stopped and nothing trained, not "still training"."""
+    import nbformat
+
+    cfg = small_cfg.override(sft_warmup={"enabled": True, "max_steps": 400})
+    launcher = TrainingLauncher(cfg, out_dir=str(tmp_path / "run"))
+    launcher.stage.observe(lambda ch: launcher.stop() if "SFT warm-up" in ch["new"] else None, names="value")
+    launcher.run(blocking=True)
+    assert launcher.summary is None and "stopped during the SFT warm-up" in launcher.status.value
+    nb = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / "03_train_qlora.ipynb", as_version=4)
+    cells = [c.source for c in nb.cells if c.cell_type == "code" and "launcher.summary" in c.source
+             or "results_note" in c.source]
+    assert len(cells) >= 2, "03's result cells read the launcher"
+    for source in cells:
+        exec(source, {"launcher": launcher, "on_gpu": False, "run": None})
+        printed = capsys.readouterr().out
+        assert "still training" not in printed and "stopped during the SFT warm-up" in printed, printed
+    assert launcher.param_fields["label_smoothing"].style.description_width == "initial"  # the name in full

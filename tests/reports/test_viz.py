@@ -87,3 +87,16 @@ def test_figures_at_the_papers_scale_send_counts_or_webgl_not_one_svg_marker_per
     assert {t.type for t in ratings.data} == {"bar"} and [int(sum(t.y)) for t in ratings.data] == [n, n]
     small = viz.margin_sources(m[:100], m[:100], "a", "b")  # few pairs: every one a point to hover
     assert {t.type for t in small.data} == {"scatter"}
+
+
+def test_a_training_panel_without_its_route_says_so_on_real_axes():
+    """A run stopped before the hard pairs logs no SFT loss: its panel is not an empty frame but
+    says why, with the steps trained as its axis."""
+    rows = [{"step": s, "loss": 0.69, "loss/preference": 0.69, "route/sft_fraction": 0.0, "rewards/accuracy": 0.5}
+            for s in (1, 2, 3)]
+    fig = viz.training_curves(rows)
+    notes = [a for a in fig.layout.annotations if "no step of this route" in a.text]
+    assert len(notes) == 1 and notes[0].xref == "x2 domain" and "3 steps" in notes[0].text
+    assert tuple(fig.layout.xaxis2.range) == (0, 3)
+    assert not [a for a in viz.training_curves(rows + [{"step": 4, "loss/sft": 1.2}]).layout.annotations
+                if "no step" in a.text]
