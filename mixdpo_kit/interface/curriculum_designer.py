@@ -11,7 +11,8 @@ from mixdpo_kit.core.config import CurriculumConfig, RunConfig, TrainConfig
 from mixdpo_kit.core.units import percent
 from mixdpo_kit.interface.margin_explorer import MarginExplorer, row_id_column
 from mixdpo_kit.interface.panel import SCHEDULES, Panel, html_table, show_figure
-from mixdpo_kit.margins.curriculum import ORDERS, CurriculumPlan, lr_mass_by_route
+from mixdpo_kit.core.steps import StepPlan
+from mixdpo_kit.margins.curriculum import ORDERS, CurriculumPlan, lr_mass_by_route, lr_schedule, optimizer_steps
 from mixdpo_kit.margins.split import Split
 from mixdpo_kit.reports import viz
 
@@ -99,6 +100,23 @@ class CurriculumDesigner(Panel):
         plan = dataclasses.replace(self.plan, order=order or self.order.value)
         train = dataclasses.replace(self.train_settings(), lr_scheduler_type=schedule or self.schedule.value)
         return lr_mass_by_route(plan, self.hard, train)
+
+    def lines(self) -> list[str]:
+        """What the panel shows now, in words: the split, where the first hard pair comes in the
+        training order and the learning rate there, and the learning-rate mass of each route."""
+        train = self.train_settings()
+        steps = optimizer_steps(self.plan, StepPlan.of(train, processes=1))
+        n_hard, n = int(self.hard.sum()), len(self.hard)
+        lines = [f"split: {n_hard:,} of {n:,} pairs hard ({percent(n_hard / n if n else 0)}), routed to SFT"]
+        first = next((k for k, idx in enumerate(steps) if self.hard[idx].any()), None)
+        if first is not None:
+            lr = lr_schedule(len(steps), train.lr_scheduler_type, train.warmup_ratio)[first]
+            lines.append(f"order {self.order.value}: the first hard pair comes at optimiser step {first + 1} of "
+                         f"{len(steps)}, when the learning rate is {percent(lr)} of its peak ({train.lr_scheduler_type})")
+        m = self.mass
+        lines.append(f"learning-rate mass: {percent(m['sft'], 2)} to the SFT route, {percent(m['preference'], 2)} to the "
+                     "preference route")
+        return lines
 
     def refresh(self) -> None:
         """Recompute the timeline, the learning-rate mass per route and the preview."""

@@ -41,9 +41,11 @@ class DisplacementExplorer(Panel):
         """Train (or read back) the four arms at the chosen setting and draw their curves."""
         s = self.setting
         self.button.disabled = True
-        self.status.value = f"training the four arms at {s.label()} ({self.seeds} seed(s))…"
+        head = f"{s.label()}, {self.seeds} seed(s): "
+        self.status.value = head + "reading back the runs trained before, training the others (about 10 s each on 2 CPU cores)…"
         try:
-            curves, changes = run_displacement(self.cfg, [s], self.seeds, self.out_dir)
+            curves, changes = run_displacement(self.cfg, [s], self.seeds, self.out_dir,
+                                               on_run=lambda text: setattr(self.status, "value", f"{head}training {text}…"))
         finally:
             self.button.disabled = False
         self.changes.update(changes)
@@ -55,6 +57,11 @@ class DisplacementExplorer(Panel):
     def run_dir(self, arm: str, seed: int = 0) -> Path:
         """The folder of one arm's run at the chosen setting (``arm``: a key of ``ARMS``)."""
         return self.out_dir / run_name(arm, self.setting) / f"seed{seed}"
+
+    def change(self, arm: str) -> dict:
+        """One arm's held-out changes at the chosen setting (``chosen``, ``rejected``, the gap before
+        and after), once it ran."""
+        return self.changes[run_name(arm, self.setting)]
 
     def lines(self) -> list[str]:
         """What happened at the chosen setting, one sentence per arm (empty before it ran)."""

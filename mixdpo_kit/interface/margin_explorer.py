@@ -77,7 +77,10 @@ class MarginExplorer(Panel):
                 self.tau.description = "quantile"
                 self.tau.min, self.tau.max, self.tau.step = 0.0, 1.0, 0.01
                 self._decimals = 2
-                self.tau.value = share if value is None else value
+                if value is None and share is not None:  # the slider's quantile whose split comes closest
+                    qs, hard = self._quantile_splits()
+                    value = float(qs[np.argmin(np.abs(hard - share * len(m)))])
+                self.tau.value = 0.5 if value is None else value
             else:
                 self.tau.description = "τ"
                 step = _slider_step(m)
@@ -93,6 +96,20 @@ class MarginExplorer(Panel):
                 self.tau.value = round(float(np.clip(value, lo, hi)), self._decimals)
             self.tau.readout_format = f".{self._decimals}f"
         self.refresh()
+
+    def settings(self) -> dict:
+        """What the panel shows now (source, mode, slider value): ``show(**settings)`` puts it back,
+        so an exercise can set what it needs and restore what the learner left."""
+        return {"source": self.source.value, "mode": self.mode.value, "tau": self.tau.value}
+
+    def show(self, source: str | None = None, mode: str | None = None, tau: float | None = None) -> None:
+        """Set the source, then the mode ("absolute" or "quantile"), then the slider (τ or the quantile)."""
+        if source is not None:
+            self.source.value = source
+        if mode is not None:
+            self.mode.value = mode
+        if tau is not None:
+            self.tau.value = tau
 
     @property
     def split(self) -> Split:
@@ -138,11 +155,15 @@ class MarginExplorer(Panel):
         text = f"{tau:.{self._decimals}f}"
         return text if abs(float(text) - tau) < 1e-9 else threshold(tau)
 
-    def _same_split_quantiles(self, n_hard: int) -> tuple[float, float]:
-        """The slider's quantiles (steps of 0.01) that give ``n_hard`` hard pairs."""
+    def _quantile_splits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The slider's quantiles (steps of 0.01) and the number of hard pairs each gives."""
         qs = np.round(np.arange(0, 1.0001, 0.01), 2)
         ordered = np.sort(self.margins)
-        hard = np.searchsorted(ordered, np.quantile(ordered, qs), side="left")  # split_by_margin's m < tau
+        return qs, np.searchsorted(ordered, np.quantile(ordered, qs), side="left")  # split_by_margin's m < tau
+
+    def _same_split_quantiles(self, n_hard: int) -> tuple[float, float]:
+        """The slider's quantiles that give ``n_hard`` hard pairs."""
+        qs, hard = self._quantile_splits()
         same = qs[hard == n_hard]
         return (float(same.min()), float(same.max())) if len(same) else (self.tau.value, self.tau.value)
 

@@ -130,12 +130,20 @@ def with_panel_choices(cfg: RunConfig, path: str | Path) -> RunConfig:
     return cfg.override(**{section: {k: exported[section][k] for k in keys} for section, keys in PANEL_FIELDS.items()})
 
 
-def panel_choices_lines(cfg: RunConfig) -> list[str]:
+def panel_choices_lines(cfg: RunConfig, margins=None) -> list[str]:
     """Every setting the two panels decide (``PANEL_FIELDS``), in words: what notebook 02 exports
-    and notebook 03 takes."""
+    and notebook 03 takes. ``margins``: the pairs' margins, to state the split these pairs actually
+    get (margins on a grid cannot give every share a quantile asks for)."""
+    from mixdpo_kit.margins.split import split_by_margin
+
     s, c, t = cfg.split, cfg.curriculum, cfg.train
-    split = (f"the lowest {percent(s.quantile)} of the margins are hard (quantile {s.quantile:g})"
+    split = (f"hard = the lowest {percent(s.quantile)} of the margins (quantile {s.quantile:g})"
              if s.quantile is not None else f"hard = margin < τ = {threshold(s.tau)}")
+    if margins is not None and len(margins):
+        got = split_by_margin(np.asarray(margins, dtype=float), s.tau, s.quantile, warn=False)
+        split += f"; on these pairs {got.n_hard:,} of {len(got.hard):,} ({percent(got.hard.mean())})"
+        if s.quantile is not None:
+            split += f", τ = {threshold(got.tau)}"
     order = {"easy_to_hard": "easy→hard (the paper's)", "hard_to_easy": "hard→easy", "random": "random",
              "staged": f"staged, {c.n_stages} margin buckets easy→hard, shuffled inside"}[c.order]
     per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps

@@ -121,8 +121,10 @@ def variant_config(base: RunConfig, overrides: dict) -> RunConfig:
     return resolve(base.override(**overrides))
 
 
-def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_dir: str | Path) -> list[dict]:
+def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_dir: str | Path,
+                   on_run=None) -> list[dict]:
     """Train and evaluate every variant × seed (resumable) and write the table and figure.
+    ``on_run(text)`` hears each run as it starts ("run 2 of 4: sft_near_ties, seed 0").
 
     ``variants`` maps a name to config overrides (see :func:`mixdpo_kit.workflows.variants.variants_for`). With the config's
     SFT warm-up enabled, one SFT model is trained once and shared by every run, as are the
@@ -146,7 +148,10 @@ def run_comparison(cfg: RunConfig, variants: dict[str, dict], seeds: int, out_di
                 summary = read_summary(run_dir)
             else:
                 run_cfg = variant_config(base, overrides).override(train={"seed": seed}, curriculum={"seed": seed})
-                with progress.label(f"run {len(per_run) + 1} of {total}: {name}, seed {seed}"):
+                label = f"run {len(per_run) + 1} of {total}: {name}, seed {seed}"
+                if on_run is not None:
+                    on_run(label)
+                with progress.label(label):
                     summary = run(run_cfg, run_dir, reference_memo=reference_memo)
             per_run.append({"variant": name, "seed": seed, **run_metrics(summary)})
     rows = summarise(per_run, list(variants))

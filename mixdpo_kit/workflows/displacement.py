@@ -72,14 +72,14 @@ def displacement_variants(settings: list[DisplacementSetting], steps: int, track
 
 
 def run_displacement(cfg, settings: list[DisplacementSetting], seeds: int, out_dir: str | Path,
-                     track_every: int = 5):
+                     track_every: int = 5, on_run=None):
     """Train every arm at every setting over ``seeds`` (resumable: finished runs are read back) and
     return ``(curves, changes)`` as :func:`~mixdpo_kit.workflows.compare.heldout_curves` gives them,
-    keyed by run name."""
+    keyed by run name. ``on_run(text)`` hears each run as it starts."""
     from mixdpo_kit.training.pipeline import analyze_data
 
     variants = displacement_variants(settings, all_pair_steps(analyze_data(cfg), cfg.train), track_every)
-    run_comparison(cfg, variants, seeds, out_dir)
+    run_comparison(cfg, variants, seeds, out_dir, on_run=on_run)
     return heldout_curves(out_dir, list(variants))
 
 

@@ -217,6 +217,9 @@ def test_panel_choices_lines_name_every_exported_setting(tmp_path, builtin):
                    "16 pairs × 2 accumulation = 32 pairs per optimiser step", "cosine schedule", "warm-up 0.1"):
         assert needle in text, (needle, text)
     assert "τ = 0.5" not in text  # a quantile export is not reported as the default tau
+    # With the pairs' margins, the share the data actually gives (a 0.5-point grid: not 20.0 %), as the explorer shows.
+    with_data = panel_choices_lines(cfg, margins=builtin.margins)[0]
+    assert f"on these pairs {ex.split.n_hard:,} of 2,000" in with_data and ex.split.n_hard != 400, with_data
     assert sum(len(keys) for keys in PANEL_FIELDS.values()) == 10  # a new panel field needs a line above
 
 
@@ -234,7 +237,10 @@ def test_displacement_explorer_trains_the_chosen_setting_and_reads_back_a_traine
                              eval={"track_pairs": 8, "reward_prompts": 4, "max_pairs": 8})
     panel = DisplacementExplorer(cfg, out_dir=tmp_path, beta=0.05, learning_rate=1e-3)
     assert 0.05 in panel.beta.options and panel.lines() == [] and panel.figure is None
+    shown = []  # the status while it trains: which run of how many, not one static line
+    panel.status.observe(lambda ch: shown.append(ch["new"]), names="value")
     panel.button.click()
+    assert any("training run 2 of 4" in text for text in shown), shown
     assert len(panel.figure.data) == 3 * 4 and len(panel.lines()) == 4  # three panels, four arms
     assert panel.run_dir("dpo_near_ties").joinpath("summary.json").exists()
     first = panel.figure
@@ -317,3 +323,34 @@ def test_after_stop_during_the_warmup_03s_result_cells_say_so(small_cfg, tmp_pat
         printed = capsys.readouterr().out
         assert "still training" not in printed and "stopped during the SFT warm-up" in printed, printed
     assert launcher.param_fields["label_smoothing"].style.description_width == "initial"  # the name in full
+
+
+def test_01s_tau_exercise_after_the_learner_moved_the_panel(capsys):
+    """Notebook 01's τ exercise, run after the learner left the panel on another source in quantile
+    mode, prints the rating-margin counts at τ = 3 and 1 and puts the panel back as it was left;
+    switching the source in quantile mode keeps the share as closely as the new margins allow."""
+    import nbformat
+
+    from mixdpo_kit.core.config import RunConfig
+    from mixdpo_kit.core.units import percent
+    from mixdpo_kit.margins.sources import compute_margins
+
+    real = analyze_data(RunConfig().override(data={"source": "ultrafeedback-sample"}))
+    second = compute_margins(real.dataset, "score_rejected")
+    explorer = MarginExplorer(real.dataset, {"ratings": real.margins, "score_rejected": second})
+    explorer.mode.value = "quantile"
+    explorer.tau.value = 0.62
+    before = explorer.split.hard.mean()
+    explorer.source.value = "score_rejected"
+    qs, hard = explorer._quantile_splits()
+    closest = np.min(np.abs(hard / len(second) - before))
+    assert abs(explorer.split.hard.mean() - before) == pytest.approx(closest)
+    left = explorer.settings()
+    nb = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / "01_margins.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "for tau in (3.0, 1.0)" in c.source)
+    exec(cell, {"explorer": explorer, "percent": percent})
+    printed = capsys.readouterr().out
+    for tau in (3.0, 1.0):
+        n = int((real.margins < tau).sum())
+        assert f"tau = {tau}: {n} hard pairs ({percent(n / len(real.margins))})" in printed, printed
+    assert explorer.settings() == left and "panel back as you left it" in printed
