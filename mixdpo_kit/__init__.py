@@ -36,7 +36,7 @@ _PUBLIC = {
     # reports
     "viz": "reports.viz", "read_metrics": "reports.report", "result_lines": "reports.explain",
     "report_lines": "reports.explain", "settings_lines": "reports.explain", "difference_line": "reports.explain",
-    "level_line": "reports.explain", "worked_pairs_table": "reports.explain",
+    "level_line": "reports.explain", "lr_mass_line": "reports.explain", "worked_pairs_table": "reports.explain",
     # evaluation
     "Decoding": "evaluation.generation", "answer_with_run_and_reference": "evaluation.generation",
     "export_commands": "evaluation.generation", "judge_files": "evaluation.judge",

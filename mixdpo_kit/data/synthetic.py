@@ -212,6 +212,23 @@ def chosen_rewards(dataset) -> list[float]:
     return [true_reward(response_text(row["prompt"]), response_text(row["chosen"])) for row in dataset]
 
 
+def label_lines(pairs: list[dict]) -> list[str]:
+    """For worked pairs of the built-in task (``summary["worked_pairs"]``): the true rewards of each
+    pair's two answers and whether its rating label is right, one sentence per pair."""
+    lines = []
+    for p in pairs:
+        prompt = response_text(p["prompt"])
+        chosen, rejected = (response_text(p[k]) for k in ("chosen", "rejected"))
+        rc, rr = true_reward(prompt, chosen), true_reward(prompt, rejected)
+        verdict = ("the label is right: the chosen answer is the better one" if rc > rr else
+                   "the label is wrong: the rejected answer is the better one" if rc < rr else
+                   "the two answers are equally good: the label says nothing")
+        side = "hard" if p["hard (m < tau)"] else "easy"
+        lines.append(f"{side} pair (m = {p['margin m']:g}): chosen {chosen!r} true reward {rc:.3f}, rejected "
+                     f"{rejected!r} {rr:.3f}: {verdict}")
+    return lines
+
+
 def agreement_by_margin(margins, true_margins, edges=(0.0, 0.5, 1.5, 3.0, 5.0, 11.0)) -> list[dict]:
     """Per margin bin: pairs, and the share whose chosen response truly is better (true margin > 0)."""
     import numpy as np

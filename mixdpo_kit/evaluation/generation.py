@@ -238,7 +238,8 @@ def export_commands(alpaca_eval_file: str | Path, generator: str) -> list[str]:
     """How to hand the answers to the official AlpacaEval 2 and Arena-Hard-Auto evaluations."""
     arena = arena_hard_path(alpaca_eval_file, generator)
     return [
-        "# AlpacaEval 2 (needs OPENAI_API_KEY; the judge is a paid GPT-4 model; the LC win rate is its headline):",
+        "# AlpacaEval 2 (needs OPENAI_API_KEY, paid; the LC win rate is its headline). weighted_alpaca_eval_gpt4_turbo",
+        "# is its default GPT-4 Turbo judge; the paper's numbers used a GPT-4.1 judge (an annotator config naming gpt-4.1):",
         f"alpaca_eval --model_outputs {alpaca_eval_file} --annotators_config weighted_alpaca_eval_gpt4_turbo",
         "# Arena-Hard-Auto (answers must be on its questions: mixdpo-kit generate --prompts arena_hard ...):",
         f"cp {arena} <arena-hard-auto>/data/arena-hard-v0.1/model_answer/",

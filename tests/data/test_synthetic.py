@@ -45,3 +45,16 @@ def test_true_margins_and_agreement_table():
     table = synthetic.agreement_by_margin(prep.margins, true)
     assert sum(r["pairs"] for r in table) == len(true)
     assert table[0]["chosen_truly_better"] < table[-1]["chosen_truly_better"]
+
+
+def test_label_lines_say_whether_a_worked_pairs_label_is_right():
+    from mixdpo_kit.data.synthetic import label_lines
+
+    hard = {"prompt": "reverse 2 5 9 9 5 8", "chosen": "8 5 9 9 5 2 .", "rejected": "8 5 9 9 5 2",
+            "margin m": 0.0, "hard (m < tau)": True}
+    easy = {"prompt": "sort 3 1 2", "chosen": "1 2 3", "rejected": "1 2", "margin m": 0.5, "hard (m < tau)": False}
+    wrong, right = label_lines([hard, easy])
+    # A stray "." costs one length penalty (0.03); "1 2" hits 2 of 3 positions.
+    assert wrong == ("hard pair (m = 0): chosen '8 5 9 9 5 2 .' true reward 0.970, rejected '8 5 9 9 5 2' 1.000: "
+                     "the label is wrong: the rejected answer is the better one")
+    assert right.endswith("1.000, rejected '1 2' 0.667: the label is right: the chosen answer is the better one")

@@ -33,7 +33,11 @@ def test_all_six_notebooks_teach_and_are_stored_clean():
         assert ROUTED_LOSS_MARKDOWN.strip() in text and "arxiv.org/abs/2602.00954" in text, path.name
         assert "## Interpret your result" in text and "Exercise" in text and "predict" in text.lower(), path.name
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-        assert "worked_pairs_table" in code and '["generations"]' in code or "launcher" in code, path.name
+        # A worked pair (through the loss, or the pairs either side of τ) and answers before/after, where the
+        # notebook trains (01 and 02 study the data: they read the pairs and their routes instead).
+        assert "worked_pairs_table" in code or "border_examples" in code or "launcher" in code, path.name
+        if path.stem not in ("01_margins", "02_split_and_curriculum"):
+            assert '["generations"]' in code or "launcher" in code, path.name
 
 
 def test_colab_cells_follow_the_repository_in_pyproject():
@@ -105,6 +109,26 @@ for _panel in _panels:
 print(f"widget pass: {len(_panels)} panel(s), {_touched} values set")
 """
 
+# Before the exercises run again: the learner leaves every margin explorer elsewhere (the last
+# source, quantile mode); an exercise must set what it needs and put back what it changed.
+MOVE_PANELS = """
+_moved = {}
+for _name, _panel in list(globals().items()):
+    if isinstance(_panel, MarginExplorer) and not _name.startswith("_"):
+        _panel.show(source=list(_panel.source.options)[-1], mode="quantile", tau=0.3)
+        _moved[_name] = _panel.settings()
+"""
+
+# After the exercises: the panels are where the learner left them, and each panel shows the setting
+# its notebook's prose talks about (05: the first displacement panel stays at BETA).
+PANELS_AS_LEFT = """
+for _name, _where in _moved.items():
+    assert globals()[_name].settings() == _where, (_name, globals()[_name].settings(), _where)
+if "BETA" in globals():
+    assert explorer.beta.value == BETA, f"the top panel shows β = {explorer.beta.value}, the prose β = {BETA}"
+    assert explorer.figure.layout.title.text.endswith(explorer.setting.label()), explorer.figure.layout.title.text
+"""
+
 # After the widget pass and the exercises: every run folder holds one run (its logged steps rise).
 ONE_RUN_PER_FOLDER = """
 import json, pathlib
@@ -137,7 +161,7 @@ def test_learner_pass(path, tmp_path, monkeypatch):
     nb = nbformat.read(work, as_version=4)
     n_cells, exercises = len(nb.cells), exercise_cells(nb)
     assert exercises or path.stem == "03_train_qlora", path.stem  # 03's exercise is done in the launcher
-    extra = [WIDGET_PASS] + [nb.cells[i].source for i in exercises] + [ONE_RUN_PER_FOLDER]
+    extra = [WIDGET_PASS, MOVE_PANELS] + [nb.cells[i].source for i in exercises] + [PANELS_AS_LEFT, ONE_RUN_PER_FOLDER]
     nb.cells += [nbformat.v4.new_code_cell(source) for source in extra]
     NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs]
@@ -164,6 +188,11 @@ def test_learner_pass(path, tmp_path, monkeypatch):
             assert not any("'loss':" in _output_text(o) or "Training Loss" in str(o.get("data", {}))
                            for o in cell.outputs), (path.stem, i)
     text = "".join(_output_text(o) for _, o in outputs)
+    if path.stem == "01_margins":  # its exercise prints the same after the learner moved the panel
+        again = nb.cells[n_cells + 2: n_cells + 2 + len(exercises)]
+        for i, cell in zip(exercises, again):
+            first, second = ("".join(_output_text(o) for o in c.outputs) for c in (nb.cells[i], cell))
+            assert first.split("panel back")[0] == second.split("panel back")[0], (first, second)
     if path.stem == "02_split_and_curriculum":
         # The export is what the prose says it is: the demo's settings, untouched by the exercises.
         from mixdpo_kit.core.config import RunConfig, preset
