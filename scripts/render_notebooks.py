@@ -6,10 +6,11 @@ as a PNG, so a reader on the code host sees the figures without running anything
 The notebooks in ``notebooks/`` stay without outputs (clean diffs; ``tests/interface/test_notebooks.py``
 checks it). The copies are made on the CPU with the built-in task, so they show the same run a
 learner gets; ``tests/interface/test_rendered_notebooks.py`` fails when a copy's code differs from its source.
-Widgets (the panels) show as text there: they need a live kernel.
+Each panel shows as a line of text and its figure after Run All, as a PNG: the panel itself needs a live kernel.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,18 +25,47 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "notebooks"
 
 
+# Run in the kernel after the last cell: every panel's figure as it stands after Run All, as a PNG,
+# keyed by the model id of the widget the panel displayed (panels shown without a name included).
+PANEL_FIGURES = """
+import base64 as _b64, gc as _gc, json as _json
+from mixdpo_kit.interface.panel import Panel as _Panel
+_pngs = {_p.widget.model_id: _b64.b64encode(_p.figure.to_image(format="png", width=900)).decode()
+         for _p in _gc.get_objects() if isinstance(_p, _Panel) and getattr(_p, "figure", None) is not None}
+print(_json.dumps(_pngs))
+"""
+PANEL_TEXT = "(an interactive panel: its figure after Run All is below; run the notebook to use it)"
+NO_FIGURE_TEXT = "(an interactive panel with no figure: run the notebook to use it)"
+
+
 def render(path: Path, work: Path) -> Path:
-    """Execute ``path`` in ``work`` and write the executed copy to ``docs/notebooks/``."""
+    """Execute ``path`` in ``work`` and write the executed copy to ``docs/notebooks/``: each panel
+    is replaced by a line of text and its figure as a PNG, as it stood after Run All."""
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=1800, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(work)}}).execute()
-    for cell in nb.cells:  # a panel needs a live kernel: say so instead of a widget stub
-        if cell.cell_type == "code":  # a bar's static text is its first frame ("0/125"): leave bars out
-            cell.outputs = [o for o in cell.outputs if not _is_progress_bar(o)]
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            if data.pop("application/vnd.jupyter.widget-view+json", None) is not None:
-                data["text/plain"] = "(an interactive panel: run the notebook to use it)"
+    client = NotebookClient(nb, timeout=1800, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(work)}})
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        probe = nbformat.v4.new_code_cell(PANEL_FIGURES)
+        nb.cells.append(probe)
+        client.execute_cell(probe, len(nb.cells) - 1)
+        nb.cells.pop()
+    pngs = json.loads("".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream"))
+    for cell in nb.cells:  # a bar's static text is its first frame ("0/125"): leave bars out
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if not _is_progress_bar(o)]
+        noise = [o.text for o in cell.outputs if o.output_type == "stream" and "Traceback" in o.text]
+        if noise:  # e.g. the PNG exporter's browser talking on stderr: never store that as a result
+            raise RuntimeError(f"{path.name}: a cell printed a traceback:\n{noise[0][:2000]}")
+        for out in cell.outputs:
+            view = out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+            if view is not None:
+                png = pngs.get(view["model_id"])
+                out["data"]["text/plain"] = PANEL_TEXT if png else NO_FIGURE_TEXT
+                if png:
+                    out["data"]["image/png"] = png
     OUT.mkdir(parents=True, exist_ok=True)
     target = OUT / path.name
     nbformat.write(nb, target)

@@ -255,9 +255,10 @@ class RunConfig:
         return out
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        """Serialise to YAML; also write it to ``path`` when given."""
+        """Serialise to YAML; also write it to ``path`` when given (its folder made if missing)."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text)
         return text
 
