@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -31,7 +32,7 @@ PANEL_FIGURES = """
 import base64 as _b64, gc as _gc, json as _json
 from mixdpo_kit.interface.panel import Panel as _Panel
 _pngs = {_p.widget.model_id: _b64.b64encode(_p.figure.to_image(format="png", width=900)).decode()
-         for _p in _gc.get_objects() if isinstance(_p, _Panel) and getattr(_p, "figure", None) is not None}
+         for _p in _gc.get_objects() if issubclass(type(_p), _Panel) and getattr(_p, "figure", None) is not None}
 print(_json.dumps(_pngs))
 """
 PANEL_TEXT = "(an interactive panel: its figure after Run All is below; run the notebook to use it)"
@@ -85,7 +86,9 @@ def main(names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:  # one working folder: 01 and 02 reuse 00's demo run
         for path in paths:
             shutil.copy(path, tmp)
-            print("rendered", render(Path(tmp) / path.name, Path(tmp)).relative_to(ROOT))
+            start = time.time()
+            target = render(Path(tmp) / path.name, Path(tmp))
+            print(f"rendered {target.relative_to(ROOT)}: Run All took {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

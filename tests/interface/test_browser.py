@@ -506,8 +506,9 @@ def test_04_runs_its_exercise_and_prints_plain_text(tmp_path):
 
 
 def test_05_displacement_panel_draws_its_curves_and_reads_back_a_trained_setting(tmp_path):
-    """Run All in 05 (its exercise trains β = 1.0): the panel shows three plots with the four arms and
-    its verdicts in plain text; choosing β = 0.01 again and pressing the button redraws that setting."""
+    """Run All in 05: the first panel stays at the prose's β = 0.01 and the exercise's second panel shows
+    β = 1, each with three plots of the four arms and verdicts in plain text; choosing β = 1 in the first
+    panel and pressing its button reads that trained setting back and redraws it."""
     _requirements_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -522,9 +523,9 @@ def test_05_displacement_panel_draws_its_curves_and_reads_back_a_trained_setting
             outputs = _run_all_and_wait(page, f"{url}/lab/tree/05_likelihood_displacement.ipynb", 900_000)
             after_run_all = page.evaluate(panel_titles)
             legend = page.evaluate(arms)
-            page.locator(".widget-dropdown select").first.select_option(label="0.01")
+            page.locator(".widget-dropdown select").first.select_option(label="1")
             page.locator("button", has_text="train and plot").first.click()
-            page.wait_for_function(f"({panel_titles})().some(t => t.includes('β = 0.01'))", timeout=120_000)
+            page.wait_for_function(f"({panel_titles})().filter(t => t.includes('β = 1,')).length >= 2", timeout=120_000)
             status = _status_text(page, "dpo_near_ties:")
             page.locator(".widget-output .js-plotly-plot").first.scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOTS / "05_displacement_panel.png"))
@@ -532,7 +533,8 @@ def test_05_displacement_panel_draws_its_curves_and_reads_back_a_trained_setting
     finally:
         _stop_jupyterlab()
     assert not [o for o in outputs if "ERROR" in o], [o for o in outputs if "ERROR" in o]
-    assert any("β = 1" in t for t in after_run_all), after_run_all  # the exercise's setting is on screen
+    first = next(t for t in after_run_all if t.startswith("Held-out"))
+    assert "β = 0.01," in first and any("β = 1," in t for t in after_run_all), after_run_all  # prose and exercise
     assert {"dpo_near_ties", "sft_near_ties", "dpo_all", "mixdpo_all"} <= set(legend), legend
     assert "sft_near_ties:" in status and "**" not in status
 
