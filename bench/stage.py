@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     measured(model, "build_policy", "model loading", parts)
     measured(pipeline, "build_policy", "model loading", parts)
     measured(pipeline, "reference_logps", "reference precompute", parts)
-    measured(trainer.MixDPOTrainer, "train", "training", parts)
+    measured(trainer.RoutedPairTrainer, "train", "training", parts)
     measured(runs, "evaluate_policy", "evaluation", parts)
     measured(generation, "generate_answers", "answering", parts)
     measured(judge, "judge_files", "judging", parts)

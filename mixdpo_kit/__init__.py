@@ -43,6 +43,7 @@ _PUBLIC = {
     "judgement_figure": "evaluation.judge", "verdict_lines": "evaluation.judge",
     # training
     "analyze_data": "training.pipeline", "data_report": "training.pipeline",
+    "MixDPOConfig": "training.trl_style", "MixDPOTrainer": "training.trl_style",
     # workflows
     "run": "workflows.runs", "run_demo": "workflows.runs", "demo_config": "workflows.runs",
     "run_comparison": "workflows.compare", "table_lines": "workflows.compare", "verdict": "workflows.compare",

@@ -86,7 +86,7 @@ _LOCKS_GUARD = threading.Lock()
 
 def model_lock(model) -> threading.RLock:
     """The one lock of a model (whatever peft/DDP wrapper it is in): held while its output layer is
-    set aside (:func:`head_set_aside`), for each training step (``MixDPOTrainer.training_step``) and
+    set aside (:func:`head_set_aside`), for each training step (``RoutedPairTrainer.training_step``) and
     each generation batch, so a panel's background training and a foreground call on the same model
     take turns instead of seeing each other's half-changed model. Re-entrant: a training step sets
     the head aside inside its own hold."""

@@ -79,10 +79,15 @@ def resolve_model_path(name_or_path: str, models_dir: str | Path | None = None) 
 
 def load_tokenizer(cfg: ModelConfig, models_dir: str | Path | None = None):
     """The model's tokenizer, with a pad token (EOS when it has none) and left padding for generation."""
-    tok = auto_tokenizer(resolve_model_path(cfg.name_or_path, models_dir), cfg.revision, cfg.trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return with_pad_token(auto_tokenizer(resolve_model_path(cfg.name_or_path, models_dir), cfg.revision,
+                                         cfg.trust_remote_code))
+
+
+def with_pad_token(tokenizer):
+    """``tokenizer`` with a pad token: its EOS when it has none (batches of pairs are padded)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def quantization_config(dtype: torch.dtype) -> BitsAndBytesConfig:
@@ -136,6 +141,7 @@ class Policy:
     dtype: torch.dtype
     ref_model: torch.nn.Module | None = None  # None: the policy with its adapter off
     models_dir: str | Path | None = None  # where tiny-* names were built (None: the default cache's)
+    weights_id: str | None = None  # the reference's weights, hashed in memory (a model the caller loaded)
 
     @contextlib.contextmanager
     def reference(self):
@@ -151,9 +157,9 @@ class Policy:
     def identity(self) -> dict:
         """What determines the reference's outputs: model, revision, weights, quantisation, dtype."""
         ref = self.config.ref_model or self.config.name_or_path
-        weights = weights_fingerprint(resolve_model_path(ref, self.models_dir))
+        weights = self.weights_id or weights_fingerprint(resolve_model_path(ref, self.models_dir))
         return {"model": ref, "revision": self.config.revision, "weights": weights,
-                "quantized": self.config.mode == "qlora" and self.config.ref_model is None,
+                "quantized": self.config.mode == "qlora" and self.ref_model is None,
                 "dtype": str(self.dtype)}
 
 
@@ -179,13 +185,90 @@ def weights_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def in_memory_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of a model's weights as they are in memory (each tensor's name, shape, dtype and a
+    strided sample of its values): what identifies a model a caller loaded or changed themselves,
+    whose name may not say what its weights are."""
+    h = hashlib.sha256()
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if "lora_" in name:  # an adapter's weights: the reference (adapter off) does not see them
+            continue
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 256)][:256].to("cpu").contiguous()
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(sample.view(torch.uint8).numpy().tobytes() if sample.dtype != torch.bool else sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_compute_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a loaded model computes in: a 4-/8-bit model's ``bnb_4bit_compute_dtype``, else
+    the dtype of its floating-point weights."""
+    q = getattr(getattr(model, "config", None), "quantization_config", None)
+    dtype = q.get("bnb_4bit_compute_dtype") if isinstance(q, dict) else getattr(q, "bnb_4bit_compute_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
+    if dtype is not None:
+        return dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """Whether a loaded model's weights are 4- or 8-bit (bitsandbytes)."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def policy_from_model(model, tokenizer, cfg: ModelConfig, lora=None, ref_model=None, seed: int | None = None,
+                      models_dir: str | Path | None = None) -> Policy:
+    """A policy from a model the caller already has (or its name, loaded in full precision): whether
+    it is 4-bit or already a ``PeftModel``, its compute dtype and device are read from the object.
+    ``lora``: a ``peft.LoraConfig`` for a fresh adapter. A 4-bit model trains only through an
+    adapter. With an adapter and no ``ref_model`` the reference is the adapter switched off, as in
+    the kit's runs; a full fine-tune without ``ref_model`` gets a frozen copy as its reference."""
+    import copy
+    import dataclasses
+
+    from peft import PeftModel
+
+    if isinstance(model, str):
+        named = dataclasses.replace(cfg, name_or_path=model)
+        tokenizer = tokenizer or load_tokenizer(named, models_dir)
+        device = default_device()
+        model = _load_causal_lm(resolve_model_path(model, models_dir), named, device, compute_dtype(device, cfg.dtype),
+                                quantize=False)
+    if tokenizer is None:
+        raise UserError("no tokenizer: pass the model's tokenizer as processing_class")
+    adapted = isinstance(model, PeftModel) or lora is not None
+    if is_quantized(model) and not adapted:
+        raise UserError("the model is quantised (4- or 8-bit): it trains only through an adapter; pass "
+                        "peft_config=LoraConfig(...) or a PeftModel")
+    mode = "qlora" if is_quantized(model) else "lora" if adapted else "full"
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    disable_dropout(model)
+    if is_quantized(model):
+        keep_cpu_4bit_differentiable(model)
+    if ref_model is None and mode == "full":
+        ref_model = copy.deepcopy(model)
+    if ref_model is not None:
+        disable_dropout(ref_model)
+        ref_model.eval().requires_grad_(False)
+    name = getattr(base.config, "_name_or_path", "") or "in-memory model"
+    own = dataclasses.replace(cfg, name_or_path=name, mode=mode, ref_model=None, gradient_checkpointing=False)
+    weights_id = in_memory_fingerprint(ref_model if ref_model is not None else base)  # before an adapter goes in
+    policy = prepare_policy(model, with_pad_token(tokenizer), own, next(base.parameters()).device,
+                            model_compute_dtype(base), with_reference=False, models_dir=models_dir, lora=lora,
+                            ref_model=ref_model, seed=seed)
+    policy.weights_id = weights_id
+    return policy
+
+
 def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_path=None,
-                 with_reference: bool = True, models_dir: str | Path | None = None) -> Policy:
+                 with_reference: bool = True, models_dir: str | Path | None = None, seed: int | None = None) -> Policy:
     """Load the policy per ``cfg.mode`` (qlora | lora | full) and set up its reference.
 
     ``adapter_path``: load a saved LoRA adapter (safetensors) instead of creating a fresh one;
     ``with_reference=False``: no separate reference copy for full fine-tuning (e.g. plain SFT);
-    ``models_dir``: where ``tiny-*`` names are built (a run passes its cache's ``models`` folder).
+    ``models_dir``: where ``tiny-*`` names are built (a run passes its cache's ``models`` folder);
+    ``seed``: seeds a fresh adapter's initialisation (see :func:`prepare_policy`).
     """
     if cfg.mode not in MODES:
         raise UserError(f"unknown model mode {cfg.mode!r}; choose one of {MODES}")
@@ -195,18 +278,23 @@ def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_p
     model = _load_causal_lm(str(adapter_path) if cfg.mode == "full" and adapter_path else path, cfg, device, dtype,
                             quantize=cfg.mode == "qlora")
     return prepare_policy(model, load_tokenizer(cfg, models_dir), cfg, device, dtype, adapter_path, with_reference,
-                          models_dir)
+                          models_dir, seed=seed)
 
 
 def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
-                   adapter_path=None, with_reference: bool = True, models_dir: str | Path | None = None) -> Policy:
+                   adapter_path=None, with_reference: bool = True, models_dir: str | Path | None = None,
+                   lora=None, ref_model: torch.nn.Module | None = None, seed: int | None = None) -> Policy:
     """Make a loaded causal LM (4-bit for ``qlora``) the policy ``cfg.mode`` asks for: base weights
-    frozen, gradient checkpointing per ``cfg``, a fresh LoRA adapter (or the one at ``adapter_path``),
-    and the reference: the adapter switched off, or a separate model for full fine-tuning."""
+    frozen, gradient checkpointing per ``cfg``, a fresh LoRA adapter (``lora``, a ``peft.LoraConfig``,
+    else ``cfg``'s), the one at ``adapter_path``, or the ``PeftModel``'s own; and the reference: the
+    adapter switched off, ``ref_model``, or a separate model for full fine-tuning. ``seed`` seeds a
+    fresh adapter right before it is made, so its initialisation does not depend on what loading the
+    model drew from the random generator (the kit's run and a caller's own loader then agree)."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     checkpointing = use_gradient_checkpointing(cfg, device)
-    if cfg.mode in ("qlora", "lora"):
+    own_adapter = isinstance(model, PeftModel)  # the caller's adapter, trainable as they made it
+    if cfg.mode in ("qlora", "lora") and not own_adapter:
         # Not peft's prepare_model_for_kbit_training: it upcasts every non-quantised weight (embeddings,
         # LM head, norms) to fp32, +2 GiB on Llama-3-8B, for no gain under bf16/fp16 autocast. The
         # adapters themselves are fp32 (peft's default), which loss scaling in fp16 needs.
@@ -215,14 +303,17 @@ def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.mode in ("qlora", "lora"):
             model.enable_input_require_grads()  # frozen embeddings + checkpointing would zero the grads
-    if cfg.mode in ("qlora", "lora") and adapter_path is not None:
+    if own_adapter:
+        pass
+    elif cfg.mode in ("qlora", "lora") and adapter_path is not None:
         model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
     elif cfg.mode in ("qlora", "lora"):
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+        lora = lora or LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+        if seed is not None:
+            torch.manual_seed(seed)
         model = get_peft_model(model, lora)
-    ref_model = None
-    if with_reference and (cfg.ref_model is not None or cfg.mode == "full"):
+    if ref_model is None and with_reference and (cfg.ref_model is not None or cfg.mode == "full"):
         ref_path = resolve_model_path(cfg.ref_model or cfg.name_or_path, models_dir)
         ref_model = _load_causal_lm(ref_path, cfg, device, dtype, quantize=False).eval()
         ref_model.requires_grad_(False)

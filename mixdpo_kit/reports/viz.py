@@ -47,12 +47,18 @@ def margin_histogram(margins, split: Split, title: str = "Margins", unit: str = 
     fig = go.Figure()
     lo, hi = (float(m.min()), float(m.max())) if len(m) else (0.0, 1.0)
     x, counts, width = histogram_bars(m, split.tau)
-    fig.add_vrect(x0=min(lo, split.tau) - width, x1=split.tau, fillcolor=HARD, opacity=0.08, line_width=0)
-    fig.add_vrect(x0=split.tau, x1=max(hi, split.tau) + width, fillcolor=EASY, opacity=0.05, line_width=0)
+    # The line marks the split: with τ on the margins' grid the bar at τ is easy (margin < τ is hard),
+    # so the line goes between that bar and the one below, not through it.
+    step = grid_step(m) if len(m) else None
+    on_grid = step is not None and np.isclose(split.tau / step, round(split.tau / step))
+    edge = split.tau - step / 2 if on_grid else split.tau
+    fig.add_vrect(x0=min(lo, edge) - width, x1=edge, fillcolor=HARD, opacity=0.08, line_width=0)
+    fig.add_vrect(x0=edge, x1=max(hi, edge) + width, fillcolor=EASY, opacity=0.05, line_width=0)
     for side, name, color in ((x < split.tau, f"hard → SFT ({split.n_hard:,})", HARD),
                               (x >= split.tau, f"easy → preference ({split.n_easy:,})", EASY)):
         fig.add_bar(x=x[side], y=counts[side], width=width, name=name, marker_color=color, opacity=0.85)
-    fig.add_vline(x=split.tau, line_dash="dash", annotation_text=f"τ = {threshold(split.tau)}")
+    fig.add_vline(x=edge, line_dash="dash", annotation_text=f"τ = {threshold(split.tau)}"
+                  + (f" (margin < {threshold(split.tau)} is hard)" if on_grid else ""))
     fig.update_layout(barmode="overlay", bargap=0, title=f"{title}: {split.n_hard:,} hard / {split.n_easy:,} easy",
                       xaxis_title=f"margin ({unit}; larger = easier)", yaxis_title="pairs",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))

@@ -31,7 +31,7 @@ from mixdpo_kit.modeling.model import Policy, build_policy
 from mixdpo_kit.modeling.pairbatch import prompt_sharing
 from mixdpo_kit.modeling.refcache import ReferenceCache, reference_logps
 from mixdpo_kit.objectives.routing import bound_loss, get_objective, resolve
-from mixdpo_kit.training.trainer import JsonlLogger, MixDPOTrainer, PairCollator, training_dataset
+from mixdpo_kit.training.trainer import JsonlLogger, RoutedPairTrainer, PairCollator, training_dataset
 
 
 class RunStopped(RuntimeError):
@@ -50,14 +50,16 @@ class PreparedPairs:
     margin_unit: str = "margin units"  # for axis titles: rating points, nats per token, ...
 
 
-def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, margin_fn=None):
+def analyze_data(cfg: RunConfig, tokenizer=None, policy: Policy | None = None, margin_fn=None, pairs=None):
     """Load, validate, compute margins and split; tokenise (and count over-long pairs) when a
     tokenizer is given or the margin source needs token ids. Model-based margin sources use
     ``policy`` (or build one from ``cfg.model`` when none is given); ``margin_fn(dataset) ->
-    margins`` replaces the configured source."""
+    margins`` replaces the configured source; ``pairs``: a ``datasets.Dataset`` in any format the kit
+    reads, instead of ``cfg.data.source`` (read with the data section's format choices)."""
     source, arg = margin_source(margin_fn or cfg.margins.source)
     ctx = MarginContext(cfg, policy, build_policy=lambda: build_policy(cfg.model, models_dir=cfg.cache.path("models")))
-    ds, report = load_configured(cfg.data, keep_columns=source.columns(arg))
+    where = {} if pairs is None else {"source": pairs}
+    ds, report = load_configured(cfg.data, keep_columns=source.columns(arg), **where)
     if tokenizer is None and (policy is not None or source.needs_tokens):
         tokenizer = ctx.tokenizer
     if tokenizer is not None:
@@ -134,14 +136,24 @@ def select_pairs(prep: PreparedPairs, keep: np.ndarray, reason: str) -> Prepared
     return PreparedPairs(prep.dataset.select(idx), report, margins, split, plan, prep.margin_unit)
 
 
-def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: Path, cache: ReferenceCache | None = None,
-                  callbacks=(), show_bar: bool = True, **arg_overrides) -> tuple[MixDPOTrainer, PreparedPairs]:
-    """A ready-to-train ``MixDPOTrainer`` for prepared pairs and a resolved config: routes the pairs
-    per the objective, drops the pairs it filters (counted in the returned pairs' report) and
-    attaches reference log-probs. Returns the trainer and the pairs it trains on. ``show_bar``:
-    whether this training shows a progress bar in quiet mode (:mod:`mixdpo_kit.core.progress`)."""
+@dataclass
+class RoutedPairs:
+    """What the trainer takes for a set of prepared pairs: its dataset (route weights, margins,
+    reference log-probs), the pairs it keeps, the bound loss and whether a reference is needed."""
+
+    dataset: object  # training_dataset(...)
+    prep: PreparedPairs  # after the objective's filtering
+    loss: object  # objectives.bound_loss(...)
+    needs_reference: bool
+
+
+def routed_pairs(cfg: RunConfig, policy: Policy, prep: PreparedPairs, cache: ReferenceCache | None = None,
+                 loss=None) -> RoutedPairs:
+    """Route prepared pairs per the objective (the pairs it filters are dropped and counted in the
+    returned pairs' report) and attach reference log-probs (computed once, cached) where the config
+    asks for them. ``loss``: a bound loss to share (e.g. the training's, for its held-out pairs)."""
     objective = get_objective(cfg.loss.objective)
-    loss = bound_loss(cfg.loss)
+    loss = loss or bound_loss(cfg.loss)
     cache = cache or ReferenceCache(cfg.cache.dir)
     settings = TokenizationSettings.from_config(cfg.data).to_dict()
     gap = compute_margins(prep.dataset, "likelihood_gap", MarginContext(cfg, policy)) \
@@ -154,16 +166,30 @@ def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: 
     if needs_ref and cfg.train.precompute_reference:
         ref_c, ref_r = reference_logps(policy, prep.dataset, np.flatnonzero(pref_w > 0).tolist(), settings, cache,
                                        cfg.eval.batch_size)
-    ds = training_dataset(prep.dataset, sft_w, pref_w, prep.margins, ref_c, ref_r)
-    trainer = MixDPOTrainer(
-        model=policy.model, args=training_arguments(cfg, out_dir, policy.dtype, **arg_overrides), train_dataset=ds,
-        data_collator=PairCollator(policy.tokenizer.pad_token_id, prompt_sharing(policy.model, cfg.model.share_prompt)),
-        processing_class=policy.tokenizer, plan=prep.plan, loss=loss,
-        reference=policy.reference if needs_ref else None, share_prompt=cfg.model.share_prompt,
-        callbacks=[JsonlLogger(out_dir / "metrics.jsonl"), *callbacks],
-    )
+    return RoutedPairs(training_dataset(prep.dataset, sft_w, pref_w, prep.margins, ref_c, ref_r), prep, loss, needs_ref)
+
+
+def trainer_inputs(cfg: RunConfig, policy: Policy, routed: RoutedPairs) -> dict:
+    """The keyword arguments of :class:`RoutedPairTrainer` for routed pairs, besides ``args`` (the
+    kit's run and the TRL-shaped ``MixDPOTrainer`` build the same trainer from them)."""
+    return dict(model=policy.model, train_dataset=routed.dataset, processing_class=policy.tokenizer,
+                data_collator=PairCollator(policy.tokenizer.pad_token_id,
+                                           prompt_sharing(policy.model, cfg.model.share_prompt)),
+                plan=routed.prep.plan, loss=routed.loss, reference=policy.reference if routed.needs_reference else None,
+                share_prompt=cfg.model.share_prompt)
+
+
+def build_trainer(cfg: RunConfig, policy: Policy, prep: PreparedPairs, out_dir: Path, cache: ReferenceCache | None = None,
+                  callbacks=(), show_bar: bool = True, **arg_overrides) -> tuple[RoutedPairTrainer, PreparedPairs]:
+    """A ready-to-train ``RoutedPairTrainer`` for prepared pairs and a resolved config (pairs routed
+    by :func:`routed_pairs`). Returns the trainer and the pairs it trains on. ``show_bar``:
+    whether this training shows a progress bar in quiet mode (:mod:`mixdpo_kit.core.progress`)."""
+    routed = routed_pairs(cfg, policy, prep, cache)
+    trainer = RoutedPairTrainer(args=training_arguments(cfg, out_dir, policy.dtype, **arg_overrides),
+                                callbacks=[JsonlLogger(out_dir / "metrics.jsonl"), *callbacks],
+                                **trainer_inputs(cfg, policy, routed))
     progress.configure(trainer, show_bar)
-    return trainer, prep
+    return trainer, routed.prep
 
 
 def sft_warmup(cfg: RunConfig, out_dir: Path, callbacks=()) -> Path:
@@ -241,7 +267,7 @@ def train(cfg: RunConfig, out_dir: str | Path, resume_from_checkpoint: str | boo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
-    policy = build_policy(cfg.model, models_dir=cfg.cache.path("models"))
+    policy = build_policy(cfg.model, models_dir=cfg.cache.path("models"), seed=cfg.train.seed)
     prep = analyze_data(cfg, policy=policy)
     on_main(write_run_config, cfg, out_dir)
     ec = cfg.eval

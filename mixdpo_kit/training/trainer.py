@@ -1,4 +1,5 @@
-"""``MixDPOTrainer``: a transformers.Trainer that trains routed preference pairs in curriculum order.
+"""``RoutedPairTrainer``: a transformers.Trainer that trains routed preference pairs in curriculum order
+(the public, TRL-shaped ``MixDPOTrainer`` of :mod:`mixdpo_kit.training.trl_style` builds its input and is one).
 
 What it changes in Trainer, and why:
 - the train sampler yields the curriculum plan's order (Trainer would shuffle), and the run's steps
@@ -13,6 +14,7 @@ What it changes in Trainer, and why:
 - the loss is a per-batch mean computed here, so ``model_accepts_loss_kwargs = False`` keeps
   Trainer from rescaling it by token counts under gradient accumulation;
 - per-route metrics are averaged over the pairs of that route since the last log, on every process;
+- evaluation (``Trainer.evaluate``) reports the routed loss of the held-out pairs as ``eval_loss``;
 - each training step holds the model's lock (:func:`~mixdpo_kit.modeling.logprobs.model_lock`), so a
   panel's evaluation or generation on the same model waits for it instead of interleaving.
 
@@ -88,7 +90,7 @@ class PairCollator:
         }
 
 
-class MixDPOTrainer(Trainer):
+class RoutedPairTrainer(Trainer):
     """Trainer for routed preference optimisation; see the module docstring."""
 
     def __init__(self, *args, plan: CurriculumPlan, loss, reference=None, share_prompt: bool = True, **kwargs):
@@ -149,6 +151,12 @@ class MixDPOTrainer(Trainer):
                 self._metric_counts[key] += count
         return (loss, {"per_pair": out.per_pair}) if return_outputs else loss
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The routed loss of an evaluation batch (Trainer computes a loss only for batches with labels)."""
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: attach the route metrics gathered since the last one
             sums, counts = self._route_totals()
@@ -178,7 +186,7 @@ class StepPlanCheck(TrainerCallback):
     """Stops a run whose optimiser steps differ from the kit's plan of them (a bug, not a setting):
     what the kit reports of a run is computed from that plan."""
 
-    def __init__(self, trainer: MixDPOTrainer):
+    def __init__(self, trainer: RoutedPairTrainer):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):

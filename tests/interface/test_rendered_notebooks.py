@@ -24,7 +24,7 @@ def test_rendered_copy_is_current_and_shows_its_figures(source):
     # Every panel with a figure (all but a bare form) is stored with that figure as a PNG, as after Run All.
     panels = [o for o in outputs if str(o.get("data", {}).get("text/plain", "")).startswith("(an interactive panel")]
     assert all("image/png" in o["data"] for o in panels if "with no figure" not in o["data"]["text/plain"]), source.name
-    if source.stem != "00_quickstart":
+    if source.stem not in ("00_quickstart", "04_compare_objectives"):  # the notebooks with panels
         assert panels and any("image/png" in o["data"] for o in panels), source.name
     # Nothing printed a traceback (e.g. the PNG exporter's browser on stderr).
     assert not [o for o in outputs if o.output_type == "stream" and "Traceback" in o.text], source.name

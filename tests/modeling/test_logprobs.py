@@ -174,7 +174,7 @@ def test_the_head_is_set_aside_only_under_the_models_lock():
         with logprobs.head_set_aside(model):
             seen.append(type(model.get_output_embeddings()).__name__)
 
-    with lock:  # as MixDPOTrainer.training_step holds it
+    with lock:  # as RoutedPairTrainer.training_step holds it
         worker = threading.Thread(target=swap)
         worker.start()
         started.wait()

@@ -17,6 +17,10 @@ def test_margin_histogram_counts_and_tau():
     fig = viz.margin_histogram(m, split_by_margin(m, tau=0.75))
     assert hist_counts(fig) == {"hard → SFT": 3, "easy → preference": 3}
     assert any(s.x0 == 0.75 for s in fig.layout.shapes if s.type == "line")
+    # τ on the grid: the bar at τ is easy, and the line runs between it and the hard bar below, not through it.
+    on_grid = viz.margin_histogram(m, split_by_margin(m, tau=0.5))
+    assert [s.x0 for s in on_grid.layout.shapes if s.type == "line"] == [0.25]
+    assert hist_counts(on_grid) == {"hard → SFT": 2, "easy → preference": 4}
 
 
 def test_curriculum_timeline_sft_fraction_per_step_and_stage_lines():

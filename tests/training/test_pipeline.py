@@ -33,11 +33,11 @@ def test_nonfinite_loss_stops_with_step_rows_and_kept_weights(small_cfg, tmp_pat
 
 
 def test_out_of_memory_names_the_settings_to_lower(small_cfg, tmp_path, monkeypatch):
-    from mixdpo_kit.training.trainer import MixDPOTrainer
+    from mixdpo_kit.training.trainer import RoutedPairTrainer
 
     def oom(self, *a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(MixDPOTrainer, "train", oom)
+    monkeypatch.setattr(RoutedPairTrainer, "train", oom)
     with pytest.raises(RuntimeError, match=r"per_device_train_batch_size \(now 4.*max_length \(now 64\).*lora_r"):
         train(small_cfg, tmp_path / "oom")

@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 from mixdpo_kit.modeling.model import build_policy
 from mixdpo_kit.modeling.refcache import ReferenceCache
 from mixdpo_kit.training.pipeline import analyze_data, build_trainer
-from mixdpo_kit.training.trainer import MixDPOTrainer, PairCollator
+from mixdpo_kit.training.trainer import RoutedPairTrainer, PairCollator
 
 
 class Recorder(TrainerCallback):
@@ -23,7 +23,7 @@ class Recorder(TrainerCallback):
             control.should_training_stop = True
 
 
-def record_rows(trainer: MixDPOTrainer):
+def record_rows(trainer: RoutedPairTrainer):
     """Wrap compute_loss to record the row indices of every micro-batch."""
     seen = []
     original = trainer.compute_loss
