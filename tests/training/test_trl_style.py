@@ -162,3 +162,52 @@ def test_what_a_model_object_cannot_do_is_said(tiny_llama, tmp_path):
         MixDPOTrainer(model=tiny_llama, args=DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False),
                       train_dataset=_builtin_rows(8))
 
+
+
+def test_the_docs_switch_a_trl_script_in_a_few_lines_and_both_scripts_train(tiny_llama, tmp_path):
+    """docs/trl.md shows a TRL DPOTrainer script and the same script on MixDPO: they differ only in
+    the import, the config class (plus τ and a margin source) and the trainer class, the page quotes
+    those lines as the scripts have them, and both scripts train on the tiny model and the shipped sample."""
+    import difflib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mixdpo_kit.data.shipped import sample_path
+    from mixdpo_kit.training.trl_style import LOSS_FIELDS
+
+    root = Path(__file__).resolve().parents[2]
+    scripts = {name: (root / "docs" / "examples" / f"{name}.py").read_text() for name in ("dpo_trl", "dpo_mixdpo")}
+    code = {name: text.split('"""', 2)[2] for name, text in scripts.items()}  # after the docstring
+    changed = [line[2:] for line in difflib.ndiff(code["dpo_trl"].splitlines(), code["dpo_mixdpo"].splitlines())
+               if line[:2] in ("- ", "+ ")]
+    assert changed and all(line.startswith(("from trl", "from mixdpo_kit", "args =", "trainer =", "  ")) for line in changed)
+    assert len(changed) == 12, changed  # import, config (3 lines), trainer (2 lines), each side
+    doc = (root / "docs" / "trl.md").read_text()
+    for line in changed:
+        assert line in doc, line
+    for name in [*KIT_FIELDS, *LOSS_FIELDS, "loss_params"]:
+        assert f"`{name}`" in doc, name
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for name in scripts:
+        out = tmp_path / name
+        done = subprocess.run([sys.executable, str(root / "docs" / "examples" / f"{name}.py"), tiny_llama,
+                               str(sample_path("ultrafeedback-sample")), str(out), "1"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (out / "adapter_model.safetensors").exists(), name
+
+
+def test_the_compute_dtype_is_read_from_the_model_object():
+    from types import SimpleNamespace
+
+    from mixdpo_kit.modeling.model import is_quantized, model_compute_dtype
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    four_bit = SimpleNamespace(config=SimpleNamespace(quantization_config=q), is_loaded_in_4bit=True)
+    assert model_compute_dtype(four_bit) == torch.bfloat16 and is_quantized(four_bit)
+    saved = SimpleNamespace(config=SimpleNamespace(quantization_config={"bnb_4bit_compute_dtype": "float16"}))
+    assert model_compute_dtype(saved) == torch.float16 and not is_quantized(saved)
+    plain = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    assert model_compute_dtype(plain) == torch.bfloat16
