@@ -183,7 +183,7 @@ def test_learner_pass(path, tmp_path, monkeypatch):
             bars = [o for o in cell.outputs if re.search(r"\d+/\d+ \[", _output_text(o))]
             allowed = max(cell.source.count("run("), cell.source.count("run_demo("),
                           2 * cell.source.count("run(variant_config"), 15 * cell.source.count("run_comparison("),
-                          5 * cell.source.count("explorer.run("))  # a displacement explorer: 4 arms + the warm-up
+                          5 * len(re.findall(r"\.run\(\)", cell.source)))  # a displacement panel: 4 arms + warm-up
             assert len(bars) <= allowed, (path.stem, i, len(bars))
             assert not any("'loss':" in _output_text(o) or "Training Loss" in str(o.get("data", {}))
                            for o in cell.outputs), (path.stem, i)
