@@ -523,7 +523,7 @@ def test_05_displacement_panel_draws_its_curves_and_reads_back_a_trained_setting
             outputs = _run_all_and_wait(page, f"{url}/lab/tree/05_likelihood_displacement.ipynb", 900_000)
             after_run_all = page.evaluate(panel_titles)
             legend = page.evaluate(arms)
-            page.locator(".widget-dropdown select").first.select_option(label="1")
+            page.locator(".widget-dropdown select").first.select_option(label="1.0")
             page.locator("button", has_text="train and plot").first.click()
             page.wait_for_function(f"({panel_titles})().filter(t => t.includes('β = 1,')).length >= 2", timeout=120_000)
             status = _status_text(page, "dpo_near_ties:")
