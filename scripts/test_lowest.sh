@@ -10,7 +10,8 @@ py="$venv/bin/python"
 $py -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 pins=$(mktemp)
 $py scripts/lowest_constraints.py test > "$pins"
-# TRL's lowest release needs a newer datasets than the kit's lowest: it is tried on its own below.
+# TRL's lowest release needs a newer datasets than the kit's lowest: it is tried on its own below, with
+# the TRL-shaped trainer (MixDPOConfig, MixDPOTrainer), whose test runs a TRL script too.
 grep -v '^trl==' "$pins" > "$pins.runtime"
 # torch first, pinned, so no other requirement pulls a newer build (torch's lowest, 2.11, exists only
 # as a CUDA build on PyPI; it runs on the CPU too).
@@ -26,4 +27,4 @@ $py -m pytest -q -p no:cacheprovider tests/objectives/test_losses.py tests/objec
   tests/data/test_formats.py
 $py -m pip install --quiet "$(grep '^trl==' "$pins")"
 $py -m pip list --format=freeze 2>/dev/null | grep -iE '^(trl|datasets|accelerate)=='
-$py -m pytest -q -p no:cacheprovider tests/objectives/test_trl_oracle.py
+$py -m pytest -q -p no:cacheprovider tests/objectives/test_trl_oracle.py tests/training/test_trl_style.py

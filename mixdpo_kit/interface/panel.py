@@ -20,6 +20,7 @@ import plotly.io as pio
 from mixdpo_kit.core.config import RunConfig
 from mixdpo_kit.core.units import percent, threshold
 from mixdpo_kit.data.chat import as_text
+from mixdpo_kit.margins.split import split_by_margin
 from mixdpo_kit.reports.explain import result_lines, worked_pairs_table
 from mixdpo_kit.reports.results import RunSummary, as_summary
 
@@ -134,8 +135,6 @@ def panel_choices_lines(cfg: RunConfig, margins=None) -> list[str]:
     """Every setting the two panels decide (``PANEL_FIELDS``), in words: what notebook 02 exports
     and notebook 03 takes. ``margins``: the pairs' margins, to state the split these pairs actually
     get (margins on a grid cannot give every share a quantile asks for)."""
-    from mixdpo_kit.margins.split import split_by_margin
-
     s, c, t = cfg.split, cfg.curriculum, cfg.train
     split = (f"hard = the lowest {percent(s.quantile)} of the margins (quantile {s.quantile:g})"
              if s.quantile is not None else f"hard = margin < τ = {threshold(s.tau)}")
