@@ -8,6 +8,7 @@ alone (:func:`on_main`), the others waiting until it has. In a single process bo
 """
 from __future__ import annotations
 
+import gc
 from typing import Callable, Sequence
 
 import torch
@@ -61,3 +62,15 @@ def on_main(write: Callable, *args, **kwargs):
         return result
     state.wait_for_everyone()
     return broadcast_object_list([result])[0]
+
+
+def end_processes() -> None:
+    """Close a launch's process group once every process has reached this point, and stop its
+    threads (a plain call in a single process). PyTorch asks for this before a process exits: left
+    open, gloo's communication threads are still running while the interpreter shuts down."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        process_state().wait_for_everyone()
+        torch.distributed.destroy_process_group()
+        # The group's threads stop when its last reference goes; a trainer's reference cycles
+        # (model wrapper, callbacks) keep it until the collector runs.
+        gc.collect()

@@ -405,7 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         progress.quiet_libraries()
         progress.set_quiet(True, stage_bars=True)
     try:
-        return args.func(args)
+        code = args.func(args)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # only after success: after a failure the others may never arrive
+            from mixdpo_kit.core.distributed import end_processes
+
+            end_processes()
+        return code
     except UserError as err:
         print(f"mixdpo-kit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from mixdpo_kit.core.config import preset
+from mixdpo_kit.core.distributed import end_processes
 from mixdpo_kit.modeling.model import build_policy
 from mixdpo_kit.modeling.refcache import ReferenceCache
 from mixdpo_kit.training.pipeline import analyze_data, build_trainer
@@ -56,3 +57,4 @@ def main(model_dir: str, out_dir: str, per_device_batch: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    end_processes()

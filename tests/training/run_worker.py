@@ -4,7 +4,7 @@
 
 Python-level writes (``open``/``io.open`` for writing, ``os.replace``, ``torch.save`` and
 safetensors' ``save_file``, which transformers and peft use for weights) into RUN_DIR are recorded and,
-after the command, written to ``LOG_DIR/TAG-rank<R>.json``. The wrappers go in before transformers and
+after the command, written to ``LOG_DIR/TAG-rank<R>.json`` with the threads still running then. The wrappers go in before transformers and
 peft are imported, so their own references to ``save_file`` are the recording ones.
 """
 import builtins
@@ -45,10 +45,16 @@ safetensors.torch.save_file = recording(safetensors.torch.save_file, 1)
 
 from mixdpo_kit.interface.cli import main  # noqa: E402  (after the wrappers)
 
+
+def thread_names() -> list[str]:
+    """The names of this process's threads, native ones included (Linux's /proc)."""
+    tasks = Path("/proc/self/task")
+    return sorted((t / "comm").read_text().strip() for t in tasks.iterdir()) if tasks.exists() else []
+
 if __name__ == "__main__":
     log_dir, tag = Path(sys.argv[2]), sys.argv[3]
     code = main(sys.argv[4:])
     rank = int(os.environ.get("RANK", 0))
     with original_open(log_dir / f"{tag}-rank{rank}.json", "w") as f:
-        json.dump({"code": code, "written": written}, f)
+        json.dump({"code": code, "written": written, "threads": thread_names()}, f)
     sys.exit(code)

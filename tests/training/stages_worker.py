@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from mixdpo_kit.core.cache import JsonCache
+from mixdpo_kit.core.distributed import end_processes
 from mixdpo_kit.core.config import preset
 from mixdpo_kit.evaluation.evaluate import generate, pair_logps
 from mixdpo_kit.evaluation.generation import Decoding, generate_answers
@@ -72,3 +73,4 @@ def main(model_dir: str, reward_dir: str, out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])
+    end_processes()

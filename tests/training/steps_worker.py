@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mixdpo_kit.core.config import preset
+from mixdpo_kit.core.distributed import end_processes
 from mixdpo_kit.core.steps import StepPlan
 from mixdpo_kit.margins.curriculum import lr_mass_by_route, optimizer_steps
 from mixdpo_kit.modeling.model import build_policy
@@ -62,3 +63,4 @@ def main(model_dir: str, out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    end_processes()

@@ -29,7 +29,7 @@ def launch(nproc: int, script: Path, *args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}",
                *cmd[1:]]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-8000:]
+    assert res.returncode == 0, f"stdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-8000:]}"
     return res
 
 
@@ -102,8 +102,9 @@ def test_every_stage_splits_its_work_gathers_one_process_numbers_and_writes_once
 
 def test_a_two_process_run_writes_each_file_once_and_resumes(tmp_path):
     """``mixdpo-kit train`` under torchrun: only the main process writes the run's files (the other
-    writes nothing but its own RNG state in each checkpoint), metrics.jsonl has each row once, and
-    ``--resume`` from that run's checkpoint trains the rest to the same losses."""
+    writes nothing but its own RNG state in each checkpoint), metrics.jsonl has each row once,
+    ``--resume`` from that run's checkpoint trains the rest to the same losses, and each process
+    closes the process group before it exits."""
     out, logs = tmp_path / "run", tmp_path / "logs"
     logs.mkdir()
     cfg = preset("demo").override(
@@ -121,6 +122,9 @@ def test_a_two_process_run_writes_each_file_once_and_resumes(tmp_path):
         launch(2, worker, str(out), str(logs), tag, "train", "--config", str(tmp_path / "run.yaml"), *extra)
         ranks = [json.loads((logs / f"{tag}-rank{r}.json").read_text()) for r in range(2)]
         assert [r["code"] for r in ranks] == [0, 0]
+        # The command closed the process group: no gloo thread is left for the interpreter's exit
+        # to tear down (which can abort a process whose work is done).
+        assert [[t for t in r["threads"] if "gloo" in t] for r in ranks] == [[], []], ranks
         return [r["written"] for r in ranks]
 
     def check_one_writer(main: list[str], other: list[str]) -> None:
