@@ -23,4 +23,4 @@ if [ -n "$extras" ]; then
 else
   $py -m pip install --quiet -e .
 fi
-$py -c "import torch, transformers, peft, bitsandbytes, datasets; print('mixdpo-kit ready: torch', torch.__version__)"
+$py -c "import mixdpo_kit, torch, transformers, peft, bitsandbytes, datasets; print('mixdpo-kit ready: torch', torch.__version__)"
