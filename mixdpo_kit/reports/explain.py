@@ -135,13 +135,14 @@ def difference_line(a: RunSummary, b: RunSummary, name_a: str, name_b: str, nois
     return f"{name_a} − {name_b} = {d:+.3f} ground-truth reward ({ra:.3f} vs {rb:.3f}): {reading}"
 
 
-def level_line(value: float, study_value: float, what: str, study: str) -> str:
+def level_line(value: float, study_value: float, what: str, study: str,
+               why: str = "training is not bit-for-bit reproducible across CPUs") -> str:
     """Your ``value`` of ``what`` against the ``study``'s: equal at three decimals, or how far apart,
-    with why levels differ across machines and what to compare instead."""
+    with ``why`` levels differ across machines and what to compare instead."""
     if f"{value:.3f}" == f"{study_value:.3f}":
         return f"{what}: {value:.3f}, the same as {study}'s {study_value:.3f} at three decimals"
-    return (f"{what}: {value:.3f}, {study}'s {study_value:.3f} ({value - study_value:+.3f}): the SFT warm-up is not "
-            "bit-for-bit reproducible across CPUs, so compare differences, not levels")
+    return (f"{what}: {value:.3f}, {study}'s {study_value:.3f} ({value - study_value:+.3f}): {why}, "
+            "so compare differences, not levels")
 
 
 def settings_lines(config: dict) -> list[str]:

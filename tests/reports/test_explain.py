@@ -88,6 +88,8 @@ def test_a_level_is_read_against_the_studys_in_words_that_match_the_numbers():
 
     assert "the same as the study's 0.747" in level_line(0.7471, 0.747, "your SFT model", "the study")
     assert "(-0.013)" in level_line(0.734, 0.747, "your SFT model", "the study")
+    why = "the SFT warm-up is not bit-for-bit reproducible across CPUs"
+    assert f"(+0.013): {why}, so compare" in level_line(0.760, 0.747, "your SFT model", "the study", why)
 
 
 def test_settings_lines_name_an_objectives_own_settings_apart_from_its_loss():
