@@ -4,7 +4,8 @@ Training is a ``transformers.Trainer``, which shards its own batches. Every othe
 a model over many items — reference log-probs, model-based margins, evaluation, generation —
 calls :func:`map_shared`: each process computes every N-th item, and the results are gathered
 through accelerate, in the items' order, on every process. Files are written by the main process
-alone (:func:`on_main`), the others waiting until it has. In a single process both are plain calls.
+alone (:func:`on_main`), the others waiting until it has. A launched command ends with
+:func:`end_processes`. In a single process all three are plain calls.
 """
 from __future__ import annotations
 

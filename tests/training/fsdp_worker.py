@@ -13,7 +13,7 @@ from pathlib import Path
 
 from accelerate import FullyShardedDataParallelPlugin
 
-from mixdpo_kit.core.distributed import process_state
+from mixdpo_kit.core.distributed import end_processes, process_state
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import main as train  # noqa: E402
@@ -32,3 +32,4 @@ if __name__ == "__main__":
     except ValueError as err:
         record["error"] = str(err)
     (out / f"fsdp-rank{os.environ['RANK']}.json").write_text(json.dumps(record))
+    end_processes()
