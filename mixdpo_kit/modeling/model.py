@@ -281,6 +281,16 @@ def build_policy(cfg: ModelConfig, device: torch.device | None = None, adapter_p
                           models_dir, seed=seed)
 
 
+@contextlib.contextmanager
+def _without_peft_deprecation_notice():
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model, which
+    under transformers 5 warns at every wrap: a notice about peft's own code that a user cannot act
+    on. Only that FutureWarning is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
                    adapter_path=None, with_reference: bool = True, models_dir: str | Path | None = None,
                    lora=None, ref_model: torch.nn.Module | None = None, seed: int | None = None) -> Policy:
@@ -306,13 +316,15 @@ def prepare_policy(model: torch.nn.Module, tokenizer, cfg: ModelConfig, device: 
     if own_adapter:
         pass
     elif cfg.mode in ("qlora", "lora") and adapter_path is not None:
-        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
+        with _without_peft_deprecation_notice():
+            model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
     elif cfg.mode in ("qlora", "lora"):
         lora = lora or LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                   target_modules=cfg.target_modules, task_type="CAUSAL_LM")
         if seed is not None:
             torch.manual_seed(seed)
-        model = get_peft_model(model, lora)
+        with _without_peft_deprecation_notice():
+            model = get_peft_model(model, lora)
     if ref_model is None and with_reference and (cfg.ref_model is not None or cfg.mode == "full"):
         ref_path = resolve_model_path(cfg.ref_model or cfg.name_or_path, models_dir)
         ref_model = _load_causal_lm(ref_path, cfg, device, dtype, quantize=False).eval()

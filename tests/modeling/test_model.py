@@ -138,3 +138,18 @@ def test_sft_warmup_does_not_follow_the_main_runs_schedule(tmp_path, tiny_llama)
               for schedule, wd in (("cosine", 0.0), ("constant_with_warmup", 0.1))]
     a, b = (load_file(str(m / "model.safetensors")) for m in models)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_wrapping_in_an_adapter_says_nothing_about_peft_internals(tiny_llama, tmp_path):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model; the kit
+    drops that FutureWarning (a user cannot act on it) for a new adapter and a saved one, and nothing else."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        policy = build_policy(ModelConfig(name_or_path=tiny_llama, mode="lora"))
+        policy.model.save_pretrained(tmp_path / "adapter")
+        build_policy(ModelConfig(name_or_path=tiny_llama, mode="lora"), adapter_path=tmp_path / "adapter")
+        warnings.warn("another notice", FutureWarning)
+    notices = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert notices == ["another notice"], notices
