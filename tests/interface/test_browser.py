@@ -420,8 +420,11 @@ def test_03_run_stop_run_and_stop_during_the_warmup(tmp_path):
     from playwright.sync_api import sync_playwright
 
     nb = nbformat.read(ROOT / "notebooks" / "03_train_qlora.ipynb", as_version=4)
-    for cell in nb.cells:  # a CPU run long enough to stop by hand
-        cell.source = cell.source.replace('data={"max_rows": 800})', 'data={"max_rows": 800}, train={"max_steps": 100000})')
+    # A CPU run long enough to stop by hand, with no periodic checkpoint (every 50 steps otherwise,
+    # which a fast machine reaches before the click lands): the only checkpoint is the stop's.
+    for cell in nb.cells:
+        cell.source = cell.source.replace('data={"max_rows": 800})',
+                                          'data={"max_rows": 800}, train={"max_steps": 100000, "save_steps": 100000})')
     assert any("100000" in c.source for c in nb.cells)
     nbformat.write(nb, tmp_path / "03_train_qlora.ipynb")
     run_dir = tmp_path / "runs" / "notebook03"
