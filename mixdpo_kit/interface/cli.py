@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mixdpo_kit.core import progress
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun / accelerate launch
+    if launched:
         from mixdpo_kit.core.distributed import is_main_process
 
         if not is_main_process():
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.set_quiet(True, stage_bars=True)
     try:
         code = args.func(args)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # only after success: after a failure the others may never arrive
+        if launched:  # only after success: after a failure the other processes may never arrive
             from mixdpo_kit.core.distributed import end_processes
 
             end_processes()
